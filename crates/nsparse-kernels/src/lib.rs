@@ -1,0 +1,1 @@
+//! Hot numeric kernels of nsparse.
