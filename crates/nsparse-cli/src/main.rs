@@ -1,1 +1,70 @@
-fn main() {}
+//! The `nsparse` command-line tool: encoding, indexing, search and evaluation of learned sparse
+//! vectors. Each subcommand lives in its own module; this file parses arguments and sets up
+//! logging and threads.
+
+mod encode_cmd;
+mod jsonl;
+mod model_args;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Learned sparse retrieval with the OpenSearch neural sparse models.
+#[derive(Parser, Debug)]
+#[command(name = "nsparse", version, about, long_about = None)]
+struct Cli {
+    /// Worker threads for encoding and search (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Turn text into sparse vectors.
+    #[command(subcommand)]
+    Encode(encode_cmd::EncodeCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(threads) = cli.threads {
+        rayon_pool(threads)?;
+    }
+    match cli.command {
+        Command::Encode(cmd) => encode_cmd::run(cmd),
+    }
+}
+
+fn rayon_pool(threads: usize) -> Result<()> {
+    anyhow::ensure!(threads > 0, "--threads must be at least 1");
+    nsparse_model::init_thread_pool(threads)?;
+    Ok(())
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

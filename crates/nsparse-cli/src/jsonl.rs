@@ -1,0 +1,179 @@
+//! BEIR-style JSON-lines input (`corpus.jsonl`, `queries.jsonl`) and vector output.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// One line of a BEIR corpus or queries file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The `_id` field (numbers are accepted and kept as their decimal text).
+    pub id: String,
+    /// The text to encode: `title + " " + text` when a non-empty title exists, else `text`.
+    pub text: String,
+    /// The line as given, for stored sources.
+    pub source: Value,
+}
+
+/// Parses one JSON line; `origin` is `file:line` for messages.
+pub fn parse_record(line: &str, origin: &str) -> Result<Record> {
+    let source: Value = serde_json::from_str(line).with_context(|| {
+        format!("{origin}: not a JSON object; each line must be {{\"_id\": ..., \"text\": ...}}")
+    })?;
+    let obj = source
+        .as_object()
+        .with_context(|| format!("{origin}: not a JSON object"))?;
+    let id = match obj.get("_id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => bail!("{origin}: missing or empty \"_id\" (a string)"),
+    };
+    let text = match obj.get("text") {
+        Some(Value::String(s)) => s.as_str(),
+        None | Some(Value::Null) => "",
+        Some(_) => bail!("{origin}: \"text\" must be a string"),
+    };
+    let title = match obj.get("title") {
+        Some(Value::String(s)) => s.as_str(),
+        None | Some(Value::Null) => "",
+        Some(_) => bail!("{origin}: \"title\" must be a string"),
+    };
+    if title.is_empty() && text.is_empty() && !obj.contains_key("text") {
+        bail!("{origin}: no \"text\" field");
+    }
+    let text = if title.is_empty() {
+        text.to_string()
+    } else {
+        format!("{title} {text}")
+    };
+    Ok(Record { id, text, source })
+}
+
+/// Reads JSON lines in chunks, so corpora larger than memory stream through.
+pub struct RecordReader {
+    path: PathBuf,
+    lines: std::io::Lines<BufReader<File>>,
+    line_no: usize,
+}
+
+impl RecordReader {
+    /// Opens a JSON-lines file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(RecordReader {
+            path: path.to_path_buf(),
+            lines: BufReader::new(file).lines(),
+            line_no: 0,
+        })
+    }
+
+    /// The next up to `n` records; empty at the end. Blank lines are skipped.
+    pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(line) = self.lines.next() else { break };
+            self.line_no += 1;
+            let line = line.with_context(|| {
+                format!("{}:{}: cannot read", self.path.display(), self.line_no)
+            })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            out.push(parse_record(
+                &line,
+                &format!("{}:{}", self.path.display(), self.line_no),
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// Counts the non-blank lines of a file (for the progress bar's total).
+pub fn count_records(path: &Path) -> Result<u64> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut n = 0;
+    for line in BufReader::new(file).lines() {
+        if !line
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim()
+            .is_empty()
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A file written under a temporary name and renamed into place only when complete, so a failed
+/// run never leaves a half-written output that looks finished.
+pub struct AtomicOutput {
+    tmp: PathBuf,
+    path: PathBuf,
+    /// The buffered writer.
+    pub writer: BufWriter<File>,
+}
+
+impl AtomicOutput {
+    /// Creates `path.partial` next to `path`.
+    pub fn create(path: &Path) -> Result<Self> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = PathBuf::from(tmp);
+        let file =
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(AtomicOutput {
+            tmp,
+            path: path.to_path_buf(),
+            writer: BufWriter::new(file),
+        })
+    }
+
+    /// Flushes, syncs and renames into place.
+    pub fn commit(self) -> Result<()> {
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("cannot rename into {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+/// Writes one line followed by a newline.
+pub fn write_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn title_and_text_are_joined() {
+        let r = parse_record(r#"{"_id":"7","title":"Wings","text":"lift."}"#, "x:1").unwrap();
+        assert_eq!((r.id.as_str(), r.text.as_str()), ("7", "Wings lift."));
+        let r = parse_record(r#"{"_id":8,"title":"","text":"only text"}"#, "x:2").unwrap();
+        assert_eq!((r.id.as_str(), r.text.as_str()), ("8", "only text"));
+    }
+
+    #[test]
+    fn bad_lines_name_their_origin() {
+        for (line, needle) in [
+            ("{not json", "x:3: not a JSON object"),
+            (r#"{"text":"no id"}"#, "\"_id\""),
+            (r#"{"_id":"1","text":5}"#, "\"text\" must be a string"),
+            (r#"{"_id":"1"}"#, "no \"text\""),
+        ] {
+            let e = format!("{:#}", parse_record(line, "x:3").unwrap_err());
+            assert!(e.contains(needle), "{line}: {e}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! WordPiece tokenization through Hugging Face's `tokenizers`, with nsparse's truncation rules.
+
+use std::path::Path;
+
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{
+    AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
+
+use crate::error::{ModelError, Result};
+
+/// The token ids of one text as fed to the network, and whether the text was cut to fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    /// Token ids, special tokens included for documents.
+    pub ids: Vec<u32>,
+    /// True when the text had more tokens than the limit and its tail was dropped.
+    pub truncated: bool,
+}
+
+/// A WordPiece tokenizer with the truncation and special-token rules of the encoders.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    /// Configured to add special tokens and truncate at `max_length`.
+    documents: Tokenizer,
+    /// Configured without special tokens, truncating at `max_length`.
+    queries: Tokenizer,
+    /// Configured with no truncation at all (chunked long documents).
+    untruncated: Tokenizer,
+    special_ids: Vec<u32>,
+    max_length: usize,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("max_length", &self.max_length)
+            .finish()
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` from bytes (`origin` names it in errors).
+    pub fn from_json_bytes(bytes: &[u8], origin: &Path, max_length: usize) -> Result<Self> {
+        let tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| {
+            ModelError::invalid(
+                origin,
+                format!("not a Hugging Face tokenizer.json ({e}); re-download the model folder"),
+            )
+        })?;
+        Self::from_tokenizer(tokenizer, origin, max_length)
+    }
+
+    /// Builds the bert-base-uncased style tokenizer from a `vocab.txt` (one WordPiece per line).
+    pub fn from_vocab_txt(path: &Path, lowercase: bool, max_length: usize) -> Result<Self> {
+        let text = path.to_str().ok_or_else(|| {
+            ModelError::invalid(path, "the path is not valid UTF-8; move the model folder")
+        })?;
+        let wordpiece = WordPiece::from_file(text)
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| ModelError::invalid(path, format!("not a WordPiece vocab.txt ({e})")))?;
+        let mut tokenizer = Tokenizer::new(wordpiece);
+        let id = |token: &str| {
+            tokenizer.token_to_id(token).ok_or_else(|| {
+                ModelError::invalid(
+                    path,
+                    format!("vocab.txt has no {token} entry; is it a BERT vocabulary?"),
+                )
+            })
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        tokenizer
+            .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+            .with_pre_tokenizer(Some(BertPreTokenizer))
+            .with_post_processor(Some(BertProcessing::new(
+                ("[SEP]".into(), sep),
+                ("[CLS]".into(), cls),
+            )));
+        let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .filter(|t| tokenizer.token_to_id(t).is_some())
+            .map(|t| AddedToken::from(*t, true))
+            .collect();
+        tokenizer.add_special_tokens(&specials);
+        Self::from_tokenizer(tokenizer, path, max_length)
+    }
+
+    fn from_tokenizer(mut tokenizer: Tokenizer, origin: &Path, max_length: usize) -> Result<Self> {
+        // A tokenizer.json may carry its own padding/truncation (SPLADE-tiny pads to the batch);
+        // the encoders never pad and truncate by their own rule.
+        tokenizer.with_padding(None);
+        let truncation = TruncationParams {
+            max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        };
+        tokenizer
+            .with_truncation(Some(truncation))
+            .map_err(|e| ModelError::invalid(origin, format!("cannot set truncation: {e}")))?;
+        let mut special_ids: Vec<u32> = tokenizer
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, token)| token.special)
+            .map(|(id, _)| *id)
+            .collect();
+        special_ids.sort_unstable();
+        let mut untruncated = tokenizer.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| ModelError::invalid(origin, format!("cannot unset truncation: {e}")))?;
+        Ok(TextTokenizer {
+            untruncated,
+            queries: tokenizer.clone(),
+            documents: tokenizer,
+            special_ids,
+            max_length,
+        })
+    }
+
+    /// Number of entries in the vocabulary, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.documents.get_vocab_size(true)
+    }
+
+    /// The ids of special tokens (`[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`), sorted.
+    pub fn special_ids(&self) -> &[u32] {
+        &self.special_ids
+    }
+
+    /// The truncation limit in tokens.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Document tokenization: special tokens added, truncated at `max_length`.
+    pub fn tokenize_document(&self, text: &str) -> Result<TokenizedText> {
+        let encoding = self
+            .documents
+            .encode(text, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(TokenizedText {
+            truncated: !encoding.get_overflowing().is_empty(),
+            ids: encoding.get_ids().to_vec(),
+        })
+    }
+
+    /// The content tokens of a document, without special tokens or truncation (chunked mode).
+    pub fn tokenize_document_untruncated(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Query tokenization: no special tokens, truncated at `max_length`.
+    pub fn tokenize_query(&self, text: &str) -> Result<TokenizedText> {
+        let encoding = self
+            .queries
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(TokenizedText {
+            truncated: !encoding.get_overflowing().is_empty(),
+            ids: encoding.get_ids().to_vec(),
+        })
+    }
+
+    /// The token string of an id.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.documents.id_to_token(id)
+    }
+
+    /// The id of a token string.
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.documents.token_to_id(token)
+    }
+
+    /// The ids of `[CLS]` and `[SEP]`, needed to frame the windows of chunked documents.
+    pub fn cls_sep(&self) -> Option<(u32, u32)> {
+        Some((self.id("[CLS]")?, self.id("[SEP]")?))
+    }
+}
