@@ -1,0 +1,331 @@
+//! Low-level encoding shared by every file: the checksummed section container,
+//! varints, weight quantization and atomic file replacement.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Size of the fixed container header before the section table.
+const HEADER_FIXED: usize = 16;
+/// Bytes per section-table entry: kind u32, offset u64, len u64, crc32 u32.
+const ENTRY: usize = 24;
+
+/// Serialize a checksummed container: magic, version, section table (each
+/// section has its own crc32), a crc32 over the header, then the sections.
+pub(crate) fn write_container(magic: &[u8; 8], version: u32, sections: &[(u32, &[u8])]) -> Vec<u8> {
+    let table_end = HEADER_FIXED + sections.len() * ENTRY + 4;
+    let total: usize = table_end + sections.iter().map(|s| s.1.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    let mut off = table_end as u64;
+    for (kind, data) in sections {
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&off.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+        off += data.len() as u64;
+    }
+    let hcrc = crc32fast::hash(&out);
+    out.extend_from_slice(&hcrc.to_le_bytes());
+    for (_, data) in sections {
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+/// Parse and fully verify a container written by [`write_container`].
+/// Returns the sections as `(kind, bytes)` in file order.
+pub(crate) fn read_container<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    version: u32,
+) -> Result<Vec<(u32, &'a [u8])>> {
+    if bytes.len() < HEADER_FIXED + 4 {
+        return Err(Error::corrupt(
+            path,
+            format!("file is {} bytes, too short for a header", bytes.len()),
+        ));
+    }
+    if &bytes[..8] != magic {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "bad magic number (expected {:?})",
+                String::from_utf8_lossy(magic)
+            ),
+        ));
+    }
+    let n = u32::from_le_bytes(bytes[12..16].try_into().unwrap_or_default()) as usize;
+    let table_end = n
+        .checked_mul(ENTRY)
+        .and_then(|t| t.checked_add(HEADER_FIXED + 4))
+        .filter(|&t| t <= bytes.len())
+        .ok_or_else(|| Error::corrupt(path, "section table runs past end of file"))?;
+    let hcrc = u32::from_le_bytes(
+        bytes[table_end - 4..table_end]
+            .try_into()
+            .unwrap_or_default(),
+    );
+    if crc32fast::hash(&bytes[..table_end - 4]) != hcrc {
+        return Err(Error::corrupt(path, "header checksum mismatch"));
+    }
+    let found = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+    if found != version {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: version,
+        });
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut expect = table_end as u64;
+    for i in 0..n {
+        let e = &bytes[HEADER_FIXED + i * ENTRY..HEADER_FIXED + (i + 1) * ENTRY];
+        let kind = u32::from_le_bytes(e[0..4].try_into().unwrap_or_default());
+        let off = u64::from_le_bytes(e[4..12].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(e[12..20].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(e[20..24].try_into().unwrap_or_default());
+        if off != expect
+            || off
+                .checked_add(len)
+                .is_none_or(|end| end > bytes.len() as u64)
+        {
+            return Err(Error::corrupt(path, format!("section {i} has bad bounds")));
+        }
+        let data = &bytes[off as usize..(off + len) as usize];
+        if crc32fast::hash(data) != crc {
+            return Err(Error::corrupt(
+                path,
+                format!("checksum mismatch in section {i} (kind {kind})"),
+            ));
+        }
+        out.push((kind, data));
+        expect = off + len;
+    }
+    if expect != bytes.len() as u64 {
+        return Err(Error::corrupt(
+            path,
+            "trailing bytes after the last section",
+        ));
+    }
+    Ok(out)
+}
+
+/// Find the one section of `kind` or report which is missing.
+pub(crate) fn section<'a>(path: &Path, secs: &[(u32, &'a [u8])], kind: u32) -> Result<&'a [u8]> {
+    let mut it = secs.iter().filter(|s| s.0 == kind);
+    match (it.next(), it.next()) {
+        (Some(s), None) => Ok(s.1),
+        _ => Err(Error::corrupt(
+            path,
+            format!("expected exactly one section of kind {kind}"),
+        )),
+    }
+}
+
+/// Append a LEB128 varint.
+#[inline]
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Bounds-checked reader over a byte slice; every failure is a corruption
+/// error naming the file, never a panic.
+pub(crate) struct Cursor<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize,
+    pub(crate) path: &'a Path,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8], path: &'a Path) -> Self {
+        Cursor { buf, pos: 0, path }
+    }
+    pub(crate) fn err(&self, what: &str) -> Error {
+        Error::corrupt(
+            self.path,
+            format!("{what} at byte {} of a section", self.pos),
+        )
+    }
+    #[inline]
+    pub(crate) fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(self.err("truncated varint"));
+            };
+            self.pos += 1;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(self.err("overlong varint"));
+            }
+        }
+    }
+    pub(crate) fn varint_u32(&mut self) -> Result<u32> {
+        let v = self.varint()?;
+        u32::try_from(v).map_err(|_| self.err("varint out of u32 range"))
+    }
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| self.err("truncated data"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16> {
+        let b = self.bytes(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64> {
+        let b = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    pub(crate) fn f32(&mut self) -> Result<f32> {
+        Ok(f32::from_bits(self.u32()?))
+    }
+    pub(crate) fn done(&self) -> Result<()> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(self.err("unexpected trailing bytes"))
+        }
+    }
+}
+
+/// Largest weight representable by the f16 quantization.
+pub const MAX_WEIGHT: f32 = 65504.0;
+/// Smallest non-zero stored weight (smallest normal f16); smaller inputs round
+/// to 0 (dropped) or to this value, whichever is nearer.
+pub const MIN_WEIGHT: f32 = 6.103_515_6e-5;
+
+/// Quantize a weight to IEEE binary16 bits (round to nearest even), with
+/// subnormals flushed so decoding is a shift and an add. `0` means "absent".
+///
+/// Errors are detected by the caller (weights must be finite, ≥ 0, ≤ [`MAX_WEIGHT`]).
+#[inline]
+pub fn quantize(w: f32) -> u16 {
+    let h = half::f16::from_f32(w).to_bits() & 0x7fff;
+    if h != 0 && h < 0x0400 {
+        // Subnormal half: snap to 0 or the smallest normal.
+        if w >= MIN_WEIGHT / 2.0 {
+            0x0400
+        } else {
+            0
+        }
+    } else {
+        h
+    }
+}
+
+/// Decode a quantized weight (as produced by [`quantize`], non-zero).
+#[inline(always)]
+pub fn dequantize(h: u16) -> f32 {
+    // Normal positive f16 -> f32: rebias exponent from 15 to 127.
+    f32::from_bits(((h as u32) << 13) + 0x3800_0000)
+}
+
+/// Write `bytes` to `dir/name` atomically: tmp file, fsync, rename, fsync dir.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
+    {
+        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    fsync_dir(dir)
+}
+
+/// fsync a directory so renames and creations in it are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .open(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    f.sync_all().map_err(|e| Error::io(dir, e))
+}
+
+/// Read a whole file, naming it on failure.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_roundtrip_error_is_small() {
+        let mut w = MIN_WEIGHT;
+        while w < 60000.0 {
+            let q = quantize(w);
+            assert!(q != 0);
+            let d = dequantize(q);
+            assert!(((d - w) / w).abs() <= 1.0 / 2048.0 + 1e-7, "{w} -> {d}");
+            w *= 1.013;
+        }
+        assert_eq!(quantize(0.0), 0);
+        assert_eq!(quantize(1e-9), 0);
+        assert_eq!(
+            dequantize(quantize(1e-4)),
+            MIN_WEIGHT.max(dequantize(quantize(1e-4)))
+        );
+    }
+
+    #[test]
+    fn container_roundtrip_and_flip() {
+        let p = Path::new("x");
+        let bytes = write_container(b"TESTMAGI", 3, &[(1, b"hello"), (2, b"world!")]);
+        let secs = read_container(p, &bytes, b"TESTMAGI", 3).unwrap();
+        assert_eq!(secs, vec![(1, &b"hello"[..]), (2, &b"world!"[..])]);
+        assert!(matches!(
+            read_container(p, &bytes, b"TESTMAGI", 4),
+            Err(Error::UnsupportedVersion { .. })
+        ));
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(read_container(p, &b, b"TESTMAGI", 3)
+                .unwrap_err()
+                .is_corruption());
+        }
+        assert!(read_container(p, &bytes[..bytes.len() - 1], b"TESTMAGI", 3).is_err());
+    }
+
+    #[test]
+    fn varint_roundtrip() {
+        let mut v = Vec::new();
+        for x in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            put_varint(&mut v, x);
+        }
+        let mut c = Cursor::new(&v, Path::new("x"));
+        for x in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            assert_eq!(c.varint().unwrap(), x);
+        }
+        c.done().unwrap();
+    }
+}

@@ -1,0 +1,941 @@
+//! The index directory: manifest, segments, deletion bitmaps, WAL, writer lock.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::format::{self, quantize, MAX_WEIGHT};
+use crate::search::{Searcher, SnapSeg, Snapshot};
+use crate::segment::{Bitset, DocRecord, Segment};
+use crate::wal::{self, WalOp, WalWriter};
+
+const MANIFEST: &str = "MANIFEST";
+const MANIFEST_MAGIC: &[u8; 8] = b"NSPMANIF";
+const MANIFEST_VERSION: u32 = 1;
+const LOCK: &str = "LOCK";
+/// Default WordPiece vocabulary size (bert-base-uncased).
+pub const DEFAULT_VOCAB_SIZE: u32 = 30_522;
+/// Longest accepted `_id`, in bytes.
+pub const MAX_ID_BYTES: usize = 4096;
+
+/// A document to index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Document {
+    /// User-chosen unique identifier (`_id`).
+    pub id: String,
+    /// Sparse vector `(token id, weight)`; weights finite, `0 ≤ w ≤ 65504`, token ids unique.
+    pub vector: Vec<(u32, f32)>,
+    /// Optional WordPiece token-id sequence of the text, for BM25.
+    pub tokens: Option<Vec<u32>>,
+    /// Stored source (typically the user's JSON), returned with hits; stored lz4-compressed.
+    pub source: Vec<u8>,
+}
+
+/// BM25 parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bm25Params {
+    /// Term-frequency saturation (default 1.2).
+    pub k1: f32,
+    /// Length normalisation (default 0.75).
+    pub b: f32,
+}
+
+impl Default for Bm25Params {
+    fn default() -> Self {
+        Bm25Params { k1: 1.2, b: 0.75 }
+    }
+}
+
+/// Settings fixed when the index is created.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Opaque identity of the encoder model; searches with another model are refused by the CLI.
+    pub model: String,
+    /// Free-form metadata stored in the manifest.
+    pub metadata: serde_json::Value,
+    /// Token ids must be `< vocab_size` (at most 65,536).
+    pub vocab_size: u32,
+    /// BM25 scorer parameters.
+    pub bm25: Bm25Params,
+}
+
+impl CreateOptions {
+    /// Options for `model` with defaults (bert-base-uncased vocabulary, BM25 k1=1.2 b=0.75).
+    pub fn new(model: impl Into<String>) -> Self {
+        CreateOptions {
+            model: model.into(),
+            metadata: serde_json::Value::Object(Default::default()),
+            vocab_size: DEFAULT_VOCAB_SIZE,
+            bm25: Bm25Params::default(),
+        }
+    }
+}
+
+/// Writer tuning (not stored in the index).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Buffered documents that trigger an automatic [`Index::commit`].
+    pub flush_docs: usize,
+    /// Log-merge factor: this many segments of one size tier are merged into one.
+    pub merge_factor: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            flush_docs: 50_000,
+            merge_factor: 8,
+        }
+    }
+}
+
+/// Summary of an index, from the manifest and live state.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexInfo {
+    /// Model identity given at creation.
+    pub model: String,
+    /// Free-form metadata given at creation.
+    pub metadata: serde_json::Value,
+    /// Vocabulary size.
+    pub vocab_size: u32,
+    /// BM25 parameters.
+    pub bm25: Bm25Params,
+    /// Committed segments.
+    pub segments: usize,
+    /// Live (searchable) documents, including uncommitted ones.
+    pub live_docs: u64,
+    /// Deleted documents still occupying committed segments (purged by merges).
+    pub deleted_docs: u64,
+    /// Documents buffered in memory (durable in the WAL, not yet in a segment).
+    pub buffered_docs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SegmentMeta {
+    id: u64,
+    file: String,
+    n_docs: u32,
+    deletes: Option<String>,
+    n_deleted: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    model: String,
+    metadata: serde_json::Value,
+    vocab_size: u32,
+    bm25: Bm25Params,
+    generation: u64,
+    next_segment: u64,
+    wal: String,
+    segments: Vec<SegmentMeta>,
+}
+
+impl Manifest {
+    fn load(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotAnIndex {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let secs = format::read_container(&path, &bytes, MANIFEST_MAGIC, MANIFEST_VERSION)?;
+        let body = format::section(&path, &secs, 1)?;
+        let m: Manifest = serde_json::from_slice(body)
+            .map_err(|e| Error::corrupt(&path, format!("manifest JSON: {e}")))?;
+        if m.vocab_size == 0 || m.vocab_size > 65536 {
+            return Err(Error::corrupt(&path, "vocab_size out of range"));
+        }
+        Ok(m)
+    }
+    fn store(&self, dir: &Path) -> Result<()> {
+        let body = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::invalid("manifest", e.to_string()))?;
+        let bytes = format::write_container(MANIFEST_MAGIC, MANIFEST_VERSION, &[(1, &body)]);
+        format::write_atomic(dir, MANIFEST, &bytes)
+    }
+}
+
+/// A committed segment as tracked by the writer.
+#[derive(Clone)]
+struct SegEntry {
+    id: u64,
+    file: String,
+    seg: Arc<Segment>,
+    del: Arc<Bitset>,
+    del_file: Option<String>,
+    del_dirty: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Loc {
+    Seg(u64, u32),
+    Buf(usize),
+}
+
+/// In-memory state: committed segments + uncommitted buffer + `_id` map.
+struct State {
+    dir: PathBuf,
+    vocab: u32,
+    segments: Vec<SegEntry>,
+    buffer: Vec<Option<DocRecord>>,
+    buf_live: usize,
+    ids: HashMap<String, Loc>,
+    cached: Option<Searcher>,
+    info: Arc<crate::search::SnapInfo>,
+}
+
+impl State {
+    fn load(dir: &Path, m: &Manifest) -> Result<State> {
+        let mut segments = Vec::with_capacity(m.segments.len());
+        let mut ids = HashMap::new();
+        for sm in &m.segments {
+            check_name(dir, &sm.file)?;
+            let path = dir.join(&sm.file);
+            let seg = Segment::load(&path)?;
+            if seg.n_docs != sm.n_docs || seg.vocab != m.vocab_size {
+                return Err(Error::corrupt(
+                    &path,
+                    "segment disagrees with the manifest (doc count or vocabulary)",
+                ));
+            }
+            let del = match &sm.deletes {
+                Some(f) => {
+                    check_name(dir, f)?;
+                    Bitset::load(&dir.join(f), seg.n_docs)?
+                }
+                None => Bitset::new(seg.n_docs),
+            };
+            if del.count != sm.n_deleted {
+                return Err(Error::corrupt(
+                    dir.join(MANIFEST),
+                    format!("deleted count of {} disagrees with its bitmap", sm.file),
+                ));
+            }
+            for (i, id) in seg.ids.iter().enumerate() {
+                if !del.get(i as u32) && ids.insert(id.clone(), Loc::Seg(sm.id, i as u32)).is_some()
+                {
+                    return Err(Error::corrupt(
+                        &path,
+                        format!("_id {id:?} is live in two segments"),
+                    ));
+                }
+            }
+            segments.push(SegEntry {
+                id: sm.id,
+                file: sm.file.clone(),
+                seg: Arc::new(seg),
+                del: Arc::new(del),
+                del_file: sm.deletes.clone(),
+                del_dirty: false,
+            });
+        }
+        Ok(State {
+            dir: dir.to_path_buf(),
+            vocab: m.vocab_size,
+            segments,
+            buffer: Vec::new(),
+            buf_live: 0,
+            ids,
+            cached: None,
+            info: Arc::new(crate::search::SnapInfo {
+                model: m.model.clone(),
+                vocab: m.vocab_size,
+                bm25: m.bm25,
+            }),
+        })
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(loc) = self.ids.remove(id) else {
+            return false;
+        };
+        match loc {
+            Loc::Buf(i) => {
+                self.buffer[i] = None;
+                self.buf_live -= 1;
+            }
+            Loc::Seg(sid, d) => {
+                if let Some(e) = self.segments.iter_mut().find(|e| e.id == sid) {
+                    Arc::make_mut(&mut e.del).set(d);
+                    e.del_dirty = true;
+                }
+            }
+        }
+        self.cached = None;
+        true
+    }
+
+    fn upsert(&mut self, rec: DocRecord) {
+        self.remove(&rec.id);
+        self.ids.insert(rec.id.clone(), Loc::Buf(self.buffer.len()));
+        self.buffer.push(Some(rec));
+        self.buf_live += 1;
+        self.cached = None;
+    }
+
+    fn apply(&mut self, op: WalOp) -> Result<()> {
+        match op {
+            WalOp::Upsert {
+                id,
+                vector,
+                tokens,
+                source,
+            } => {
+                let doc = Document {
+                    id,
+                    vector,
+                    tokens,
+                    source,
+                };
+                let rec = prepare(&doc, self.vocab)?;
+                self.upsert(rec);
+            }
+            WalOp::Delete { id } => {
+                self.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Searcher {
+        if let Some(s) = &self.cached {
+            return s.clone();
+        }
+        let mut segs: Vec<SnapSeg> = self
+            .segments
+            .iter()
+            .map(|e| SnapSeg {
+                seg: e.seg.clone(),
+                del: (e.del.count > 0).then(|| e.del.clone()),
+                path: self.dir.join(&e.file),
+            })
+            .collect();
+        if self.buf_live > 0 {
+            let recs: Vec<DocRecord> = self.buffer.iter().flatten().cloned().collect();
+            segs.push(SnapSeg {
+                seg: Arc::new(Segment::build(&recs, self.vocab)),
+                del: None,
+                path: self.dir.join("<uncommitted buffer>"),
+            });
+        }
+        let s = Searcher::new(Snapshot {
+            segs,
+            info: self.info.clone(),
+        });
+        self.cached = Some(s.clone());
+        s
+    }
+}
+
+fn check_name(dir: &Path, name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
+        return Err(Error::corrupt(
+            dir.join(MANIFEST),
+            format!("bad file name {name:?} in manifest"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validate and quantize a document.
+pub(crate) fn prepare(doc: &Document, vocab: u32) -> Result<DocRecord> {
+    let what = || format!("document {:?}", doc.id);
+    if doc.id.is_empty() {
+        return Err(Error::invalid(
+            "document",
+            "empty _id (give every document a non-empty _id)",
+        ));
+    }
+    if doc.id.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(
+            what(),
+            format!("_id is {} bytes, the limit is {MAX_ID_BYTES}", doc.id.len()),
+        ));
+    }
+    let mut v: Vec<(u32, f32)> = doc.vector.clone();
+    v.sort_unstable_by_key(|p| p.0);
+    let mut vec = Vec::with_capacity(v.len());
+    for (i, &(t, w)) in v.iter().enumerate() {
+        if t >= vocab {
+            return Err(Error::invalid(
+                what(),
+                format!("token id {t} is outside the vocabulary (size {vocab})"),
+            ));
+        }
+        if i > 0 && v[i - 1].0 == t {
+            return Err(Error::invalid(
+                what(),
+                format!("token id {t} appears twice (merge duplicate tokens first)"),
+            ));
+        }
+        if !w.is_finite() || !(0.0..=MAX_WEIGHT).contains(&w) {
+            return Err(Error::invalid(
+                what(),
+                format!("weight {w} of token {t} must be finite and in [0, {MAX_WEIGHT}]"),
+            ));
+        }
+        let q = quantize(w);
+        if q != 0 {
+            vec.push((t as u16, q));
+        }
+    }
+    let (tf, len) = match &doc.tokens {
+        None => (Vec::new(), 0),
+        Some(ts) => {
+            if ts.len() > u32::MAX as usize {
+                return Err(Error::invalid(what(), "too many tokens"));
+            }
+            let mut s = ts.clone();
+            s.sort_unstable();
+            let mut tf: Vec<(u16, u32)> = Vec::new();
+            for &t in &s {
+                if t >= vocab {
+                    return Err(Error::invalid(
+                        what(),
+                        format!("BM25 token id {t} is outside the vocabulary (size {vocab})"),
+                    ));
+                }
+                match tf.last_mut() {
+                    Some(l) if l.0 as u32 == t => l.1 += 1,
+                    _ => tf.push((t as u16, 1)),
+                }
+            }
+            (tf, ts.len() as u32)
+        }
+    };
+    if doc.source.len() > u32::MAX as usize {
+        return Err(Error::invalid(what(), "source larger than 4 GiB"));
+    }
+    Ok(DocRecord {
+        id: doc.id.clone(),
+        vec,
+        tf,
+        len,
+        source: doc.source.clone(),
+    })
+}
+
+fn seg_file(id: u64) -> String {
+    format!("seg-{id:08}.seg")
+}
+
+/// Writer handle of an index directory (one per directory, enforced by a lock file).
+///
+/// Every `add`/`upsert`/`delete` is appended to the write-ahead log and fsynced
+/// before it returns: an acknowledged write survives a crash. Writes are visible
+/// to new [`Searcher`]s at once; [`Index::commit`] moves buffered documents into
+/// an immutable segment (it also runs automatically every `flush_docs` documents).
+pub struct Index {
+    dir: PathBuf,
+    _lock: File,
+    manifest: Manifest,
+    state: State,
+    wal: WalWriter,
+    opts: WriterOptions,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+impl Index {
+    /// Create a new index in `dir` (created if missing; must not already hold an index).
+    pub fn create(
+        dir: impl AsRef<Path>,
+        options: &CreateOptions,
+        writer: WriterOptions,
+    ) -> Result<Index> {
+        let dir = dir.as_ref();
+        if options.vocab_size == 0 || options.vocab_size > 65536 {
+            return Err(Error::invalid(
+                "create options",
+                "vocab_size must be in 1..=65536",
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = lock_dir(dir)?;
+        if dir.join(MANIFEST).exists() {
+            return Err(Error::AlreadyExists {
+                path: dir.to_path_buf(),
+            });
+        }
+        let wal_name = "wal-00000001.log".to_string();
+        let wal_path = dir.join(&wal_name);
+        let _ = std::fs::remove_file(&wal_path);
+        let wal = WalWriter::create(&wal_path)?;
+        let manifest = Manifest {
+            model: options.model.clone(),
+            metadata: options.metadata.clone(),
+            vocab_size: options.vocab_size,
+            bm25: options.bm25,
+            generation: 1,
+            next_segment: 1,
+            wal: wal_name,
+            segments: Vec::new(),
+        };
+        manifest.store(dir)?;
+        let state = State::load(dir, &manifest)?;
+        tracing::info!(dir = %dir.display(), model = %options.model, "created index");
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            manifest,
+            state,
+            wal,
+            opts: writer,
+        })
+    }
+
+    /// Open an existing index for writing: takes the lock, verifies every file,
+    /// replays the WAL (dropping a torn, unacknowledged tail) and removes files
+    /// left over by an interrupted commit.
+    pub fn open(dir: impl AsRef<Path>, writer: WriterOptions) -> Result<Index> {
+        let dir = dir.as_ref();
+        if !dir.join(MANIFEST).exists() {
+            return Err(Error::NotAnIndex {
+                path: dir.to_path_buf(),
+            });
+        }
+        let lock = lock_dir(dir)?;
+        let manifest = Manifest::load(dir)?;
+        let mut state = State::load(dir, &manifest)?;
+        check_name(dir, &manifest.wal)?;
+        let wal_path = dir.join(&manifest.wal);
+        let contents = wal::read(&wal_path)?;
+        for op in contents.ops {
+            state.apply(op)?;
+        }
+        let wal = WalWriter::reopen(&wal_path, contents.valid_len)?;
+        let mut idx = Index {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            manifest,
+            state,
+            wal,
+            opts: writer,
+        };
+        idx.remove_unreferenced();
+        Ok(idx)
+    }
+
+    /// Directory of the index.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Model identity given at creation.
+    pub fn model(&self) -> &str {
+        &self.manifest.model
+    }
+
+    /// Summary of the index.
+    pub fn info(&self) -> IndexInfo {
+        let deleted: u64 = self.state.segments.iter().map(|e| e.del.count as u64).sum();
+        IndexInfo {
+            model: self.manifest.model.clone(),
+            metadata: self.manifest.metadata.clone(),
+            vocab_size: self.manifest.vocab_size,
+            bm25: self.manifest.bm25,
+            segments: self.state.segments.len(),
+            live_docs: self.state.ids.len() as u64,
+            deleted_docs: deleted,
+            buffered_docs: self.state.buf_live as u64,
+        }
+    }
+
+    /// True if `id` is a live document.
+    pub fn contains(&self, id: &str) -> bool {
+        self.state.ids.contains_key(id)
+    }
+
+    /// Add a new document; fails with [`Error::DuplicateId`] if `_id` is live. Durable on return.
+    pub fn add(&mut self, doc: &Document) -> Result<()> {
+        self.add_batch(std::slice::from_ref(doc))
+    }
+
+    /// Add several new documents with one fsync; all-or-nothing validation.
+    pub fn add_batch(&mut self, docs: &[Document]) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for d in docs {
+            if self.state.ids.contains_key(&d.id) || !seen.insert(d.id.as_str()) {
+                return Err(Error::DuplicateId { id: d.id.clone() });
+            }
+        }
+        self.write_docs(docs)
+    }
+
+    /// Insert or replace (by `_id`) a document. Durable on return.
+    pub fn upsert(&mut self, doc: &Document) -> Result<()> {
+        self.write_docs(std::slice::from_ref(doc))
+    }
+
+    /// Upsert several documents with one fsync (later duplicates win).
+    pub fn upsert_batch(&mut self, docs: &[Document]) -> Result<()> {
+        self.write_docs(docs)
+    }
+
+    fn write_docs(&mut self, docs: &[Document]) -> Result<()> {
+        let recs = docs
+            .iter()
+            .map(|d| prepare(d, self.manifest.vocab_size))
+            .collect::<Result<Vec<_>>>()?;
+        let ops: Vec<WalOp> = docs
+            .iter()
+            .map(|d| WalOp::Upsert {
+                id: d.id.clone(),
+                vector: d.vector.clone(),
+                tokens: d.tokens.clone(),
+                source: d.source.clone(),
+            })
+            .collect();
+        self.wal.append(&ops)?;
+        for r in recs {
+            self.state.upsert(r);
+        }
+        if self.state.buf_live >= self.opts.flush_docs.max(1) {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Delete by `_id`; returns whether it existed. Durable and invisible to new searchers on return.
+    pub fn delete(&mut self, id: &str) -> Result<bool> {
+        if !self.state.ids.contains_key(id) {
+            return Ok(false);
+        }
+        self.wal.append(&[WalOp::Delete { id: id.to_string() }])?;
+        Ok(self.state.remove(id))
+    }
+
+    /// A consistent point-in-time view for searching (cheap to clone, `Send + Sync`);
+    /// later writes do not affect it.
+    pub fn searcher(&mut self) -> Searcher {
+        self.state.snapshot()
+    }
+
+    /// Write buffered documents to a new segment and pending deletes to
+    /// bitmaps, run the merge policy, switch the manifest atomically and start
+    /// a fresh WAL. Does nothing if there is nothing to commit.
+    pub fn commit(&mut self) -> Result<()> {
+        let dirty = self.state.buf_live > 0 || self.state.segments.iter().any(|e| e.del_dirty);
+        if !dirty {
+            return Ok(());
+        }
+        let mut obsolete: Vec<String> = Vec::new();
+        if self.state.buf_live > 0 {
+            let recs: Vec<DocRecord> = std::mem::take(&mut self.state.buffer)
+                .into_iter()
+                .flatten()
+                .collect();
+            self.state.buf_live = 0;
+            self.add_segment(recs, None)?;
+        }
+        // Drop fully deleted segments; persist changed deletion bitmaps.
+        let gen = self.manifest.generation + 1;
+        let mut keep = Vec::new();
+        for mut e in std::mem::take(&mut self.state.segments) {
+            if e.del.count == e.seg.n_docs {
+                obsolete.push(e.file.clone());
+                obsolete.extend(e.del_file.clone());
+                continue;
+            }
+            if e.del_dirty {
+                let name = format!("seg-{:08}-{gen:08}.del", e.id);
+                format::write_atomic(&self.dir, &name, &e.del.to_bytes(e.seg.n_docs))?;
+                if let Some(old) = e.del_file.replace(name) {
+                    obsolete.push(old);
+                }
+                e.del_dirty = false;
+            }
+            keep.push(e);
+        }
+        self.state.segments = keep;
+        obsolete.extend(self.merge_policy()?);
+        self.switch_manifest(gen, obsolete)
+    }
+
+    /// Merge until at most `max_segments` segments remain (purging deleted docs), then commit.
+    pub fn force_merge(&mut self, max_segments: usize) -> Result<()> {
+        self.commit()?;
+        let max_segments = max_segments.max(1);
+        let any_deleted = self.state.segments.iter().any(|e| e.del.count > 0);
+        if self.state.segments.len() <= max_segments && !(max_segments == 1 && any_deleted) {
+            return Ok(());
+        }
+        let mut obsolete = Vec::new();
+        while self.state.segments.len() > max_segments
+            || (max_segments == 1 && self.state.segments.iter().any(|e| e.del.count > 0))
+        {
+            let mut order: Vec<(u32, u64)> = self
+                .state
+                .segments
+                .iter()
+                .map(|e| (e.seg.n_docs - e.del.count, e.id))
+                .collect();
+            order.sort_unstable();
+            let take = (self.state.segments.len() - max_segments + 1).min(order.len());
+            let ids: Vec<u64> = order[..take].iter().map(|x| x.1).collect();
+            obsolete.extend(self.merge(&ids)?);
+        }
+        let gen = self.manifest.generation + 1;
+        self.switch_manifest(gen, obsolete)
+    }
+
+    fn add_segment(&mut self, recs: Vec<DocRecord>, replace: Option<usize>) -> Result<u64> {
+        let id = self.manifest.next_segment;
+        self.manifest.next_segment += 1;
+        let seg = Segment::build(&recs, self.manifest.vocab_size);
+        let name = seg_file(id);
+        format::write_atomic(&self.dir, &name, &seg.to_bytes())?;
+        for (i, r) in recs.iter().enumerate() {
+            self.state.ids.insert(r.id.clone(), Loc::Seg(id, i as u32));
+        }
+        let n = seg.n_docs;
+        let e = SegEntry {
+            id,
+            file: name,
+            seg: Arc::new(seg),
+            del: Arc::new(Bitset::new(n)),
+            del_file: None,
+            del_dirty: false,
+        };
+        match replace {
+            Some(pos) => self.state.segments.insert(pos, e),
+            None => self.state.segments.push(e),
+        }
+        self.state.cached = None;
+        tracing::debug!(segment = id, docs = n, "wrote segment");
+        Ok(id)
+    }
+
+    /// Merge the given segments into one; returns the files made obsolete.
+    fn merge(&mut self, ids: &[u64]) -> Result<Vec<String>> {
+        let mut recs = Vec::new();
+        let mut obsolete = Vec::new();
+        let mut pos = usize::MAX;
+        for &sid in ids {
+            let Some(i) = self.state.segments.iter().position(|e| e.id == sid) else {
+                continue;
+            };
+            pos = pos.min(i);
+            let e = &self.state.segments[i];
+            let path = self.dir.join(&e.file);
+            let del = e.del.clone();
+            recs.extend(e.seg.records(&path, |d| !del.get(d))?);
+        }
+        for &sid in ids {
+            if let Some(i) = self.state.segments.iter().position(|e| e.id == sid) {
+                let e = self.state.segments.remove(i);
+                obsolete.push(e.file);
+                obsolete.extend(e.del_file);
+            }
+        }
+        let n = recs.len();
+        if n > 0 {
+            self.add_segment(recs, Some(pos.min(self.state.segments.len())))?;
+        }
+        self.state.cached = None;
+        tracing::info!(merged = ids.len(), docs = n, "merged segments");
+        Ok(obsolete)
+    }
+
+    /// Log-structured policy: merge `merge_factor` segments of the same size tier.
+    fn merge_policy(&mut self) -> Result<Vec<String>> {
+        let mf = self.opts.merge_factor.max(2);
+        let base = self.opts.flush_docs.max(1) as u64;
+        let mut obsolete = Vec::new();
+        loop {
+            let mut tiers: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+            for e in &self.state.segments {
+                let live = (e.seg.n_docs - e.del.count) as u64;
+                let mut t = 0u32;
+                let mut cap = base * mf as u64;
+                while live >= cap && t < 40 {
+                    t += 1;
+                    cap = cap.saturating_mul(mf as u64);
+                }
+                tiers.entry(t).or_default().push((live, e.id));
+            }
+            let mut cand: Vec<(u32, Vec<(u64, u64)>)> =
+                tiers.into_iter().filter(|(_, v)| v.len() >= mf).collect();
+            cand.sort_by_key(|c| c.0);
+            let Some((_, mut segs)) = cand.into_iter().next() else {
+                break;
+            };
+            segs.sort_unstable();
+            let ids: Vec<u64> = segs[..mf].iter().map(|s| s.1).collect();
+            obsolete.extend(self.merge(&ids)?);
+        }
+        Ok(obsolete)
+    }
+
+    fn switch_manifest(&mut self, gen: u64, mut obsolete: Vec<String>) -> Result<()> {
+        let wal_name = format!("wal-{gen:08}.log");
+        let wal_path = self.dir.join(&wal_name);
+        let _ = std::fs::remove_file(&wal_path);
+        let new_wal = WalWriter::create(&wal_path)?;
+        format::fsync_dir(&self.dir)?;
+        let mut m = self.manifest.clone();
+        m.generation = gen;
+        obsolete.push(std::mem::replace(&mut m.wal, wal_name));
+        m.segments = self
+            .state
+            .segments
+            .iter()
+            .map(|e| SegmentMeta {
+                id: e.id,
+                file: e.file.clone(),
+                n_docs: e.seg.n_docs,
+                deletes: e.del_file.clone(),
+                n_deleted: e.del.count,
+            })
+            .collect();
+        m.store(&self.dir)?;
+        self.manifest = m;
+        self.wal = new_wal;
+        for f in obsolete {
+            if let Err(e) = std::fs::remove_file(self.dir.join(&f)) {
+                tracing::warn!(file = %f, error = %e, "could not remove obsolete file");
+            }
+        }
+        self.state.cached = None;
+        Ok(())
+    }
+
+    /// Remove files not referenced by the manifest (left by an interrupted commit).
+    fn remove_unreferenced(&mut self) {
+        let mut keep: std::collections::HashSet<String> = [
+            MANIFEST.to_string(),
+            LOCK.to_string(),
+            self.manifest.wal.clone(),
+        ]
+        .into();
+        for s in &self.manifest.segments {
+            keep.insert(s.file.clone());
+            keep.extend(s.deletes.clone());
+        }
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let ours = name.ends_with(".seg")
+                || name.ends_with(".del")
+                || name.ends_with(".log")
+                || name.ends_with(".tmp");
+            if ours && !keep.contains(&name) {
+                tracing::info!(file = %name, "removing file left by an interrupted commit");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// What [`verify`] checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Segments verified.
+    pub segments: usize,
+    /// Documents in segments (including deleted).
+    pub segment_docs: u64,
+    /// Deleted documents in segments.
+    pub deleted_docs: u64,
+    /// Live documents (after WAL replay).
+    pub live_docs: u64,
+    /// Operations in the WAL.
+    pub wal_ops: usize,
+    /// Bytes of torn (unacknowledged) WAL tail that would be dropped.
+    pub wal_torn_bytes: u64,
+    /// Total bytes of index files.
+    pub bytes: u64,
+}
+
+/// Open an index read-only (no lock; a writer may run concurrently): verify
+/// every file and replay the WAL in memory. Retries if a concurrent commit
+/// removes a file between reading the manifest and the segments.
+pub fn open_reader(dir: impl AsRef<Path>) -> Result<Searcher> {
+    open_reader_full(dir.as_ref()).map(|x| x.0)
+}
+
+fn open_reader_full(dir: &Path) -> Result<(Searcher, VerifyReport)> {
+    let mut attempt = 0;
+    loop {
+        match open_reader_once(dir) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && attempt < 5 =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn open_reader_once(dir: &Path) -> Result<(Searcher, VerifyReport)> {
+    let m = Manifest::load(dir)?;
+    let mut state = State::load(dir, &m)?;
+    check_name(dir, &m.wal)?;
+    let contents = wal::read(&dir.join(&m.wal))?;
+    let wal_ops = contents.ops.len();
+    for op in contents.ops {
+        state.apply(op)?;
+    }
+    let mut bytes = 0u64;
+    let mut files = vec![MANIFEST.to_string(), m.wal.clone()];
+    for s in &m.segments {
+        files.push(s.file.clone());
+        files.extend(s.deletes.clone());
+    }
+    for f in files {
+        bytes += std::fs::metadata(dir.join(&f))
+            .map(|x| x.len())
+            .unwrap_or(0);
+    }
+    let report = VerifyReport {
+        segments: state.segments.len(),
+        segment_docs: state.segments.iter().map(|e| e.seg.n_docs as u64).sum(),
+        deleted_docs: state.segments.iter().map(|e| e.del.count as u64).sum(),
+        live_docs: state.ids.len() as u64,
+        wal_ops,
+        wal_torn_bytes: contents.torn_bytes,
+        bytes,
+    };
+    Ok((state.snapshot(), report))
+}
+
+/// Verify every file of an index (magic, versions, checksums, structure, WAL)
+/// without modifying anything.
+pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
+    open_reader_full(dir.as_ref()).map(|x| x.1)
+}

@@ -1,0 +1,945 @@
+//! Searching a snapshot: exact top-k (block-max pruning, term-at-a-time,
+//! brute force), approximate top-k, two-phase, BM25, hybrid and explanations.
+
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::dequantize;
+use crate::index::Bm25Params;
+use crate::segment::{Bitset, Segment, DOC_BLOCK_SHIFT};
+
+pub(crate) struct SnapInfo {
+    pub model: String,
+    pub vocab: u32,
+    pub bm25: Bm25Params,
+}
+
+pub(crate) struct SnapSeg {
+    pub seg: Arc<Segment>,
+    pub del: Option<Arc<Bitset>>,
+    pub path: PathBuf,
+}
+
+impl SnapSeg {
+    #[inline]
+    fn deleted(&self, d: u32) -> bool {
+        self.del.as_ref().is_some_and(|b| b.get(d))
+    }
+}
+
+pub(crate) struct Snapshot {
+    pub segs: Vec<SnapSeg>,
+    pub info: Arc<SnapInfo>,
+}
+
+/// How to run a sparse-vector query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SearchMode {
+    /// Exact top-k with the default algorithm (block-max pruning over 64-doc blocks; see crate docs).
+    Exact,
+    /// Exact top-k, term-at-a-time with a dense accumulator (reference/benchmark).
+    ExactTaat,
+    /// Score every live document through the forward index (testing/verification).
+    BruteForce,
+    /// Approximate top-k (block-max pruning with a relaxed bound).
+    Approximate {
+        /// Keep only the query's `top_n` highest-weight tokens to bound blocks (all tokens still score).
+        top_n: usize,
+        /// Skip a block unless its upper bound exceeds `heap_factor` × the current k-th score;
+        /// `1.0` is exact, `> 1` skips more aggressively (faster, lower recall).
+        heap_factor: f32,
+    },
+    /// OpenSearch-style two-phase search.
+    TwoPhase {
+        /// Tokens with weight `< prune_ratio × max weight` are deferred to phase 2 (default 0.4).
+        prune_ratio: f32,
+        /// Phase 1 retrieves `k × expansion_rate` candidates (default 5.0).
+        expansion_rate: f32,
+        /// Cap on the phase-1 window (default 10,000).
+        max_window_size: usize,
+    },
+}
+
+impl SearchMode {
+    /// Two-phase with OpenSearch's defaults (0.4, 5.0, 10,000).
+    pub fn two_phase() -> SearchMode {
+        SearchMode::TwoPhase {
+            prune_ratio: 0.4,
+            expansion_rate: 5.0,
+            max_window_size: 10_000,
+        }
+    }
+}
+
+/// A sparse-vector search request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchRequest {
+    /// Number of hits.
+    pub k: usize,
+    /// Algorithm.
+    pub mode: SearchMode,
+    /// Attach per-token explanations to hits.
+    pub explain: bool,
+    /// Attach stored sources to hits.
+    pub with_source: bool,
+}
+
+impl SearchRequest {
+    /// Exact top-`k`, no explanation, no source.
+    pub fn new(k: usize) -> Self {
+        SearchRequest {
+            k,
+            mode: SearchMode::Exact,
+            explain: false,
+            with_source: false,
+        }
+    }
+    /// Set the mode.
+    pub fn mode(mut self, mode: SearchMode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Request explanations.
+    pub fn explain(mut self, yes: bool) -> Self {
+        self.explain = yes;
+        self
+    }
+    /// Request sources.
+    pub fn with_source(mut self, yes: bool) -> Self {
+        self.with_source = yes;
+        self
+    }
+}
+
+/// One matched token's part in a score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TokenContribution {
+    /// Token id.
+    pub token: u32,
+    /// Query weight (for BM25: query term count × idf).
+    pub query_weight: f32,
+    /// Document weight, dequantized (for BM25: saturated, length-normalised tf).
+    pub doc_weight: f32,
+    /// `query_weight × doc_weight`.
+    pub contribution: f32,
+}
+
+/// A search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Document `_id`.
+    pub id: String,
+    /// Score (dot product of query and quantized document vector, BM25, or fused score).
+    pub score: f32,
+    /// Stored source, if requested.
+    pub source: Option<Vec<u8>>,
+    /// Matched tokens by decreasing contribution, if requested.
+    pub explanation: Option<Vec<TokenContribution>>,
+    #[serde(skip)]
+    addr: (u32, u32),
+}
+
+/// Score fusion for [`Searcher::search_hybrid`], as in OpenSearch's hybrid query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HybridCombination {
+    /// Min-max normalise each sub-query's scores to [0, 1], then weighted arithmetic mean.
+    MinMax {
+        /// Weights of (neural, BM25).
+        weights: [f32; 2],
+    },
+    /// Reciprocal rank fusion: Σ 1 / (rank_constant + rank), rank from 1.
+    Rrf {
+        /// Usually 60.
+        rank_constant: f32,
+    },
+}
+
+/// A hybrid (neural + BM25) request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HybridRequest {
+    /// Number of fused hits.
+    pub k: usize,
+    /// Hits retrieved from each sub-query before fusion.
+    pub window: usize,
+    /// Fusion method.
+    pub combination: HybridCombination,
+    /// Mode of the neural sub-query.
+    pub neural_mode: SearchMode,
+    /// Attach stored sources.
+    pub with_source: bool,
+}
+
+impl HybridRequest {
+    /// Top-`k` fused with min-max (weights 0.5/0.5), window `max(k, 100)`, exact neural.
+    pub fn new(k: usize) -> Self {
+        HybridRequest {
+            k,
+            window: k.max(100),
+            combination: HybridCombination::MinMax {
+                weights: [0.5, 0.5],
+            },
+            neural_mode: SearchMode::Exact,
+            with_source: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    score: f32,
+    seg: u32,
+    doc: u32,
+}
+
+impl PartialEq for Cand {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand {
+    /// Greater = better: higher score, then lower (segment, doc).
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.score
+            .total_cmp(&o.score)
+            .then_with(|| (o.seg, o.doc).cmp(&(self.seg, self.doc)))
+    }
+}
+
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Reverse<Cand>>,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+    #[inline]
+    fn full(&self) -> bool {
+        self.heap.len() >= self.k
+    }
+    /// Score a candidate must exceed to matter (−∞ while not full).
+    #[inline]
+    fn theta(&self) -> f32 {
+        if self.full() {
+            self.heap.peek().map_or(f32::NEG_INFINITY, |c| c.0.score)
+        } else {
+            f32::NEG_INFINITY
+        }
+    }
+    #[inline]
+    fn push(&mut self, c: Cand) {
+        if self.k == 0 {
+            return;
+        }
+        if !self.full() {
+            self.heap.push(Reverse(c));
+        } else if let Some(mut top) = self.heap.peek_mut() {
+            if c > top.0 {
+                *top = Reverse(c);
+            }
+        }
+    }
+    fn into_sorted(self) -> Vec<Cand> {
+        let mut v: Vec<Cand> = self.heap.into_iter().map(|r| r.0).collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<f32>,
+    ub: Vec<f32>,
+    blocks: Vec<(f32, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// A consistent, immutable view of an index for searching. Cheap to clone and
+/// safe to share across threads; writes after it was taken are not visible.
+#[derive(Clone)]
+pub struct Searcher {
+    snap: Arc<Snapshot>,
+}
+
+impl std::fmt::Debug for Searcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Searcher")
+            .field("segments", &self.snap.segs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Searcher {
+    pub(crate) fn new(snap: Snapshot) -> Searcher {
+        Searcher {
+            snap: Arc::new(snap),
+        }
+    }
+
+    /// Model identity the index was created with.
+    pub fn model(&self) -> &str {
+        &self.snap.info.model
+    }
+
+    /// Refuse to search with a different model ([`Error::ModelMismatch`]).
+    pub fn check_model(&self, model: &str) -> Result<()> {
+        if model == self.snap.info.model {
+            Ok(())
+        } else {
+            Err(Error::ModelMismatch {
+                index_model: self.snap.info.model.clone(),
+                query_model: model.to_string(),
+            })
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> u32 {
+        self.snap.info.vocab
+    }
+
+    /// Number of live documents in this snapshot.
+    pub fn num_docs(&self) -> u64 {
+        self.snap
+            .segs
+            .iter()
+            .map(|s| (s.seg.n_docs - s.del.as_ref().map_or(0, |d| d.count)) as u64)
+            .sum()
+    }
+
+    /// Number of segments (including the in-memory buffer, if any).
+    pub fn num_segments(&self) -> usize {
+        self.snap.segs.len()
+    }
+
+    /// Total neural postings (including deleted documents').
+    pub fn num_postings(&self) -> u64 {
+        self.snap
+            .segs
+            .iter()
+            .map(|s| s.seg.n_postings() as u64)
+            .sum()
+    }
+
+    fn find(&self, id: &str) -> Option<(u32, u32)> {
+        self.snap.segs.iter().enumerate().rev().find_map(|(i, s)| {
+            s.seg
+                .id_map
+                .get(id)
+                .copied()
+                .filter(|&d| !s.deleted(d))
+                .map(|d| (i as u32, d))
+        })
+    }
+
+    /// Stored source of a live document.
+    pub fn get(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        match self.find(id) {
+            None => Ok(None),
+            Some((s, d)) => {
+                let ss = &self.snap.segs[s as usize];
+                ss.seg.source(&ss.path, d).map(Some)
+            }
+        }
+    }
+
+    /// The quantized (stored) vector of a live document, dequantized, tokens ascending.
+    pub fn vector(&self, id: &str) -> Option<Vec<(u32, f32)>> {
+        let (s, d) = self.find(id)?;
+        let (t, w) = self.snap.segs[s as usize].seg.doc_vector(d);
+        Some(
+            t.iter()
+                .zip(w)
+                .map(|(&t, &w)| (t as u32, dequantize(w)))
+                .collect(),
+        )
+    }
+
+    /// Validate a query: tokens in vocabulary, weights finite and ≥ 0; duplicate
+    /// tokens are summed, zero weights dropped; sorted by token.
+    fn canon(&self, query: &[(u32, f32)]) -> Result<Vec<(u32, f32)>> {
+        let mut q: Vec<(u32, f32)> = Vec::with_capacity(query.len());
+        for &(t, w) in query {
+            if t >= self.snap.info.vocab {
+                return Err(Error::invalid(
+                    "query",
+                    format!(
+                        "token id {t} is outside the vocabulary (size {})",
+                        self.snap.info.vocab
+                    ),
+                ));
+            }
+            if !w.is_finite() || w < 0.0 {
+                return Err(Error::invalid(
+                    "query",
+                    format!("weight {w} of token {t} must be finite and ≥ 0"),
+                ));
+            }
+            q.push((t, w));
+        }
+        q.sort_by_key(|p| p.0);
+        q.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
+        });
+        q.retain(|p| p.1 > 0.0);
+        Ok(q)
+    }
+
+    /// Top-k documents by dot product with `query` (sparse `(token, weight)`).
+    ///
+    /// Scores are computed in f32 over the quantized document weights, summing
+    /// over query tokens in ascending token order, so every exact mode returns
+    /// the same scores as brute force bit for bit. Ties are broken by segment
+    /// then document order. Documents with score 0 are never returned.
+    pub fn search(&self, query: &[(u32, f32)], req: &SearchRequest) -> Result<Vec<Hit>> {
+        let q = self.canon(query)?;
+        let cands = match req.mode {
+            SearchMode::Exact => self.run_bmp(&q, &q, 1.0, req.k),
+            SearchMode::ExactTaat => self.run_taat(&q, req.k),
+            SearchMode::BruteForce => self.run_brute(&q, req.k),
+            SearchMode::Approximate { top_n, heap_factor } => {
+                if !heap_factor.is_finite() || heap_factor <= 0.0 {
+                    return Err(Error::invalid(
+                        "query",
+                        "heap_factor must be finite and > 0 (1.0 = exact)",
+                    ));
+                }
+                let mut sel = q.clone();
+                sel.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                sel.truncate(top_n.max(1));
+                sel.sort_by_key(|p| p.0);
+                self.run_bmp(&q, &sel, heap_factor, req.k)
+            }
+            SearchMode::TwoPhase {
+                prune_ratio,
+                expansion_rate,
+                max_window_size,
+            } => {
+                if !(prune_ratio.is_finite() && expansion_rate.is_finite() && expansion_rate > 0.0)
+                {
+                    return Err(Error::invalid(
+                        "query",
+                        "prune_ratio and expansion_rate must be finite, expansion_rate > 0",
+                    ));
+                }
+                self.run_two_phase(&q, prune_ratio, expansion_rate, max_window_size, req.k)
+            }
+        };
+        self.hits(&q, cands, req.explain, req.with_source)
+    }
+
+    fn hits(
+        &self,
+        q: &[(u32, f32)],
+        cands: Vec<Cand>,
+        explain: bool,
+        with_source: bool,
+    ) -> Result<Vec<Hit>> {
+        cands
+            .into_iter()
+            .map(|c| {
+                let ss = &self.snap.segs[c.seg as usize];
+                Ok(Hit {
+                    id: ss.seg.ids[c.doc as usize].clone(),
+                    score: c.score,
+                    source: if with_source {
+                        Some(ss.seg.source(&ss.path, c.doc)?)
+                    } else {
+                        None
+                    },
+                    explanation: explain.then(|| self.explain_doc(q, c.seg, c.doc)),
+                    addr: (c.seg, c.doc),
+                })
+            })
+            .collect()
+    }
+
+    fn explain_doc(&self, q: &[(u32, f32)], seg: u32, doc: u32) -> Vec<TokenContribution> {
+        let (toks, ws) = self.snap.segs[seg as usize].seg.doc_vector(doc);
+        let mut out = Vec::new();
+        for &(t, qw) in q {
+            if let Ok(i) = toks.binary_search(&(t as u16)) {
+                let dw = dequantize(ws[i]);
+                out.push(TokenContribution {
+                    token: t,
+                    query_weight: qw,
+                    doc_weight: dw,
+                    contribution: qw * dw,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            b.contribution
+                .total_cmp(&a.contribution)
+                .then(a.token.cmp(&b.token))
+        });
+        out
+    }
+
+    /// Per-token explanation of `id`'s score for `query` (`None` if `id` is not live).
+    pub fn explain(
+        &self,
+        query: &[(u32, f32)],
+        id: &str,
+    ) -> Result<Option<(f32, Vec<TokenContribution>)>> {
+        let q = self.canon(query)?;
+        let Some((s, d)) = self.find(id) else {
+            return Ok(None);
+        };
+        let score = self.dot(&q, s, d);
+        Ok(Some((score, self.explain_doc(&q, s, d))))
+    }
+
+    /// Dot product of canonical query and a document, summed in token order.
+    fn dot(&self, q: &[(u32, f32)], seg: u32, doc: u32) -> f32 {
+        let (toks, ws) = self.snap.segs[seg as usize].seg.doc_vector(doc);
+        let mut s = 0f32;
+        let (mut i, mut j) = (0, 0);
+        while i < q.len() && j < toks.len() {
+            let t = toks[j] as u32;
+            match q[i].0.cmp(&t) {
+                Ordering::Less => i += 1,
+                Ordering::Greater => j += 1,
+                Ordering::Equal => {
+                    s += q[i].1 * dequantize(ws[j]);
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        s
+    }
+
+    fn run_brute(&self, q: &[(u32, f32)], k: usize) -> Vec<Cand> {
+        let mut top = TopK::new(k);
+        for (si, ss) in self.snap.segs.iter().enumerate() {
+            for d in 0..ss.seg.n_docs {
+                if ss.deleted(d) {
+                    continue;
+                }
+                let s = self.dot(q, si as u32, d);
+                if s > 0.0 {
+                    top.push(Cand {
+                        score: s,
+                        seg: si as u32,
+                        doc: d,
+                    });
+                }
+            }
+        }
+        top.into_sorted()
+    }
+
+    fn run_taat(&self, q: &[(u32, f32)], k: usize) -> Vec<Cand> {
+        let mut top = TopK::new(k);
+        SCRATCH.with(|sc| {
+            let acc = &mut sc.borrow_mut().acc;
+            for (si, ss) in self.snap.segs.iter().enumerate() {
+                let seg = &*ss.seg;
+                acc.clear();
+                acc.resize(seg.n_docs as usize, 0.0);
+                for &(t, w) in q {
+                    let r = seg.term_start[t as usize]..seg.term_start[t as usize + 1];
+                    for (&d, &qw) in seg.post_doc[r.clone()].iter().zip(&seg.post_w[r]) {
+                        acc[d as usize] += w * dequantize(qw);
+                    }
+                }
+                let mut theta = top.theta();
+                for (d, &s) in acc.iter().enumerate() {
+                    if s > 0.0 && s >= theta && !ss.deleted(d as u32) {
+                        top.push(Cand {
+                            score: s,
+                            seg: si as u32,
+                            doc: d as u32,
+                        });
+                        theta = top.theta();
+                    }
+                }
+            }
+        });
+        top.into_sorted()
+    }
+
+    /// Block-max pruning: upper-bound every 64-doc block from `ub_q`, visit
+    /// blocks by decreasing bound, stop when a bound cannot beat
+    /// `heap_factor × k-th score`. Visited blocks are scored with all of `q`.
+    fn run_bmp(
+        &self,
+        q: &[(u32, f32)],
+        ub_q: &[(u32, f32)],
+        heap_factor: f32,
+        k: usize,
+    ) -> Vec<Cand> {
+        let mut top = TopK::new(k);
+        if k == 0 || q.is_empty() {
+            return Vec::new();
+        }
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            for (si, ss) in self.snap.segs.iter().enumerate() {
+                bmp_segment(ss, si as u32, q, ub_q, heap_factor, &mut top, sc);
+            }
+        });
+        top.into_sorted()
+    }
+
+    fn run_two_phase(
+        &self,
+        q: &[(u32, f32)],
+        prune_ratio: f32,
+        expansion: f32,
+        max_window: usize,
+        k: usize,
+    ) -> Vec<Cand> {
+        let maxw = q.iter().map(|p| p.1).fold(0f32, f32::max);
+        let hi: Vec<(u32, f32)> = q
+            .iter()
+            .copied()
+            .filter(|p| p.1 >= prune_ratio * maxw)
+            .collect();
+        if hi.len() == q.len() {
+            return self.run_bmp(q, q, 1.0, k);
+        }
+        let window = ((k as f64 * expansion as f64).ceil() as usize)
+            .max(k)
+            .min(max_window.max(k));
+        let first = self.run_bmp(&hi, &hi, 1.0, window);
+        let mut top = TopK::new(k);
+        for c in first {
+            top.push(Cand {
+                score: self.dot(q, c.seg, c.doc),
+                ..c
+            });
+        }
+        top.into_sorted()
+    }
+
+    /// BM25 top-k for a query given as WordPiece token ids (repeats count).
+    ///
+    /// Document frequencies, document count and average length are summed over
+    /// the snapshot's segments at query time (deleted documents count until
+    /// merged away, as in Lucene), so scores track the corpus as it grows.
+    pub fn search_bm25(
+        &self,
+        query_tokens: &[u32],
+        k: usize,
+        explain: bool,
+        with_source: bool,
+    ) -> Result<Vec<Hit>> {
+        let q = self.bm25_query(query_tokens)?;
+        let p = self.snap.info.bm25;
+        let avg = self.avglen();
+        let mut top = TopK::new(k);
+        SCRATCH.with(|sc| {
+            let acc = &mut sc.borrow_mut().acc;
+            for (si, ss) in self.snap.segs.iter().enumerate() {
+                let seg = &*ss.seg;
+                acc.clear();
+                acc.resize(seg.n_docs as usize, 0.0);
+                for &(t, w) in &q {
+                    for pi in seg.tf_start[t as usize]..seg.tf_start[t as usize + 1] {
+                        let d = seg.tf_doc[pi] as usize;
+                        acc[d] += w * sat_tf(seg.tf_val[pi], seg.doc_len[d], avg, p);
+                    }
+                }
+                for (d, &s) in acc.iter().enumerate() {
+                    if s > 0.0 && !ss.deleted(d as u32) {
+                        top.push(Cand {
+                            score: s,
+                            seg: si as u32,
+                            doc: d as u32,
+                        });
+                    }
+                }
+            }
+        });
+        let cands = top.into_sorted();
+        cands
+            .into_iter()
+            .map(|c| {
+                let ss = &self.snap.segs[c.seg as usize];
+                let explanation = explain.then(|| {
+                    let mut out = Vec::new();
+                    for &(t, w) in &q {
+                        let r = ss.seg.tf_start[t as usize]..ss.seg.tf_start[t as usize + 1];
+                        if let Ok(i) = ss.seg.tf_doc[r.clone()].binary_search(&c.doc) {
+                            let dw = sat_tf(
+                                ss.seg.tf_val[r.start + i],
+                                ss.seg.doc_len[c.doc as usize],
+                                avg,
+                                p,
+                            );
+                            out.push(TokenContribution {
+                                token: t,
+                                query_weight: w,
+                                doc_weight: dw,
+                                contribution: w * dw,
+                            });
+                        }
+                    }
+                    out.sort_by(|a, b| {
+                        b.contribution
+                            .total_cmp(&a.contribution)
+                            .then(a.token.cmp(&b.token))
+                    });
+                    out
+                });
+                Ok(Hit {
+                    id: ss.seg.ids[c.doc as usize].clone(),
+                    score: c.score,
+                    source: if with_source {
+                        Some(ss.seg.source(&ss.path, c.doc)?)
+                    } else {
+                        None
+                    },
+                    explanation,
+                    addr: (c.seg, c.doc),
+                })
+            })
+            .collect()
+    }
+
+    fn avglen(&self) -> f32 {
+        let n: u64 = self.snap.segs.iter().map(|s| s.seg.n_docs as u64).sum();
+        let len: u64 = self.snap.segs.iter().map(|s| s.seg.total_len).sum();
+        if n == 0 || len == 0 {
+            1.0
+        } else {
+            (len as f64 / n as f64) as f32
+        }
+    }
+
+    /// BM25 query weights: (token, count × idf), idf = ln(1 + (N − df + 0.5)/(df + 0.5)).
+    pub fn bm25_query(&self, query_tokens: &[u32]) -> Result<Vec<(u32, f32)>> {
+        let mut ts = query_tokens.to_vec();
+        ts.sort_unstable();
+        let n: u64 = self.snap.segs.iter().map(|s| s.seg.n_docs as u64).sum();
+        let mut out: Vec<(u32, f32)> = Vec::new();
+        let mut i = 0;
+        while i < ts.len() {
+            let t = ts[i];
+            if t >= self.snap.info.vocab {
+                return Err(Error::invalid(
+                    "BM25 query",
+                    format!(
+                        "token id {t} is outside the vocabulary (size {})",
+                        self.snap.info.vocab
+                    ),
+                ));
+            }
+            let mut j = i;
+            while j < ts.len() && ts[j] == t {
+                j += 1;
+            }
+            let df: u64 = self
+                .snap
+                .segs
+                .iter()
+                .map(|s| (s.seg.tf_start[t as usize + 1] - s.seg.tf_start[t as usize]) as u64)
+                .sum();
+            let idf = (1.0 + (n as f64 - df as f64 + 0.5) / (df as f64 + 0.5)).ln() as f32;
+            out.push((t, (j - i) as f32 * idf));
+            i = j;
+        }
+        Ok(out)
+    }
+
+    /// Hybrid search: neural top-`window` and BM25 top-`window`, fused.
+    pub fn search_hybrid(
+        &self,
+        vector: &[(u32, f32)],
+        tokens: &[u32],
+        req: &HybridRequest,
+    ) -> Result<Vec<Hit>> {
+        let window = req.window.max(req.k);
+        let neural = self.search(vector, &SearchRequest::new(window).mode(req.neural_mode))?;
+        let bm25 = self.search_bm25(tokens, window, false, false)?;
+        let mut fused: HashMap<(u32, u32), f32> = HashMap::new();
+        match req.combination {
+            HybridCombination::MinMax { weights } => {
+                let wsum: f32 = weights.iter().sum();
+                if wsum.partial_cmp(&0.0) != Some(Ordering::Greater)
+                    || weights.iter().any(|w| !w.is_finite() || *w < 0.0)
+                {
+                    return Err(Error::invalid(
+                        "hybrid query",
+                        "weights must be ≥ 0 with a positive sum",
+                    ));
+                }
+                for (hits, w) in [(&neural, weights[0]), (&bm25, weights[1])] {
+                    let max = hits
+                        .iter()
+                        .map(|h| h.score)
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    let min = hits.iter().map(|h| h.score).fold(f32::INFINITY, f32::min);
+                    for h in hits.iter() {
+                        let norm = if max > min {
+                            (h.score - min) / (max - min)
+                        } else {
+                            1.0
+                        };
+                        *fused.entry(h.addr).or_default() += w * norm / wsum;
+                    }
+                }
+            }
+            HybridCombination::Rrf { rank_constant } => {
+                if !rank_constant.is_finite() || rank_constant < 0.0 {
+                    return Err(Error::invalid(
+                        "hybrid query",
+                        "rank_constant must be finite and ≥ 0 (usually 60)",
+                    ));
+                }
+                for hits in [&neural, &bm25] {
+                    for (r, h) in hits.iter().enumerate() {
+                        *fused.entry(h.addr).or_default() += 1.0 / (rank_constant + r as f32 + 1.0);
+                    }
+                }
+            }
+        }
+        let mut v: Vec<Cand> = fused
+            .into_iter()
+            .map(|((s, d), score)| Cand {
+                score,
+                seg: s,
+                doc: d,
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v.truncate(req.k);
+        self.hits(&[], v, false, req.with_source)
+    }
+}
+
+#[inline]
+fn sat_tf(tf: u32, len: u32, avg: f32, p: Bm25Params) -> f32 {
+    let tf = tf as f32;
+    tf * (p.k1 + 1.0) / (tf + p.k1 * (1.0 - p.b + p.b * len as f32 / avg))
+}
+
+const BLOCK_DOCS: usize = 1 << DOC_BLOCK_SHIFT;
+
+fn bmp_segment(
+    ss: &SnapSeg,
+    si: u32,
+    q: &[(u32, f32)],
+    ub_q: &[(u32, f32)],
+    hf: f32,
+    top: &mut TopK,
+    sc: &mut Scratch,
+) {
+    let seg = &*ss.seg;
+    let nb = (seg.n_docs as usize).div_ceil(BLOCK_DOCS);
+    if nb == 0 {
+        return;
+    }
+    let ub = &mut sc.ub;
+    ub.clear();
+    ub.resize(nb, 0.0);
+    for &(t, w) in ub_q {
+        let r = seg.bm_start[t as usize]..seg.bm_start[t as usize + 1];
+        for (&b, &m) in seg.bm_block[r.clone()].iter().zip(&seg.bm_max[r]) {
+            ub[b as usize] += w * m;
+        }
+    }
+    let blocks = &mut sc.blocks;
+    blocks.clear();
+    let cut = top.theta() * hf;
+    blocks.extend(
+        ub.iter()
+            .enumerate()
+            .filter(|(_, &u)| u > 0.0 && u > cut)
+            .map(|(b, &u)| (u, b as u32)),
+    );
+    let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    // Score the most promising blocks first to raise the threshold, then
+    // sort only the blocks that can still beat it.
+    const HEAD: usize = 32;
+    let mut start = 0;
+    if blocks.len() > HEAD * 4 {
+        blocks.select_nth_unstable_by(HEAD, desc);
+        blocks[..HEAD].sort_unstable_by(desc);
+        for &(u, b) in blocks[..HEAD].iter() {
+            if top.full() && u <= top.theta() * hf {
+                break;
+            }
+            score_block(ss, si, q, b, top);
+        }
+        start = HEAD;
+    }
+    let cut = top.theta() * hf;
+    let mut rest: Vec<(f32, u32)> = blocks[start..]
+        .iter()
+        .copied()
+        .filter(|&(u, _)| u > cut)
+        .collect();
+    rest.sort_unstable_by(desc);
+    for (u, b) in rest {
+        if top.full() && u <= top.theta() * hf {
+            break;
+        }
+        score_block(ss, si, q, b, top);
+    }
+}
+
+#[inline]
+fn score_block(ss: &SnapSeg, si: u32, q: &[(u32, f32)], b: u32, top: &mut TopK) {
+    let seg = &*ss.seg;
+    let base = b << DOC_BLOCK_SHIFT;
+    let mut acc = [0f32; BLOCK_DOCS];
+    let mut mask = 0u64;
+    for &(t, w) in q {
+        let (s, e) = (seg.bm_start[t as usize], seg.bm_start[t as usize + 1]);
+        let Ok(i) = seg.bm_block[s..e].binary_search(&b) else {
+            continue;
+        };
+        let ei = s + i;
+        let ps = seg.bm_pos[ei] as usize;
+        let pe = if ei + 1 < e {
+            seg.bm_pos[ei + 1] as usize
+        } else {
+            seg.term_start[t as usize + 1]
+        };
+        for (&d, &qw) in seg.post_doc[ps..pe].iter().zip(&seg.post_w[ps..pe]) {
+            let l = d.wrapping_sub(base) as usize & (BLOCK_DOCS - 1);
+            acc[l] += w * dequantize(qw);
+            mask |= 1 << l;
+        }
+    }
+    while mask != 0 {
+        let l = mask.trailing_zeros();
+        mask &= mask - 1;
+        let d = base + l;
+        let s = acc[l as usize];
+        if s > 0.0 && !ss.deleted(d) {
+            top.push(Cand {
+                score: s,
+                seg: si,
+                doc: d,
+            });
+        }
+    }
+}

@@ -1,0 +1,665 @@
+//! Immutable segments: build from documents, serialize, load and verify.
+//!
+//! On disk a segment holds the inverted postings (neural and BM25), the `_id`s
+//! and compressed sources. The forward index (per-document vectors) and the
+//! block-max table used for pruning are *derived* in memory at load time from
+//! the postings, so they cost no disk space and cannot disagree with them.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::{self, dequantize, put_varint, Cursor};
+
+pub(crate) const SEG_MAGIC: &[u8; 8] = b"NSPSEG\0\0";
+pub(crate) const SEG_VERSION: u32 = 1;
+
+const SEC_META: u32 = 1;
+const SEC_IDS: u32 = 2;
+const SEC_POSTINGS: u32 = 3;
+const SEC_BM25: u32 = 4;
+const SEC_SOURCE: u32 = 5;
+
+/// Postings per compression block on disk.
+pub(crate) const POSTING_BLOCK: usize = 128;
+/// log2 of the number of consecutive doc ids per block-max (pruning) block.
+pub(crate) const DOC_BLOCK_SHIFT: u32 = 6;
+/// Documents per compressed source chunk.
+const SOURCE_CHUNK: usize = 32;
+
+/// A validated, quantized document ready to go into a segment.
+#[derive(Clone, Debug)]
+pub(crate) struct DocRecord {
+    pub id: String,
+    /// (token, quantized weight), sorted by token, weights non-zero.
+    pub vec: Vec<(u16, u16)>,
+    /// BM25 term frequencies (token, tf), sorted by token.
+    pub tf: Vec<(u16, u32)>,
+    /// BM25 document length in tokens.
+    pub len: u32,
+    /// Uncompressed source bytes.
+    pub source: Vec<u8>,
+}
+
+/// In-memory, read-only segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub n_docs: u32,
+    pub vocab: u32,
+    pub ids: Vec<String>,
+    pub id_map: HashMap<String, u32>,
+    // Neural postings, grouped by token: docs ascending within a token.
+    pub term_start: Vec<usize>,
+    pub post_doc: Vec<u32>,
+    pub post_w: Vec<u16>,
+    // Block-max table: per token, one entry per doc block the token occurs in.
+    pub bm_start: Vec<usize>,
+    pub bm_block: Vec<u32>,
+    pub bm_max: Vec<f32>,
+    pub bm_pos: Vec<u32>,
+    // Forward index: per doc, tokens ascending.
+    pub fwd_start: Vec<usize>,
+    pub fwd_tok: Vec<u16>,
+    pub fwd_w: Vec<u16>,
+    // BM25.
+    pub tf_start: Vec<usize>,
+    pub tf_doc: Vec<u32>,
+    pub tf_val: Vec<u32>,
+    pub doc_len: Vec<u32>,
+    pub total_len: u64,
+    // Sources: lz4 block-compressed chunks of SOURCE_CHUNK docs.
+    pub src_chunks: Vec<(usize, usize, usize)>, // (offset, compressed len, uncompressed len)
+    pub src_data: Vec<u8>,
+}
+
+impl Segment {
+    /// Build a segment from documents (doc ids are positions in `docs`).
+    pub(crate) fn build(docs: &[DocRecord], vocab: u32) -> Segment {
+        let v = vocab as usize;
+        let n = docs.len();
+        let mut df = vec![0usize; v + 1];
+        let mut tdf = vec![0usize; v + 1];
+        for d in docs {
+            for &(t, _) in &d.vec {
+                df[t as usize + 1] += 1;
+            }
+            for &(t, _) in &d.tf {
+                tdf[t as usize + 1] += 1;
+            }
+        }
+        for i in 0..v {
+            df[i + 1] += df[i];
+            tdf[i + 1] += tdf[i];
+        }
+        let total = df[v];
+        let mut post_doc = vec![0u32; total];
+        let mut post_w = vec![0u16; total];
+        let mut fill = df.clone();
+        let mut tf_doc = vec![0u32; tdf[v]];
+        let mut tf_val = vec![0u32; tdf[v]];
+        let mut tfill = tdf.clone();
+        let mut doc_len = Vec::with_capacity(n);
+        let mut total_len = 0u64;
+        for (i, d) in docs.iter().enumerate() {
+            for &(t, w) in &d.vec {
+                let p = &mut fill[t as usize];
+                post_doc[*p] = i as u32;
+                post_w[*p] = w;
+                *p += 1;
+            }
+            for &(t, f) in &d.tf {
+                let p = &mut tfill[t as usize];
+                tf_doc[*p] = i as u32;
+                tf_val[*p] = f;
+                *p += 1;
+            }
+            doc_len.push(d.len);
+            total_len += d.len as u64;
+        }
+        let mut src_chunks = Vec::new();
+        let mut src_data = Vec::new();
+        for chunk in docs.chunks(SOURCE_CHUNK) {
+            let mut raw = Vec::new();
+            for d in chunk {
+                put_varint(&mut raw, d.source.len() as u64);
+                raw.extend_from_slice(&d.source);
+            }
+            let c = lz4_flex::block::compress(&raw);
+            src_chunks.push((src_data.len(), c.len(), raw.len()));
+            src_data.extend_from_slice(&c);
+        }
+        let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
+        let mut s = Segment {
+            n_docs: n as u32,
+            vocab,
+            id_map: HashMap::new(),
+            ids,
+            term_start: df,
+            post_doc,
+            post_w,
+            bm_start: Vec::new(),
+            bm_block: Vec::new(),
+            bm_max: Vec::new(),
+            bm_pos: Vec::new(),
+            fwd_start: Vec::new(),
+            fwd_tok: Vec::new(),
+            fwd_w: Vec::new(),
+            tf_start: tdf,
+            tf_doc,
+            tf_val,
+            doc_len,
+            total_len,
+            src_chunks,
+            src_data,
+        };
+        s.derive();
+        s
+    }
+
+    /// Compute the in-memory derived structures (id map, forward index, block maxima).
+    fn derive(&mut self) {
+        let v = self.vocab as usize;
+        let n = self.n_docs as usize;
+        self.id_map = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        // Forward index by inverting the postings (tokens come out ascending).
+        let mut cnt = vec![0usize; n + 1];
+        for &d in &self.post_doc {
+            cnt[d as usize + 1] += 1;
+        }
+        for i in 0..n {
+            cnt[i + 1] += cnt[i];
+        }
+        let total = self.post_doc.len();
+        let mut fwd_tok = vec![0u16; total];
+        let mut fwd_w = vec![0u16; total];
+        let mut fill = cnt.clone();
+        let mut bm_start = Vec::with_capacity(v + 1);
+        let mut bm_block = Vec::new();
+        let mut bm_max = Vec::new();
+        let mut bm_pos = Vec::new();
+        for t in 0..v {
+            bm_start.push(bm_block.len());
+            let mut last = u32::MAX;
+            for p in self.term_start[t]..self.term_start[t + 1] {
+                let d = self.post_doc[p];
+                let w = self.post_w[p];
+                let f = &mut fill[d as usize];
+                fwd_tok[*f] = t as u16;
+                fwd_w[*f] = w;
+                *f += 1;
+                let b = d >> DOC_BLOCK_SHIFT;
+                if b != last {
+                    last = b;
+                    bm_block.push(b);
+                    bm_max.push(0.0f32);
+                    bm_pos.push(p as u32);
+                }
+                let m = bm_max.last_mut().expect("pushed above");
+                *m = m.max(dequantize(w));
+            }
+        }
+        bm_start.push(bm_block.len());
+        self.fwd_start = cnt;
+        self.fwd_tok = fwd_tok;
+        self.fwd_w = fwd_w;
+        self.bm_start = bm_start;
+        self.bm_block = bm_block;
+        self.bm_max = bm_max;
+        self.bm_pos = bm_pos;
+    }
+
+    /// Number of neural postings.
+    pub(crate) fn n_postings(&self) -> usize {
+        self.post_doc.len()
+    }
+
+    /// Serialize to the on-disk format.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let v = self.vocab as usize;
+        let mut meta = Vec::new();
+        meta.extend_from_slice(&self.n_docs.to_le_bytes());
+        meta.extend_from_slice(&self.vocab.to_le_bytes());
+        meta.extend_from_slice(&self.total_len.to_le_bytes());
+        meta.extend_from_slice(&(self.post_doc.len() as u64).to_le_bytes());
+        meta.extend_from_slice(&(self.tf_doc.len() as u64).to_le_bytes());
+        let mut ids = Vec::new();
+        for id in &self.ids {
+            put_varint(&mut ids, id.len() as u64);
+            ids.extend_from_slice(id.as_bytes());
+        }
+        let mut post = Vec::with_capacity(self.post_doc.len() * 4);
+        let n_terms = (0..v)
+            .filter(|&t| self.term_start[t + 1] > self.term_start[t])
+            .count();
+        put_varint(&mut post, n_terms as u64);
+        for t in 0..v {
+            let (s, e) = (self.term_start[t], self.term_start[t + 1]);
+            if s == e {
+                continue;
+            }
+            put_varint(&mut post, t as u64);
+            put_varint(&mut post, (e - s) as u64);
+            let mut prev = 0u32;
+            let mut first = true;
+            let mut b = s;
+            while b < e {
+                let be = (b + POSTING_BLOCK).min(e);
+                for &d in &self.post_doc[b..be] {
+                    put_varint(&mut post, (if first { d } else { d - prev - 1 }) as u64);
+                    prev = d;
+                    first = false;
+                }
+                for &w in &self.post_w[b..be] {
+                    post.extend_from_slice(&w.to_le_bytes());
+                }
+                b = be;
+            }
+        }
+        let mut bm = Vec::new();
+        for &l in &self.doc_len {
+            put_varint(&mut bm, l as u64);
+        }
+        let n_tf_terms = (0..v)
+            .filter(|&t| self.tf_start[t + 1] > self.tf_start[t])
+            .count();
+        put_varint(&mut bm, n_tf_terms as u64);
+        for t in 0..v {
+            let (s, e) = (self.tf_start[t], self.tf_start[t + 1]);
+            if s == e {
+                continue;
+            }
+            put_varint(&mut bm, t as u64);
+            put_varint(&mut bm, (e - s) as u64);
+            let mut prev = 0u32;
+            for p in s..e {
+                let d = self.tf_doc[p];
+                put_varint(&mut bm, (if p == s { d } else { d - prev - 1 }) as u64);
+                put_varint(&mut bm, self.tf_val[p] as u64);
+                prev = d;
+            }
+        }
+        let mut src = Vec::with_capacity(self.src_data.len() + 16);
+        put_varint(&mut src, self.src_chunks.len() as u64);
+        for &(o, c, u) in &self.src_chunks {
+            put_varint(&mut src, u as u64);
+            put_varint(&mut src, c as u64);
+            src.extend_from_slice(&self.src_data[o..o + c]);
+        }
+        format::write_container(
+            SEG_MAGIC,
+            SEG_VERSION,
+            &[
+                (SEC_META, &meta),
+                (SEC_IDS, &ids),
+                (SEC_POSTINGS, &post),
+                (SEC_BM25, &bm),
+                (SEC_SOURCE, &src),
+            ],
+        )
+    }
+
+    /// Parse and verify a segment file's bytes (checksums and structure).
+    pub(crate) fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Segment> {
+        let secs = format::read_container(path, bytes, SEG_MAGIC, SEG_VERSION)?;
+        let mut c = Cursor::new(format::section(path, &secs, SEC_META)?, path);
+        let n_docs = c.u32()?;
+        let vocab = c.u32()?;
+        let total_len = c.u64()?;
+        let n_post = c.u64()?;
+        let n_tf = c.u64()?;
+        c.done()?;
+        let corrupt = |d: &str| Error::corrupt(path, d.to_string());
+        if vocab == 0 || vocab > 65536 {
+            return Err(corrupt("vocabulary size out of range"));
+        }
+        let v = vocab as usize;
+        let n = n_docs as usize;
+        // Bound allocations by what the file can possibly hold.
+        if n_post > bytes.len() as u64 || n_tf > bytes.len() as u64 || n > bytes.len() {
+            return Err(corrupt("counts exceed file size"));
+        }
+        let mut c = Cursor::new(format::section(path, &secs, SEC_IDS)?, path);
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            let l = c.varint()? as usize;
+            let b = c.bytes(l)?;
+            ids.push(String::from_utf8(b.to_vec()).map_err(|_| corrupt("_id is not UTF-8"))?);
+        }
+        c.done()?;
+
+        let (term_start, post_doc, post_w) = {
+            let mut c = Cursor::new(format::section(path, &secs, SEC_POSTINGS)?, path);
+            let mut term_start = vec![0usize; v + 1];
+            let mut post_doc = Vec::with_capacity(n_post as usize);
+            let mut post_w = Vec::with_capacity(n_post as usize);
+            let n_terms = c.varint()?;
+            let mut next_t = 0usize;
+            for _ in 0..n_terms {
+                let t = c.varint()? as usize;
+                if t < next_t || t >= v {
+                    return Err(corrupt(
+                        "posting token ids not ascending or out of vocabulary",
+                    ));
+                }
+                for s in &mut term_start[next_t..=t] {
+                    *s = post_doc.len();
+                }
+                next_t = t + 1;
+                let df = c.varint()? as usize;
+                if df == 0 || df > n || post_doc.len() + df > n_post as usize {
+                    return Err(corrupt("posting list length out of range"));
+                }
+                let mut prev: u32 = 0;
+                let mut first = true;
+                let mut left = df;
+                while left > 0 {
+                    let m = left.min(POSTING_BLOCK);
+                    for _ in 0..m {
+                        let delta = c.varint_u32()?;
+                        let d = if first {
+                            delta
+                        } else {
+                            prev.checked_add(delta)
+                                .and_then(|x| x.checked_add(1))
+                                .ok_or_else(|| corrupt("doc id overflow"))?
+                        };
+                        if d >= n_docs {
+                            return Err(corrupt("doc id out of range in postings"));
+                        }
+                        post_doc.push(d);
+                        prev = d;
+                        first = false;
+                    }
+                    for _ in 0..m {
+                        let w = c.u16()?;
+                        if !(0x0400..0x7c00).contains(&w) {
+                            return Err(corrupt("invalid quantized weight"));
+                        }
+                        post_w.push(w);
+                    }
+                    left -= m;
+                }
+            }
+            for s in &mut term_start[next_t..=v] {
+                *s = post_doc.len();
+            }
+            c.done()?;
+            if post_doc.len() as u64 != n_post {
+                return Err(corrupt("posting count disagrees with header"));
+            }
+            (term_start, post_doc, post_w)
+        };
+
+        let mut c = Cursor::new(format::section(path, &secs, SEC_BM25)?, path);
+        let mut doc_len = Vec::with_capacity(n);
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let l = c.varint_u32()?;
+            sum += l as u64;
+            doc_len.push(l);
+        }
+        if sum != total_len {
+            return Err(corrupt("BM25 total length disagrees with header"));
+        }
+        let mut tf_start = vec![0usize; v + 1];
+        let mut tf_doc = Vec::with_capacity(n_tf as usize);
+        let mut tf_val = Vec::with_capacity(n_tf as usize);
+        let n_terms = c.varint()?;
+        let mut next_t = 0usize;
+        for _ in 0..n_terms {
+            let t = c.varint()? as usize;
+            if t < next_t || t >= v {
+                return Err(corrupt("BM25 token ids not ascending or out of vocabulary"));
+            }
+            for s in &mut tf_start[next_t..=t] {
+                *s = tf_doc.len();
+            }
+            next_t = t + 1;
+            let df = c.varint()? as usize;
+            if df == 0 || df > n || tf_doc.len() + df > n_tf as usize {
+                return Err(corrupt("BM25 posting list length out of range"));
+            }
+            let mut prev = 0u32;
+            for i in 0..df {
+                let delta = c.varint_u32()?;
+                let d = if i == 0 {
+                    delta
+                } else {
+                    prev.checked_add(delta)
+                        .and_then(|x| x.checked_add(1))
+                        .ok_or_else(|| corrupt("doc id overflow"))?
+                };
+                if d >= n_docs {
+                    return Err(corrupt("doc id out of range in BM25 postings"));
+                }
+                let f = c.varint_u32()?;
+                if f == 0 || f > doc_len[d as usize] {
+                    return Err(corrupt("BM25 term frequency out of range"));
+                }
+                tf_doc.push(d);
+                tf_val.push(f);
+                prev = d;
+            }
+        }
+        for s in &mut tf_start[next_t..=v] {
+            *s = tf_doc.len();
+        }
+        c.done()?;
+        if tf_doc.len() as u64 != n_tf {
+            return Err(corrupt("BM25 posting count disagrees with header"));
+        }
+
+        let mut c = Cursor::new(format::section(path, &secs, SEC_SOURCE)?, path);
+        let n_chunks = c.varint()? as usize;
+        if n_chunks != n.div_ceil(SOURCE_CHUNK) {
+            return Err(corrupt("source chunk count disagrees with document count"));
+        }
+        let mut src_chunks = Vec::with_capacity(n_chunks);
+        let mut src_data = Vec::new();
+        for _ in 0..n_chunks {
+            let u = c.varint()? as usize;
+            let cl = c.varint()? as usize;
+            let b = c.bytes(cl)?;
+            src_chunks.push((src_data.len(), cl, u));
+            src_data.extend_from_slice(b);
+        }
+        c.done()?;
+
+        let mut s = Segment {
+            n_docs,
+            vocab,
+            ids,
+            id_map: HashMap::new(),
+            term_start,
+            post_doc,
+            post_w,
+            bm_start: Vec::new(),
+            bm_block: Vec::new(),
+            bm_max: Vec::new(),
+            bm_pos: Vec::new(),
+            fwd_start: Vec::new(),
+            fwd_tok: Vec::new(),
+            fwd_w: Vec::new(),
+            tf_start,
+            tf_doc,
+            tf_val,
+            doc_len,
+            total_len,
+            src_chunks,
+            src_data,
+        };
+        s.derive();
+        if s.id_map.len() != n {
+            return Err(corrupt("duplicate _id inside a segment"));
+        }
+        // Sources are verified by checksum; decode them once so a bad chunk is
+        // reported at open rather than at fetch time.
+        for ch in 0..s.src_chunks.len() {
+            s.decode_chunk(path, ch)?;
+        }
+        Ok(s)
+    }
+
+    /// Load and verify a segment file.
+    pub(crate) fn load(path: &Path) -> Result<Segment> {
+        let bytes = format::read_file(path)?;
+        Segment::from_bytes(path, &bytes)
+    }
+
+    fn decode_chunk(&self, path: &Path, ch: usize) -> Result<Vec<u8>> {
+        let &(o, c, u) = self
+            .src_chunks
+            .get(ch)
+            .ok_or_else(|| Error::corrupt(path, "missing source chunk"))?;
+        let raw = lz4_flex::block::decompress(&self.src_data[o..o + c], u).map_err(|e| {
+            Error::corrupt(path, format!("source chunk {ch} does not decompress: {e}"))
+        })?;
+        if raw.len() != u {
+            return Err(Error::corrupt(
+                path,
+                format!("source chunk {ch} has wrong length"),
+            ));
+        }
+        let docs_in = (self.n_docs as usize - ch * SOURCE_CHUNK).min(SOURCE_CHUNK);
+        let mut c = Cursor::new(&raw, path);
+        for _ in 0..docs_in {
+            let l = c.varint()? as usize;
+            c.bytes(l)?;
+        }
+        c.done()?;
+        Ok(raw)
+    }
+
+    /// Uncompressed source of `doc`.
+    pub(crate) fn source(&self, path: &Path, doc: u32) -> Result<Vec<u8>> {
+        let ch = doc as usize / SOURCE_CHUNK;
+        let raw = self.decode_chunk(path, ch)?;
+        let mut c = Cursor::new(&raw, path);
+        for i in 0..=(doc as usize % SOURCE_CHUNK) {
+            let l = c.varint()? as usize;
+            let b = c.bytes(l)?;
+            if i == doc as usize % SOURCE_CHUNK {
+                return Ok(b.to_vec());
+            }
+        }
+        Err(Error::corrupt(path, "source not found in chunk"))
+    }
+
+    /// Quantized vector of `doc`, tokens ascending.
+    pub(crate) fn doc_vector(&self, doc: u32) -> (&[u16], &[u16]) {
+        let (s, e) = (
+            self.fwd_start[doc as usize],
+            self.fwd_start[doc as usize + 1],
+        );
+        (&self.fwd_tok[s..e], &self.fwd_w[s..e])
+    }
+
+    /// BM25 term frequencies of `doc` (token, tf), by scanning postings (merge-time only).
+    pub(crate) fn all_tfs(&self) -> Vec<Vec<(u16, u32)>> {
+        let mut out = vec![Vec::new(); self.n_docs as usize];
+        for t in 0..self.vocab as usize {
+            for p in self.tf_start[t]..self.tf_start[t + 1] {
+                out[self.tf_doc[p] as usize].push((t as u16, self.tf_val[p]));
+            }
+        }
+        out
+    }
+
+    /// Reconstruct all documents (for merging). Sources are decompressed.
+    pub(crate) fn records(
+        &self,
+        path: &Path,
+        keep: impl Fn(u32) -> bool,
+    ) -> Result<Vec<DocRecord>> {
+        let tfs = self.all_tfs();
+        let mut out = Vec::new();
+        for (d, tf) in tfs.into_iter().enumerate() {
+            let d = d as u32;
+            if !keep(d) {
+                continue;
+            }
+            let (t, w) = self.doc_vector(d);
+            out.push(DocRecord {
+                id: self.ids[d as usize].clone(),
+                vec: t.iter().copied().zip(w.iter().copied()).collect(),
+                tf,
+                len: self.doc_len[d as usize],
+                source: self.source(path, d)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Deletion bitmap of a segment (bit set = deleted).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bitset {
+    pub words: Vec<u64>,
+    pub count: u32,
+}
+
+pub(crate) const DEL_MAGIC: &[u8; 8] = b"NSPDEL\0\0";
+pub(crate) const DEL_VERSION: u32 = 1;
+
+impl Bitset {
+    pub(crate) fn new(n: u32) -> Bitset {
+        Bitset {
+            words: vec![0; (n as usize).div_ceil(64)],
+            count: 0,
+        }
+    }
+    #[inline]
+    pub(crate) fn get(&self, i: u32) -> bool {
+        self.words[(i >> 6) as usize] >> (i & 63) & 1 == 1
+    }
+    pub(crate) fn set(&mut self, i: u32) {
+        let w = &mut self.words[(i >> 6) as usize];
+        if *w >> (i & 63) & 1 == 0 {
+            *w |= 1 << (i & 63);
+            self.count += 1;
+        }
+    }
+    pub(crate) fn to_bytes(&self, n_docs: u32) -> Vec<u8> {
+        let mut meta = Vec::new();
+        meta.extend_from_slice(&n_docs.to_le_bytes());
+        meta.extend_from_slice(&self.count.to_le_bytes());
+        let bits: Vec<u8> = self.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        format::write_container(DEL_MAGIC, DEL_VERSION, &[(1, &meta), (2, &bits)])
+    }
+    pub(crate) fn load(path: &Path, n_docs: u32) -> Result<Bitset> {
+        let bytes = format::read_file(path)?;
+        let secs = format::read_container(path, &bytes, DEL_MAGIC, DEL_VERSION)?;
+        let mut c = Cursor::new(format::section(path, &secs, 1)?, path);
+        let n = c.u32()?;
+        let count = c.u32()?;
+        c.done()?;
+        if n != n_docs {
+            return Err(Error::corrupt(
+                path,
+                format!("deletion bitmap is for {n} docs, segment has {n_docs}"),
+            ));
+        }
+        let bits = format::section(path, &secs, 2)?;
+        if bits.len() != (n as usize).div_ceil(64) * 8 {
+            return Err(Error::corrupt(path, "deletion bitmap has wrong length"));
+        }
+        let words: Vec<u64> = bits
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        let pop: u32 = words.iter().map(|w| w.count_ones()).sum();
+        let tail_ok = n % 64 == 0 || words.last().is_none_or(|w| w >> (n % 64) == 0);
+        if pop != count || !tail_ok {
+            return Err(Error::corrupt(
+                path,
+                "deletion bitmap count disagrees with its bits",
+            ));
+        }
+        Ok(Bitset { words, count })
+    }
+}
