@@ -1,0 +1,834 @@
+//! Packed GEMM: `C[m × n] = A[m × k] · Bᵀ (+ bias)` where B is given as
+//! `n × k` (PyTorch `nn.Linear.weight` layout) and packed once.
+//!
+//! Layout (BLIS style):
+//! * B is packed into panels of [`NR`] = 16 output columns; panel `j` holds,
+//!   for every `kk < k`, the 16 values `B[j·16 + c][kk]` contiguously
+//!   (one 64-byte line). A k-block of a panel is therefore a contiguous slice.
+//! * A is packed per call into tiles of [`MR`] = 6 rows; tile `t` holds, for
+//!   every `kk`, the 6 values `A[t·6 + r][kk]`.
+//! * The micro-kernel keeps a 6 × 16 block of C in 12 ymm accumulators
+//!   (2 FMA pipes × 4 cycles latency needs ≥ 8 independent chains).
+//! * Cache blocking: k-blocks of [`KC`] so the B micro-panel (KC × 16 × 4 B =
+//!   16 KiB) stays in L1 while the A block of a task streams from L2.
+//!
+//! The int16 path uses the same shapes but operates on *pairs* of k values
+//! (`vpmaddwd` multiplies i16 pairs and sums each pair exactly into i32).
+
+use crate::buf::AlignedBuf;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Rows of C per micro-tile.
+pub(crate) const MR: usize = 6;
+/// Columns of C per micro-tile (= packed panel width).
+pub(crate) const NR: usize = 16;
+/// k-block for fp32 (B micro-panel of 16 KiB stays in L1).
+const KC: usize = 256;
+/// k-block for int16, in k values (an even number). Also the overflow horizon
+/// of the i32 accumulators: they are flushed to f32 after every block.
+pub(crate) const KC_I16: usize = 256;
+/// Largest quantised magnitude such that a full int16 k-block cannot overflow
+/// i32: `KC_I16 · Q² < 2³¹`.
+pub(crate) const Q_I16: i32 = 2895;
+const _: () = assert!((KC_I16 as i64) * (Q_I16 as i64) * (Q_I16 as i64) < (1i64 << 31));
+const _: () = assert!(KC_I16 % 2 == 0);
+/// Preferred rows of A per parallel task.
+const MC: usize = 144;
+/// Preferred columns of C per parallel task.
+const NC: usize = 256;
+/// Below this many multiply-adds a call runs on the calling thread only.
+const PAR_MIN_MACS: usize = 1 << 22;
+
+// ---------------------------------------------------------------------------
+// Packed operands
+// ---------------------------------------------------------------------------
+
+/// B (n × k) packed in fp32 panels of 16 columns.
+pub(crate) struct PackedBF32 {
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    data: AlignedBuf<f32>,
+}
+
+impl PackedBF32 {
+    /// Packs B where element (j, kk) is `src[j * sn + kk * sk]`.
+    pub(crate) fn pack(src: &[f32], n: usize, k: usize, sn: usize, sk: usize) -> Self {
+        let panels = n.div_ceil(NR);
+        let mut data = AlignedBuf::zeroed(panels * k * NR);
+        let pk = k * NR;
+        let dst = data.as_mut_slice();
+        let fill = |(j, panel): (usize, &mut [f32])| {
+            let cols = NR.min(n - j * NR);
+            for c in 0..cols {
+                let base = (j * NR + c) * sn;
+                for kk in 0..k {
+                    panel[kk * NR + c] = src[base + kk * sk];
+                }
+            }
+        };
+        if n * k >= 1 << 20 {
+            dst.par_chunks_mut(pk.max(1)).enumerate().for_each(fill);
+        } else {
+            dst.chunks_mut(pk.max(1)).enumerate().for_each(fill);
+        }
+        Self { n, k, data }
+    }
+
+    fn panel_ptr(&self, j: usize, k0: usize) -> *const f32 {
+        debug_assert!(j * self.k * NR + k0 * NR <= self.data.as_slice().len());
+        self.data.as_slice()[j * self.k * NR + k0 * NR..].as_ptr()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len_bytes()
+    }
+}
+
+/// A (m × k) packed into fp32 tiles of 6 rows.
+pub(crate) struct PackedAF32 {
+    m: usize,
+    k: usize,
+    data: AlignedBuf<f32>,
+}
+
+impl PackedAF32 {
+    /// Packs A where row r starts at `src[r * lda]`.
+    pub(crate) fn pack(src: &[f32], m: usize, k: usize, lda: usize) -> Self {
+        let tiles = m.div_ceil(MR);
+        let mut data = AlignedBuf::zeroed(tiles * k * MR);
+        let fill = |(t, tile): (usize, &mut [f32])| {
+            let rows = MR.min(m - t * MR);
+            for r in 0..rows {
+                let row = &src[(t * MR + r) * lda..][..k];
+                for (kk, &v) in row.iter().enumerate() {
+                    tile[kk * MR + r] = v;
+                }
+            }
+        };
+        let chunk = (k * MR).max(1);
+        if m * k >= 1 << 18 {
+            data.as_mut_slice()
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(fill);
+        } else {
+            data.as_mut_slice()
+                .chunks_mut(chunk)
+                .enumerate()
+                .for_each(fill);
+        }
+        Self { m, k, data }
+    }
+
+    fn tile_ptr(&self, t: usize, k0: usize) -> *const f32 {
+        self.data.as_slice()[t * self.k * MR + k0 * MR..].as_ptr()
+    }
+}
+
+/// Number of i16 pairs covering k.
+pub(crate) fn pairs(k: usize) -> usize {
+    k.div_ceil(2)
+}
+
+/// Symmetric per-row quantisation of `row` to integers in [-Q, Q]; returns
+/// the scale `s` (row ≈ s · q). Rows of zeros get scale 0.
+pub(crate) fn quant_scale(row: &[f32]) -> f32 {
+    let amax = row.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+    if amax > 0.0 && amax.is_finite() {
+        amax / Q_I16 as f32
+    } else {
+        0.0
+    }
+}
+
+/// Quantises one value with reciprocal scale `inv`; clamped so |q| ≤ Q even
+/// when rounding of the scale pushes a value slightly past Q.
+#[inline]
+pub(crate) fn quant(v: f32, inv: f32) -> i16 {
+    let q = (v * inv).round();
+    q.clamp(-(Q_I16 as f32), Q_I16 as f32) as i16
+}
+
+/// B (n × k) quantised to int16 per row (per output column) and packed as
+/// panels of 16 columns × k-pairs: for pair t, 16 × (B[c][2t], B[c][2t+1]).
+pub(crate) struct PackedBI16 {
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    data: AlignedBuf<i16>,
+    /// Per-column scales, padded with zeros to a multiple of NR.
+    pub(crate) scales: Vec<f32>,
+}
+
+impl PackedBI16 {
+    /// Packs row-major `src` (n × k). `on_row` sees each row with its
+    /// quantised values and scale (used to precompute error norms).
+    pub(crate) fn pack(
+        src: &[f32],
+        n: usize,
+        k: usize,
+        on_row: impl Fn(usize, &[f32], &[i16], f32) + Sync,
+    ) -> Self {
+        let panels = n.div_ceil(NR);
+        let kp = pairs(k);
+        let mut data = AlignedBuf::zeroed(panels * kp * 2 * NR);
+        let mut scales = vec![0.0f32; panels * NR];
+        let fill = |(j, (panel, sc)): (usize, (&mut [i16], &mut [f32]))| {
+            let cols = NR.min(n - j * NR);
+            let mut q = vec![0i16; k];
+            for c in 0..cols {
+                let v = j * NR + c;
+                let row = &src[v * k..][..k];
+                let s = quant_scale(row);
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                for (qq, &x) in q.iter_mut().zip(row) {
+                    *qq = quant(x, inv);
+                }
+                on_row(v, row, &q, s);
+                sc[c] = s;
+                for (kk, &qq) in q.iter().enumerate() {
+                    panel[(kk / 2) * 2 * NR + c * 2 + (kk & 1)] = qq;
+                }
+            }
+        };
+        data.as_mut_slice()
+            .par_chunks_mut((kp * 2 * NR).max(1))
+            .zip(scales.par_chunks_mut(NR))
+            .enumerate()
+            .for_each(fill);
+        Self { n, k, data, scales }
+    }
+
+    fn panel_ptr(&self, j: usize, p0: usize) -> *const i16 {
+        let kp = pairs(self.k);
+        self.data.as_slice()[(j * kp + p0) * 2 * NR..].as_ptr()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len_bytes() + self.scales.len() * 4
+    }
+}
+
+/// A (m × k) quantised per row to int16 and packed into tiles of 6 rows ×
+/// k-pairs, each pair stored as one i32 (low half = even k).
+pub(crate) struct PackedAI16 {
+    m: usize,
+    k: usize,
+    data: AlignedBuf<i32>,
+    /// Per-row scales (length m).
+    pub(crate) scales: Vec<f32>,
+}
+
+impl PackedAI16 {
+    /// Quantises and packs A where row r starts at `src[r * lda]`.
+    /// `on_row` sees each row with its quantised values and scale.
+    pub(crate) fn pack(
+        src: &[f32],
+        m: usize,
+        k: usize,
+        lda: usize,
+        on_row: impl Fn(usize, &[f32], &[i16], f32) + Sync,
+    ) -> Self {
+        let tiles = m.div_ceil(MR);
+        let kp = pairs(k);
+        let mut data = AlignedBuf::zeroed(tiles * kp * MR);
+        let mut scales = vec![0.0f32; tiles * MR];
+        let fill = |(t, (tile, sc)): (usize, (&mut [i32], &mut [f32]))| {
+            let rows = MR.min(m - t * MR);
+            let mut q = vec![0i16; 2 * kp];
+            for r in 0..rows {
+                let row = &src[(t * MR + r) * lda..][..k];
+                let s = quant_scale(row);
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                for (qq, &x) in q.iter_mut().zip(row) {
+                    *qq = quant(x, inv);
+                }
+                on_row(t * MR + r, row, &q[..k], s);
+                sc[r] = s;
+                for p in 0..kp {
+                    let lo = q[2 * p] as u16 as u32;
+                    let hi = q[2 * p + 1] as u16 as u32;
+                    tile[p * MR + r] = (lo | (hi << 16)) as i32;
+                }
+            }
+        };
+        let chunk = (kp * MR).max(1);
+        if m * k >= 1 << 18 {
+            data.as_mut_slice()
+                .par_chunks_mut(chunk)
+                .zip(scales.par_chunks_mut(MR))
+                .enumerate()
+                .for_each(fill);
+        } else {
+            data.as_mut_slice()
+                .chunks_mut(chunk)
+                .zip(scales.chunks_mut(MR))
+                .enumerate()
+                .for_each(fill);
+        }
+        scales.truncate(m);
+        Self { m, k, data, scales }
+    }
+
+    fn tile_ptr(&self, t: usize, p0: usize) -> *const i32 {
+        let kp = pairs(self.k);
+        self.data.as_slice()[(t * kp + p0) * MR..].as_ptr()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Micro-kernels
+// ---------------------------------------------------------------------------
+
+/// fp32 micro-kernel: C[rows × cols] (+)= A_tile · B_panel over `kc` steps.
+/// `bias` null means accumulate into C; non-null means C = bias + A·B.
+///
+/// # Safety
+/// `a` must be valid for `kc * MR` reads, `b` for `kc * NR` (64-byte aligned),
+/// `bias` (if non-null) for NR reads, and `c` for rows `< rows` with stride
+/// `ldc` and columns `< cols`, with `rows ≤ MR`, `cols ≤ NR`.
+type KernF32 = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, usize, usize, *const f32);
+
+/// int16 micro-kernel over `kp` k-pairs; C (+)= float(A_tile · B_panel),
+/// `first` selects overwrite instead of accumulate.
+///
+/// # Safety
+/// `a` valid for `kp * MR` i32 reads, `b` for `kp * 2 * NR` i16 reads
+/// (64-byte aligned), `c` as for [`KernF32`]. `kp * 2 ≤ KC_I16` and all
+/// quantised values within ±Q_I16 so the i32 sums cannot overflow.
+type KernI16 = unsafe fn(usize, *const i32, *const i16, *mut f32, usize, usize, usize, bool);
+
+/// Writes a computed 6×16 tile into C with edge handling.
+///
+/// # Safety
+/// `c` valid for `rows` rows of `cols` columns at stride `ldc`; `bias`
+/// null or valid for NR reads.
+#[inline(always)]
+unsafe fn store_tile(
+    tmp: &[[f32; NR]; MR],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    bias: *const f32,
+    overwrite: bool,
+) {
+    for (r, row) in tmp.iter().enumerate().take(rows) {
+        let cr = c.add(r * ldc);
+        for (j, &v) in row.iter().enumerate().take(cols) {
+            let base = if !bias.is_null() {
+                *bias.add(j)
+            } else if overwrite {
+                0.0
+            } else {
+                *cr.add(j)
+            };
+            *cr.add(j) = base + v;
+        }
+    }
+}
+
+/// Portable fp32 micro-kernel (also the reference semantics of the SIMD one).
+///
+/// # Safety
+/// See [`KernF32`].
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn kern_f32_generic(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    bias: *const f32,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..kc {
+        let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
+        let ap = std::slice::from_raw_parts(a.add(p * MR), MR);
+        for r in 0..MR {
+            for j in 0..NR {
+                // Not `mul_add`: that is a libm call on CPUs without FMA.
+                acc[r][j] += ap[r] * bp[j];
+            }
+        }
+    }
+    store_tile(&acc, c, ldc, rows, cols, bias, false);
+}
+
+/// Portable int16 micro-kernel.
+///
+/// # Safety
+/// See [`KernI16`].
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn kern_i16_generic(
+    kp: usize,
+    a: *const i32,
+    b: *const i16,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    first: bool,
+) {
+    let mut acc = [[0i32; NR]; MR];
+    for p in 0..kp {
+        let bp = std::slice::from_raw_parts(b.add(p * 2 * NR), 2 * NR);
+        for r in 0..MR {
+            let av = *a.add(p * MR + r);
+            let a0 = (av as u32 & 0xffff) as u16 as i16 as i32;
+            let a1 = ((av as u32) >> 16) as u16 as i16 as i32;
+            for j in 0..NR {
+                acc[r][j] += a0 * bp[2 * j] as i32 + a1 * bp[2 * j + 1] as i32;
+            }
+        }
+    }
+    let mut tmp = [[0.0f32; NR]; MR];
+    for r in 0..MR {
+        for j in 0..NR {
+            tmp[r][j] = acc[r][j] as f32;
+        }
+    }
+    store_tile(&tmp, c, ldc, rows, cols, std::ptr::null(), first);
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+mod x86 {
+    use super::{store_tile, MR, NR};
+    #[cfg(target_arch = "x86")]
+    use std::arch::x86::*;
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// AVX2+FMA fp32 6×16 micro-kernel.
+    ///
+    /// # Safety
+    /// CPU must support AVX2 and FMA; pointer contract of `KernF32`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kern_f32_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        bias: *const f32,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut ap = a;
+        let mut bp = b;
+        for _ in 0..kc {
+            // SAFETY: bp points into a 64-byte aligned panel line of 16 floats.
+            let b0 = _mm256_load_ps(bp);
+            let b1 = _mm256_load_ps(bp.add(8));
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(r));
+                accr[0] = _mm256_fmadd_ps(av, b0, accr[0]);
+                accr[1] = _mm256_fmadd_ps(av, b1, accr[1]);
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+        if rows == MR && cols == NR {
+            for (r, accr) in acc.iter().enumerate() {
+                let cr = c.add(r * ldc);
+                let (base0, base1) = if bias.is_null() {
+                    (_mm256_loadu_ps(cr), _mm256_loadu_ps(cr.add(8)))
+                } else {
+                    (_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8)))
+                };
+                _mm256_storeu_ps(cr, _mm256_add_ps(base0, accr[0]));
+                _mm256_storeu_ps(cr.add(8), _mm256_add_ps(base1, accr[1]));
+            }
+        } else {
+            let mut tmp = [[0.0f32; NR]; MR];
+            for (t, accr) in tmp.iter_mut().zip(acc.iter()) {
+                _mm256_storeu_ps(t.as_mut_ptr(), accr[0]);
+                _mm256_storeu_ps(t.as_mut_ptr().add(8), accr[1]);
+            }
+            store_tile(&tmp, c, ldc, rows, cols, bias, false);
+        }
+    }
+
+    /// AVX2 int16 6×16 micro-kernel (`vpmaddwd` + `vpaddd`).
+    ///
+    /// # Safety
+    /// CPU must support AVX2; pointer/overflow contract of `KernI16`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kern_i16_avx2(
+        kp: usize,
+        a: *const i32,
+        b: *const i16,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        first: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        let mut ap = a;
+        let mut bp = b;
+        for _ in 0..kp {
+            // SAFETY: bp points at a 64-byte aligned line of 32 i16.
+            let b0 = _mm256_load_si256(bp as *const __m256i);
+            let b1 = _mm256_load_si256(bp.add(16) as *const __m256i);
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32(*ap.add(r));
+                accr[0] = _mm256_add_epi32(accr[0], _mm256_madd_epi16(av, b0));
+                accr[1] = _mm256_add_epi32(accr[1], _mm256_madd_epi16(av, b1));
+            }
+            ap = ap.add(MR);
+            bp = bp.add(2 * NR);
+        }
+        if rows == MR && cols == NR {
+            for (r, accr) in acc.iter().enumerate() {
+                let cr = c.add(r * ldc);
+                let v0 = _mm256_cvtepi32_ps(accr[0]);
+                let v1 = _mm256_cvtepi32_ps(accr[1]);
+                if first {
+                    _mm256_storeu_ps(cr, v0);
+                    _mm256_storeu_ps(cr.add(8), v1);
+                } else {
+                    _mm256_storeu_ps(cr, _mm256_add_ps(_mm256_loadu_ps(cr), v0));
+                    _mm256_storeu_ps(cr.add(8), _mm256_add_ps(_mm256_loadu_ps(cr.add(8)), v1));
+                }
+            }
+        } else {
+            let mut tmp = [[0.0f32; NR]; MR];
+            for (t, accr) in tmp.iter_mut().zip(acc.iter()) {
+                _mm256_storeu_ps(t.as_mut_ptr(), _mm256_cvtepi32_ps(accr[0]));
+                _mm256_storeu_ps(t.as_mut_ptr().add(8), _mm256_cvtepi32_ps(accr[1]));
+            }
+            store_tile(&tmp, c, ldc, rows, cols, std::ptr::null(), first);
+        }
+    }
+}
+
+/// Whether the AVX2+FMA kernels can run on this CPU.
+#[inline]
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+    {
+        false
+    }
+}
+
+fn kern_f32(force_portable: bool) -> KernF32 {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    if !force_portable && has_avx2_fma() {
+        return x86::kern_f32_avx2;
+    }
+    let _ = force_portable;
+    kern_f32_generic
+}
+
+fn kern_i16(force_portable: bool) -> KernI16 {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    if !force_portable && has_avx2_fma() {
+        return x86::kern_i16_avx2;
+    }
+    let _ = force_portable;
+    kern_i16_generic
+}
+
+// ---------------------------------------------------------------------------
+// Drivers
+// ---------------------------------------------------------------------------
+
+/// Raw pointer to C shared by parallel tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: only used to hand disjoint regions of one buffer to rayon tasks.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole Send wrapper).
+    #[inline]
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Splits `len` into `blocks` nearly equal parts rounded up to `align`.
+fn block_size(len: usize, blocks: usize, align: usize) -> usize {
+    len.div_ceil(blocks.max(1)).div_ceil(align) * align
+}
+
+/// Runs `f(rows, cols)` over a grid of C blocks, in parallel on the rayon
+/// pool when the call is big enough. Block starts are multiples of MR / NR.
+pub(crate) fn par_grid(
+    m: usize,
+    n: usize,
+    k: usize,
+    f: impl Fn(Range<usize>, Range<usize>) + Sync,
+) {
+    let macs = m.saturating_mul(n).saturating_mul(k);
+    let threads = rayon::current_num_threads();
+    if macs < PAR_MIN_MACS || threads == 1 {
+        f(0..m, 0..n);
+        return;
+    }
+    let mb = m.div_ceil(MC);
+    let panels = n.div_ceil(NR);
+    // Enough tasks for load balance across the pool (≥ 4 per thread), but
+    // never thinner than one panel.
+    let nb = n.div_ceil(NC).max((4 * threads).div_ceil(mb)).min(panels);
+    let mc = block_size(m, mb, MR);
+    let nc = block_size(n, nb, NR);
+    let mb = m.div_ceil(mc);
+    let nb = n.div_ceil(nc);
+    (0..mb * nb).into_par_iter().for_each(|t| {
+        let (ib, jb) = (t / nb, t % nb);
+        let rows = ib * mc..((ib + 1) * mc).min(m);
+        let cols = jb * nc..((jb + 1) * nc).min(n);
+        f(rows, cols);
+    });
+}
+
+/// Serial BLIS loop over one C block for fp32.
+///
+/// # Safety
+/// `c` points at C(rows.start, cols.start) of a buffer with row stride `ldc`
+/// valid for the whole block; no other thread touches the block. `bias` is
+/// valid for `b.n` rounded up to NR.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn block_f32(
+    kern: KernF32,
+    a: &PackedAF32,
+    b: &PackedBF32,
+    bias: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+) {
+    let k = a.k;
+    debug_assert_eq!(rows.start % MR, 0);
+    debug_assert_eq!(cols.start % NR, 0);
+    debug_assert!(bias.len() >= b.n.div_ceil(NR) * NR);
+    let mut k0 = 0;
+    loop {
+        let kc = KC.min(k - k0);
+        let first = k0 == 0;
+        for j in cols.start / NR..cols.end.div_ceil(NR) {
+            let ncols = NR.min(cols.end - j * NR);
+            let bp = b.panel_ptr(j, k0);
+            let biasp = if first {
+                bias[j * NR..].as_ptr()
+            } else {
+                std::ptr::null()
+            };
+            for t in rows.start / MR..rows.end.div_ceil(MR) {
+                let nrows = MR.min(rows.end - t * MR);
+                let cp = c.add((t * MR - rows.start) * ldc + (j * NR - cols.start));
+                kern(kc, a.tile_ptr(t, k0), bp, cp, ldc, nrows, ncols, biasp);
+            }
+        }
+        k0 += kc;
+        if k0 >= k {
+            break;
+        }
+    }
+}
+
+/// Serial BLIS loop over one C block for int16; leaves the *unscaled*
+/// integer dot products (as f32) in C.
+///
+/// # Safety
+/// As [`block_f32`].
+pub(crate) unsafe fn block_i16(
+    kern: KernI16,
+    a: &PackedAI16,
+    b: &PackedBI16,
+    c: *mut f32,
+    ldc: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+) {
+    let kp = pairs(a.k);
+    let kcp = KC_I16 / 2;
+    let mut p0 = 0;
+    loop {
+        let kc = kcp.min(kp - p0);
+        let first = p0 == 0;
+        for j in cols.start / NR..cols.end.div_ceil(NR) {
+            let ncols = NR.min(cols.end - j * NR);
+            let bp = b.panel_ptr(j, p0);
+            for t in rows.start / MR..rows.end.div_ceil(MR) {
+                let nrows = MR.min(rows.end - t * MR);
+                let cp = c.add((t * MR - rows.start) * ldc + (j * NR - cols.start));
+                kern(kc, a.tile_ptr(t, p0), bp, cp, ldc, nrows, ncols, first);
+            }
+        }
+        p0 += kc;
+        if p0 >= kp {
+            break;
+        }
+    }
+}
+
+/// Selected kernels (SIMD when available unless `portable`).
+#[derive(Clone, Copy)]
+pub(crate) struct Kernels {
+    pub(crate) f32k: KernF32,
+    pub(crate) i16k: KernI16,
+}
+
+impl Kernels {
+    pub(crate) fn select(portable: bool) -> Self {
+        Self {
+            f32k: kern_f32(portable),
+            i16k: kern_i16(portable),
+        }
+    }
+}
+
+/// C[m × n] (row stride ldc) = A · Bᵀ + bias, fp32.
+pub(crate) fn gemm_f32(
+    kern: Kernels,
+    a: &PackedAF32,
+    b: &PackedBF32,
+    bias: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let (m, n) = (a.m, b.n);
+    assert_eq!(a.k, b.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if b.k == 0 {
+        for r in 0..m {
+            c[r * ldc..r * ldc + n].copy_from_slice(&bias[..n]);
+        }
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n);
+    let cp = SendPtr(c.as_mut_ptr());
+    par_grid(m, n, b.k, |rows, cols| {
+        // SAFETY: par_grid hands out disjoint blocks inside the m × n region
+        // of C checked above; packed operands cover all tiles/panels touched.
+        unsafe {
+            block_f32(
+                kern.f32k,
+                a,
+                b,
+                bias,
+                cp.get().add(rows.start * ldc + cols.start),
+                ldc,
+                rows,
+                cols,
+            )
+        }
+    });
+}
+
+/// C[m × n] (row stride ldc) = (sa ⊗ sb) ∘ (Ã · B̃ᵀ) + bias, int16.
+pub(crate) fn gemm_i16(
+    kern: Kernels,
+    a: &PackedAI16,
+    b: &PackedBI16,
+    bias: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let (m, n) = (a.m, b.n);
+    assert_eq!(a.k, b.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n);
+    if b.k == 0 {
+        for r in 0..m {
+            c[r * ldc..r * ldc + n].copy_from_slice(&bias[..n]);
+        }
+        return;
+    }
+    let cp = SendPtr(c.as_mut_ptr());
+    par_grid(m, n, b.k, |rows, cols| {
+        // SAFETY: disjoint blocks of the checked region of C, see gemm_f32.
+        unsafe {
+            let base = cp.get().add(rows.start * ldc + cols.start);
+            block_i16(kern.i16k, a, b, base, ldc, rows.clone(), cols.clone());
+            for r in rows.clone() {
+                let sa = a.scales[r];
+                let crow =
+                    std::slice::from_raw_parts_mut(cp.get().add(r * ldc + cols.start), cols.len());
+                let sb = &b.scales[cols.clone()];
+                let bi = &bias[cols.clone()];
+                for ((cv, &s), &bv) in crow.iter_mut().zip(sb).zip(bi) {
+                    *cv = *cv * (sa * s) + bv;
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod kernel_speed {
+    use super::*;
+    /// Manual probe of micro-kernel throughput (run with --ignored --nocapture).
+    #[test]
+    #[ignore]
+    fn probe() {
+        let k = Kernels::select(false);
+        let kc = 256;
+        let a = AlignedBuf::<f32>::zeroed(kc * MR);
+        let b = AlignedBuf::<f32>::zeroed(kc * NR);
+        let ai = AlignedBuf::<i32>::zeroed(kc / 2 * MR);
+        let bi = AlignedBuf::<i16>::zeroed(kc * NR);
+        let mut c = vec![0.0f32; MR * NR];
+        let bias = [0.0f32; NR];
+        let iters = 200_000;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                unsafe {
+                    (k.f32k)(
+                        kc,
+                        a.as_slice().as_ptr(),
+                        b.as_slice().as_ptr(),
+                        c.as_mut_ptr(),
+                        NR,
+                        MR,
+                        NR,
+                        bias.as_ptr(),
+                    )
+                };
+            }
+            let tf = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                unsafe {
+                    (k.i16k)(
+                        kc / 2,
+                        ai.as_slice().as_ptr(),
+                        bi.as_slice().as_ptr(),
+                        c.as_mut_ptr(),
+                        NR,
+                        MR,
+                        NR,
+                        true,
+                    )
+                };
+            }
+            let ti = t.elapsed().as_secs_f64();
+            let macs = (iters * kc * MR * NR) as f64;
+            println!(
+                "f32 {:.1} GMAC/s  i16 {:.1} GMAC/s",
+                macs / tf / 1e9,
+                macs / ti / 1e9
+            );
+        }
+    }
+}
