@@ -442,6 +442,11 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(1)  # determinism of reductions; the models are tiny anyway
     torch.use_deterministic_algorithms(True)
+    for needed in (TOKENIZER_JSON, CRANFIELD):
+        if not needed.is_file():
+            sys.exit(f"make_fixtures.py: {needed} not found (run from a full checkout)")
+    if args.splade_dir and not all((args.splade_dir / n).is_file() for n in SPLADE_FILES[:3]):
+        sys.exit(f"make_fixtures.py: {args.splade_dir} lacks one of {SPLADE_FILES[:3]}")
     FIXTURES.mkdir(parents=True, exist_ok=True)
     tok = load_tokenizer()
     texts = fixture_texts(tok)
