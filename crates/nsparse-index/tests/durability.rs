@@ -1,0 +1,164 @@
+//! Crash durability: a child process (this test binary re-executed) ingests in
+//! a loop and prints each acknowledged `_id`; the parent SIGKILLs it at random
+//! points, then checks that the index verifies and holds every acknowledged write.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nsparse_index::*;
+use rand::{Rng, SeedableRng};
+
+const CHILD_DIR: &str = "NSPARSE_INDEX_CRASH_CHILD_DIR";
+const CHILD_START: &str = "NSPARSE_INDEX_CRASH_CHILD_START";
+
+fn vector(i: u64) -> Vec<(u32, f32)> {
+    let mut m = BTreeMap::new();
+    for j in 0..20u64 {
+        let t = ((i * 7919 + j * 104_729 + j * j * 31) % 30_522) as u32;
+        m.insert(t, ((i + j) % 17) as f32 * 0.1 + 0.05);
+    }
+    m.into_iter().collect()
+}
+
+fn opts() -> WriterOptions {
+    WriterOptions {
+        flush_docs: 1_000_000,
+        merge_factor: 3,
+    }
+}
+
+/// Child role: only active when the parent sets the env var.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let start: u64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
+    let mut idx = match Index::open(&dir, opts()) {
+        Ok(i) => i,
+        Err(Error::NotAnIndex { .. }) => {
+            Index::create(&dir, &CreateOptions::new("crash-model"), opts()).unwrap()
+        }
+        Err(e) => panic!("child open: {e}"),
+    };
+    for i in start.. {
+        let id = format!("d{i}");
+        idx.upsert(&Document {
+            id: id.clone(),
+            vector: vector(i),
+            tokens: Some(vec![(i % 100) as u32, 7, 7]),
+            source: format!("{{\"i\":{i}}}").into_bytes(),
+        })
+        .unwrap();
+        println!("ACK {id}");
+        if i % 5 == 4 {
+            let victim = format!("d{}", i - 2);
+            idx.delete(&victim).unwrap();
+            println!("DEL {victim}");
+        }
+        if i % 23 == 0 {
+            idx.commit().unwrap();
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    if std::env::var(CHILD_DIR).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    let mut acked: HashSet<String> = HashSet::new();
+    let mut deleted: HashSet<String> = HashSet::new();
+    let mut next = 0u64;
+    let t0 = Instant::now();
+    let mut kills = 0;
+    while kills < 30 && t0.elapsed() < Duration::from_secs(25) {
+        let mut child = Command::new(&exe)
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DIR, dir.path())
+            .env(CHILD_START, next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            let mut r = BufReader::new(out);
+            let mut s = String::new();
+            while r.read_line(&mut s).unwrap_or(0) > 0 {
+                if s.ends_with('\n') {
+                    lines.push(s.trim_end().to_string());
+                }
+                s.clear();
+            }
+            lines
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(30..400)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        for l in reader.join().unwrap() {
+            if let Some(id) = l.strip_prefix("ACK ") {
+                acked.insert(id.to_string());
+                let n: u64 = id[1..].parse().unwrap();
+                next = next.max(n + 1);
+            } else if let Some(id) = l.strip_prefix("DEL ") {
+                deleted.insert(id.to_string());
+            }
+        }
+        // Skip an id that may have been half-written, so ids stay unique per attempt.
+        next += 1;
+        let rep = verify(dir.path()).unwrap_or_else(|e| panic!("after kill {kills}: {e}"));
+        let s = open_reader(dir.path()).unwrap();
+        for id in &acked {
+            let v = s.vector(id);
+            if deleted.contains(id) {
+                assert!(v.is_none(), "after kill {kills}: deleted {id} is back");
+            } else {
+                let n: u64 = id[1..].parse().unwrap();
+                // The child may have been killed between deleting this doc and printing DEL.
+                let maybe_deleted = n % 5 == 2 && acked.contains(&format!("d{}", n + 2));
+                if maybe_deleted && v.is_none() {
+                    continue;
+                }
+                let want: Vec<(u32, f32)> = vector(n)
+                    .into_iter()
+                    .map(|(t, w)| (t, dequantize(quantize(w))))
+                    .collect();
+                assert_eq!(
+                    v.as_ref(),
+                    Some(&want),
+                    "after kill {kills}: acknowledged {id} missing or wrong"
+                );
+                assert_eq!(
+                    s.get(id).unwrap().unwrap(),
+                    format!("{{\"i\":{n}}}").into_bytes()
+                );
+            }
+        }
+        assert!(rep.live_docs as usize >= acked.len() - deleted.len() - acked.len() / 5 - 1);
+    }
+    eprintln!(
+        "durability: {kills} SIGKILLs, {} acknowledged upserts, {} acknowledged deletes",
+        acked.len(),
+        deleted.len()
+    );
+    assert!(kills >= 10, "only {kills} kills");
+    assert!(
+        acked.len() > 50,
+        "child acknowledged only {} writes",
+        acked.len()
+    );
+    let s = open_reader(dir.path()).unwrap();
+    // BM25 statistics survive too: token 7 appears in every live document.
+    assert_eq!(
+        s.search_bm25(&[7], 100_000, false, false).unwrap().len() as u64,
+        s.num_docs()
+    );
+}
