@@ -235,6 +235,10 @@ impl PackedVocabProjection {
         }
     }
 
+    fn simd(&self) -> bool {
+        !self.portable && gemm::has_avx2_fma()
+    }
+
     /// Processes vocabulary entries `v0 .. v0 + out.len()`.
     #[allow(clippy::too_many_arguments)]
     fn chunk(
@@ -249,10 +253,9 @@ impl PackedVocabProjection {
         buf: &mut Vec<f32>,
     ) -> usize {
         let nc = out.len();
-        let ldc = NCV;
         buf.clear();
-        buf.resize(m * ldc, 0.0);
-        // SAFETY: buf holds m rows of ldc ≥ nc columns, exclusively owned here;
+        buf.resize(m * NCV, 0.0);
+        // SAFETY: buf holds m rows of NCV ≥ nc columns, exclusively owned here;
         // a and self.q cover all tiles/panels of rows 0..m, columns v0..v0+nc.
         unsafe {
             block_i16(
@@ -260,21 +263,25 @@ impl PackedVocabProjection {
                 a,
                 &self.q,
                 buf.as_mut_ptr(),
-                ldc,
+                NCV,
                 0..m,
                 v0..v0 + nc,
             );
         }
-        let sb = &self.q.scales[v0..v0 + nc];
-        let bias = &self.bias[v0..v0 + nc];
+        // Columns padded to NCV so the row loops below have a fixed trip
+        // count and vectorise; padding columns are computed and ignored.
+        let mut sb = [0.0f32; NCV];
+        let mut bias = [0.0f32; NCV];
+        sb[..nc].copy_from_slice(&self.q.scales[v0..v0 + nc]);
+        bias[..nc].copy_from_slice(&self.bias[v0..v0 + nc]);
+        let rows = buf.chunks_exact_mut(NCV).take(m).zip(&a.scales);
         if self.precision == Precision::Fast {
             let mut best = [f32::NEG_INFINITY; NCV];
-            for p in 0..m {
-                let sa = a.scales[p];
-                let row = &buf[p * ldc..][..nc];
-                for j in 0..nc {
+            for (row, &sa) in rows {
+                let row: &mut [f32; NCV] = row.try_into().expect("NCV row");
+                for j in 0..NCV {
                     let approx = row[j] * (sa * sb[j]) + bias[j];
-                    best[j] = best[j].max(approx);
+                    best[j] = if approx > best[j] { approx } else { best[j] };
                 }
             }
             for (o, &b) in out.iter_mut().zip(&best) {
@@ -295,26 +302,25 @@ impl PackedVocabProjection {
             c_a0[j] = cs.c12 * bias[j].abs() + cs.abs;
         }
         // Pass 1: upper bounds (stored over the raw sums) and column maxima.
-        const INFL: f32 = 1.0 + 1.0 / 262_144.0;
-        const REL: f32 = 1.0 / 4_194_304.0;
+        let cc = ColCoef {
+            sb,
+            bias,
+            a1: c_a1,
+            a2: c_a2,
+            a3: c_a3,
+            a0: c_a0,
+        };
         let mut max_u = [f32::NEG_INFINITY; NCV];
         let mut max_l = [f32::NEG_INFINITY; NCV];
-        for p in 0..m {
-            let sa = a.scales[p];
-            let r = hn[p];
-            let row = &mut buf[p * ldc..][..nc];
-            for j in 0..nc {
-                let approx = row[j] * (sa * sb[j]) + bias[j];
-                let beta = (r.resid * c_a1[j] + r.quant * c_a2[j] + r.orig * c_a3[j] + c_a0[j])
-                    * INFL
-                    + approx.abs() * REL;
-                let up = approx + beta;
-                let lo = approx - beta;
-                row[j] = up;
-                max_u[j] = max_u[j].max(up);
-                max_l[j] = max_l[j].max(lo);
-            }
-        }
+        bound_pass(
+            &mut buf[..m * NCV],
+            &a.scales,
+            hn,
+            &cc,
+            &mut max_u,
+            &mut max_l,
+            self.simd(),
+        );
         // Pass 2: exact fp32 logits for the surviving candidates only.
         let mut thr = [f32::INFINITY; NCV];
         let mut best = [0.0f64; NCV];
@@ -328,16 +334,17 @@ impl PackedVocabProjection {
         let mut recomputed = 0;
         if any {
             for p in 0..m {
-                let row = &buf[p * ldc..][..nc];
+                let row: &[f32; NCV] = buf[p * NCV..][..NCV].try_into().expect("NCV row");
                 let hp = &h[p * self.k..][..self.k];
-                for j in 0..nc {
-                    if row[j] >= thr[j] && row[j] > 0.0 {
-                        let v = v0 + j;
-                        let logit = dot_f64(hp, &self.w[v * self.k..][..self.k], self.portable)
-                            + bias[j] as f64;
-                        best[j] = best[j].max(logit);
-                        recomputed += 1;
-                    }
+                let mut mask = cand_mask(row, &thr, self.simd());
+                while mask != 0 {
+                    let j = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let v = v0 + j;
+                    let logit = dot_f64(hp, &self.w[v * self.k..][..self.k], self.portable)
+                        + bias[j] as f64;
+                    best[j] = best[j].max(logit);
+                    recomputed += 1;
                 }
             }
         }
@@ -346,6 +353,123 @@ impl PackedVocabProjection {
         }
         recomputed
     }
+}
+
+/// Per-column factors of one chunk (padded to NCV).
+struct ColCoef {
+    sb: [f32; NCV],
+    bias: [f32; NCV],
+    a1: [f32; NCV],
+    a2: [f32; NCV],
+    a3: [f32; NCV],
+    a0: [f32; NCV],
+}
+
+/// Turns raw integer sums into upper bounds in place and tracks the column
+/// maxima of the upper and lower bounds.
+///
+/// β is inflated by 2⁻¹⁸ relative for the rounding of its own f32
+/// evaluation, and |approx|·2⁻²² covers the rounding of approx ± β.
+#[inline(always)]
+fn bound_pass_body(
+    buf: &mut [f32],
+    scales: &[f32],
+    hn: &[RowNorms],
+    cc: &ColCoef,
+    max_u: &mut [f32; NCV],
+    max_l: &mut [f32; NCV],
+) {
+    const INFL: f32 = 1.0 + 1.0 / 262_144.0;
+    const REL: f32 = 1.0 / 4_194_304.0;
+    for ((row, &sa), r) in buf.chunks_exact_mut(NCV).zip(scales).zip(hn) {
+        let row: &mut [f32; NCV] = row.try_into().expect("NCV row");
+        for j in 0..NCV {
+            let approx = row[j] * (sa * cc.sb[j]) + cc.bias[j];
+            let beta = (r.resid * cc.a1[j] + r.quant * cc.a2[j] + r.orig * cc.a3[j] + cc.a0[j])
+                * INFL
+                + approx.abs() * REL;
+            let up = approx + beta;
+            let lo = approx - beta;
+            row[j] = up;
+            max_u[j] = if up > max_u[j] { up } else { max_u[j] };
+            max_l[j] = if lo > max_l[j] { lo } else { max_l[j] };
+        }
+    }
+}
+
+/// Same body compiled for AVX2 (LLVM vectorises it 8-wide).
+///
+/// # Safety
+/// CPU must support AVX2 and FMA.
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bound_pass_avx2(
+    buf: &mut [f32],
+    scales: &[f32],
+    hn: &[RowNorms],
+    cc: &ColCoef,
+    max_u: &mut [f32; NCV],
+    max_l: &mut [f32; NCV],
+) {
+    bound_pass_body(buf, scales, hn, cc, max_u, max_l)
+}
+
+fn bound_pass(
+    buf: &mut [f32],
+    scales: &[f32],
+    hn: &[RowNorms],
+    cc: &ColCoef,
+    max_u: &mut [f32; NCV],
+    max_l: &mut [f32; NCV],
+    simd: bool,
+) {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    if simd {
+        // SAFETY: `simd` is only true after AVX2/FMA detection.
+        unsafe { bound_pass_avx2(buf, scales, hn, cc, max_u, max_l) };
+        return;
+    }
+    let _ = simd;
+    bound_pass_body(buf, scales, hn, cc, max_u, max_l)
+}
+
+/// Bit j set iff `row[j] >= thr[j] && row[j] > 0`.
+fn cand_mask(row: &[f32; NCV], thr: &[f32; NCV], simd: bool) -> u64 {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    if simd {
+        // SAFETY: `simd` is only true after AVX2/FMA detection.
+        return unsafe { cand_mask_avx2(row, thr) };
+    }
+    let _ = simd;
+    let mut mask = 0u64;
+    for j in 0..NCV {
+        mask |= ((row[j] >= thr[j] && row[j] > 0.0) as u64) << j;
+    }
+    mask
+}
+
+/// # Safety
+/// CPU must support AVX2.
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn cand_mask_avx2(row: &[f32; NCV], thr: &[f32; NCV]) -> u64 {
+    #[cfg(target_arch = "x86")]
+    use std::arch::x86::*;
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    let mut mask = 0u64;
+    for i in 0..NCV / 8 {
+        // SAFETY: 8·i + 8 ≤ NCV for both fixed-size arrays.
+        let r = _mm256_loadu_ps(row.as_ptr().add(8 * i));
+        let t = _mm256_loadu_ps(thr.as_ptr().add(8 * i));
+        let m = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(r, t),
+            _mm256_cmp_ps::<_CMP_GT_OQ>(r, zero),
+        );
+        mask |= (_mm256_movemask_ps(m) as u32 as u64) << (8 * i);
+    }
+    mask
 }
 
 /// Constants of the error bound for one call.
