@@ -2,7 +2,9 @@
 //! crate, and max_pool time per 272-token document in two weight regimes.
 //! Run with `cargo bench -p nsparse-kernels` (about a minute on 2 cores).
 
-use nsparse_kernels::{PackedLinear, PackedVocabProjection, Precision};
+use nsparse_kernels::{
+    add_layer_norm, attention, gelu_erf, PackedLinear, PackedVocabProjection, Precision,
+};
 use std::time::Instant;
 
 /// Deterministic pseudo-random numbers (xorshift) in [-1, 1).
@@ -235,6 +237,42 @@ fn bench_pool(rng: &mut Rng) {
     }
 }
 
+fn bench_misc(rng: &mut Rng) {
+    let (m, hidden, heads, ffn) = (272usize, 768usize, 12usize, 3072usize);
+    println!("== other per-layer kernels, m = {m} (2 threads) ==");
+    let qkv = rng.vec(m * 3 * hidden, 1.0);
+    let mut out = vec![0.0f32; m * hidden];
+    let t = time(10, || attention(&qkv, m, hidden, heads, &mut out));
+    let flop = 4.0 * (m * m * hidden) as f64;
+    println!(
+        "attention (12 heads):      {:6.2} ms [{:6.2} cpu-norm], {:.1} GFLOP/s",
+        t.wall * 1e3,
+        t.cpu2 * 1e3,
+        flop / t.wall / 1e9
+    );
+    let x0 = rng.vec(m * ffn, 3.0);
+    let mut x = x0.clone();
+    let t = time(10, || {
+        x.copy_from_slice(&x0);
+        gelu_erf(&mut x)
+    });
+    println!(
+        "gelu_erf ({m}×{ffn}):     {:6.2} ms (incl. copy), single thread",
+        t.wall * 1e3
+    );
+    let g = vec![1.0f32; hidden];
+    let b = vec![0.0f32; hidden];
+    let r = rng.vec(m * hidden, 1.0);
+    let mut y = rng.vec(m * hidden, 1.0);
+    let t = time(10, || {
+        add_layer_norm(&mut y, Some(&r), hidden, &g, &b, 1e-12)
+    });
+    println!(
+        "add_layer_norm ({m}×{hidden}): {:6.2} ms, single thread",
+        t.wall * 1e3
+    );
+}
+
 fn main() {
     let mut rng = Rng(0x9E3779B97F4A7C15);
     let filter: Vec<String> = std::env::args()
@@ -244,6 +282,9 @@ fn main() {
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     if want("linear") {
         bench_linear(&mut rng);
+    }
+    if want("misc") {
+        bench_misc(&mut rng);
     }
     if want("pool") {
         bench_pool(&mut rng);

@@ -1,9 +1,9 @@
 //! Row-wise and element-wise kernels: residual + LayerNorm, exact GELU,
 //! softmax, with vectorised `exp`/`erfc`.
 //!
-//! The special functions are written once as generic code over a tiny SIMD
-//! abstraction ([`Lanes`]): an AVX2 instance (8 × f32) and a scalar
-//! instance, so both paths evaluate the same formulas.
+//! The special functions exist twice with the same formulas and
+//! coefficients: portable code over the tiny [`Lanes`] abstraction (used
+//! with scalar f32) and AVX2 intrinsics in `mod avx`.
 
 #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 use crate::gemm::has_avx2_fma;
@@ -132,111 +132,94 @@ fn gelu_l<L: Lanes>(x: L) -> L {
 
 #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 mod avx {
-    use super::Lanes;
+    //! AVX2 versions of the formulas above, written with intrinsics in
+    //! `target_feature` functions so everything inlines into the loops
+    //! (generic code over a SIMD trait would leave the intrinsics as calls).
     #[cfg(target_arch = "x86")]
     use std::arch::x86::*;
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 
-    /// 8 f32 lanes in a ymm register. Only constructed inside functions
-    /// compiled with AVX2+FMA after run-time detection.
-    #[derive(Clone, Copy)]
-    pub(super) struct V(pub(super) __m256);
-
-    // SAFETY (whole impl): these helpers are inlined only into
-    // `#[target_feature(enable = "avx2,fma")]` functions that are called
-    // after `has_avx2_fma()` returned true.
-    impl Lanes for V {
-        #[inline(always)]
-        fn splat(v: f32) -> Self {
-            unsafe { V(_mm256_set1_ps(v)) }
-        }
-        #[inline(always)]
-        fn add(self, o: Self) -> Self {
-            unsafe { V(_mm256_add_ps(self.0, o.0)) }
-        }
-        #[inline(always)]
-        fn sub(self, o: Self) -> Self {
-            unsafe { V(_mm256_sub_ps(self.0, o.0)) }
-        }
-        #[inline(always)]
-        fn mul(self, o: Self) -> Self {
-            unsafe { V(_mm256_mul_ps(self.0, o.0)) }
-        }
-        #[inline(always)]
-        fn div(self, o: Self) -> Self {
-            unsafe { V(_mm256_div_ps(self.0, o.0)) }
-        }
-        #[inline(always)]
-        fn fma(self, a: Self, b: Self) -> Self {
-            unsafe { V(_mm256_fmadd_ps(self.0, a.0, b.0)) }
-        }
-        #[inline(always)]
-        fn abs(self) -> Self {
-            unsafe { V(_mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0)) }
-        }
-        #[inline(always)]
-        fn max(self, o: Self) -> Self {
-            unsafe { V(_mm256_max_ps(self.0, o.0)) }
-        }
-        #[inline(always)]
-        fn round(self) -> Self {
-            unsafe {
-                V(_mm256_round_ps::<
-                    { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-                >(self.0))
-            }
-        }
-        #[inline(always)]
-        fn ldexp(self, n: Self) -> Self {
-            unsafe {
-                let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-                    _mm256_cvtps_epi32(n.0),
-                    _mm256_set1_epi32(127),
-                ));
-                V(_mm256_mul_ps(self.0, _mm256_castsi256_ps(e)))
-            }
-        }
-        #[inline(always)]
-        fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
-            unsafe {
-                V(_mm256_blendv_ps(
-                    b.0,
-                    a.0,
-                    _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0),
-                ))
-            }
-        }
-    }
-
-    /// Applies `f` to every element, 8 at a time (tail padded).
-    ///
     /// # Safety
     /// CPU must support AVX2 and FMA.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn map(x: &mut [f32], f: impl Fn(V) -> V) {
-        let mut chunks = x.chunks_exact_mut(8);
-        for c in &mut chunks {
-            // SAFETY: c has exactly 8 elements.
-            let v = _mm256_loadu_ps(c.as_ptr());
-            _mm256_storeu_ps(c.as_mut_ptr(), f(V(v)).0);
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let lo = _mm256_max_ps(x, _mm256_set1_ps(-87.3));
+        let xc = _mm256_min_ps(lo, _mm256_set1_ps(88.0));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_145_75), xc);
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-1.428_606_8e-6), r);
+        let mut p = _mm256_set1_ps(1.0 / 5040.0);
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
-        let rem = chunks.into_remainder();
-        if !rem.is_empty() {
-            let mut tmp = [0.0f32; 8];
-            tmp[..rem.len()].copy_from_slice(rem);
-            let v = _mm256_loadu_ps(tmp.as_ptr());
-            _mm256_storeu_ps(tmp.as_mut_ptr(), f(V(v)).0);
-            let n = rem.len();
-            rem.copy_from_slice(&tmp[..n]);
+        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        let y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+        let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.3));
+        _mm256_andnot_ps(under, y)
+    }
+
+    /// # Safety
+    /// CPU must support AVX2 and FMA.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::excessive_precision)] // published coefficients, kept verbatim
+    unsafe fn gelu8(x: __m256) -> __m256 {
+        let one = _mm256_set1_ps(1.0);
+        let z = _mm256_mul_ps(
+            _mm256_andnot_ps(_mm256_set1_ps(-0.0), x),
+            _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+        );
+        let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.5), z, one));
+        let mut p = _mm256_set1_ps(0.170_872_77);
+        for c in [
+            -0.822_152_23,
+            1.488_515_87,
+            -1.135_203_98,
+            0.278_868_07,
+            -0.186_288_06,
+            0.096_784_18,
+            0.374_091_96,
+            1.000_023_68,
+            -1.265_512_23,
+        ] {
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c));
         }
+        let e = exp8(_mm256_sub_ps(p, _mm256_mul_ps(z, z)));
+        let c = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5), x), _mm256_mul_ps(t, e));
+        let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_setzero_ps());
+        _mm256_blendv_ps(_mm256_sub_ps(x, c), c, neg)
     }
 
     /// # Safety
     /// CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn gelu(x: &mut [f32]) {
-        map(x, super::gelu_l)
+        let mut chunks = x.chunks_exact_mut(8);
+        for c in &mut chunks {
+            // SAFETY: c has exactly 8 elements.
+            _mm256_storeu_ps(c.as_mut_ptr(), gelu8(_mm256_loadu_ps(c.as_ptr())));
+        }
+        let rem = chunks.into_remainder();
+        let mut tmp = [0.0f32; 8];
+        let n = rem.len();
+        tmp[..n].copy_from_slice(rem);
+        _mm256_storeu_ps(tmp.as_mut_ptr(), gelu8(_mm256_loadu_ps(tmp.as_ptr())));
+        rem.copy_from_slice(&tmp[..n]);
     }
 
     /// In place `x = exp(x − shift)`, returns the sum.
@@ -245,8 +228,29 @@ mod avx {
     /// CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
-        map(x, |v| super::exp_l(v.sub(V::splat(shift))));
-        x.iter().sum()
+        let sh = _mm256_set1_ps(shift);
+        let mut acc = _mm256_setzero_ps();
+        let mut chunks = x.chunks_exact_mut(8);
+        for c in &mut chunks {
+            // SAFETY: c has exactly 8 elements.
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), sh));
+            acc = _mm256_add_ps(acc, e);
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+        }
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut sum: f32 = lanes.iter().sum();
+        let rem = chunks.into_remainder();
+        let n = rem.len();
+        let mut tmp = [0.0f32; 8];
+        tmp[..n].copy_from_slice(rem);
+        _mm256_storeu_ps(
+            tmp.as_mut_ptr(),
+            exp8(_mm256_sub_ps(_mm256_loadu_ps(tmp.as_ptr()), sh)),
+        );
+        rem.copy_from_slice(&tmp[..n]);
+        sum += rem.iter().sum::<f32>();
+        sum
     }
 }
 
