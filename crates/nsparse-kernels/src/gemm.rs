@@ -60,10 +60,19 @@ impl PackedBF32 {
         let dst = data.as_mut_slice();
         let fill = |(j, panel): (usize, &mut [f32])| {
             let cols = NR.min(n - j * NR);
-            for c in 0..cols {
-                let base = (j * NR + c) * sn;
-                for kk in 0..k {
-                    panel[kk * NR + c] = src[base + kk * sk];
+            if sn == 1 {
+                // Columns contiguous in the source (e.g. V in attention):
+                // copy row by row so reads and writes both stream.
+                for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                    let s = &src[j * NR + kk * sk..][..cols];
+                    dst[..cols].copy_from_slice(s);
+                }
+            } else {
+                for c in 0..cols {
+                    let base = (j * NR + c) * sn;
+                    for kk in 0..k {
+                        panel[kk * NR + c] = src[base + kk * sk];
+                    }
                 }
             }
         };
@@ -99,10 +108,20 @@ impl PackedAF32 {
         let mut data = AlignedBuf::zeroed(tiles * k * MR);
         let fill = |(t, tile): (usize, &mut [f32])| {
             let rows = MR.min(m - t * MR);
-            for r in 0..rows {
-                let row = &src[(t * MR + r) * lda..][..k];
-                for (kk, &v) in row.iter().enumerate() {
-                    tile[kk * MR + r] = v;
+            if rows == MR {
+                // Six read streams, one sequential write stream.
+                let r: [&[f32]; MR] = std::array::from_fn(|i| &src[(t * MR + i) * lda..][..k]);
+                for (kk, dst) in tile.chunks_exact_mut(MR).enumerate() {
+                    for i in 0..MR {
+                        dst[i] = r[i][kk];
+                    }
+                }
+            } else {
+                for r in 0..rows {
+                    let row = &src[(t * MR + r) * lda..][..k];
+                    for (kk, &v) in row.iter().enumerate() {
+                        tile[kk * MR + r] = v;
+                    }
                 }
             }
         };
