@@ -254,6 +254,17 @@ proptest! {
         check_pool_exact(&h, &w, &b, m, vocab, k);
     }
 
+    /// Near-ties: every row is one base row plus a perturbation far below
+    /// the int16 quantisation error, so the screening must keep many
+    /// candidates and the exact recomputation must pick the true maximum.
+    #[test]
+    fn pool_exact_near_ties((m, vocab, k, h, w, b) in pool_case(), eps in 1e-7f32..1e-3) {
+        let base: Vec<f32> = h[..k].to_vec();
+        let h: Vec<f32> = (0..m * k).map(|i| base[i % k] + eps * h[i]).collect();
+        let b: Vec<f32> = b.iter().map(|v| v + 3.0).collect();
+        check_pool_exact(&h, &w, &b, m, vocab, k);
+    }
+
     #[test]
     fn pool_fast_within_bound((m, vocab, k, h, w, b) in pool_case()) {
         let r = ref_pool(&h, &w, &b, m, vocab, k);
@@ -480,4 +491,41 @@ fn exp_is_accurate() {
             );
         }
     }
+}
+
+#[test]
+fn nested_parallel_calls_agree_with_serial() {
+    // Two large calls inside rayon::join (as the model crate does when it
+    // encodes two documents at once) must give the same bits as serial calls.
+    let (m, n, k, vocab) = (96, 512, 384, 1000);
+    let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 211) as f32 / 105.0) - 1.0).collect();
+    let w: Vec<f32> = (0..n * k).map(|i| ((i * 17 % 97) as f32 / 970.0) - 0.05).collect();
+    let wv: Vec<f32> = (0..vocab * k).map(|i| ((i * 13 % 101) as f32 / 1010.0) - 0.05).collect();
+    let bv: Vec<f32> = (0..vocab).map(|v| (v % 7) as f32 * 0.1 - 0.3).collect();
+    let lin = PackedLinear::new(&w, n, k, None, Precision::Exact);
+    let proj = PackedVocabProjection::new(&wv, vocab, k, &bv, Precision::Exact);
+    let mut y1 = vec![0.0; m * n];
+    let mut p1 = vec![0.0; vocab];
+    lin.forward(&x, m, &mut y1);
+    proj.max_pool(&x, m, &mut p1);
+    let ((y2, p2), (y3, p3)) = rayon::join(
+        || {
+            let mut y = vec![0.0; m * n];
+            let mut p = vec![0.0; vocab];
+            lin.forward(&x, m, &mut y);
+            proj.max_pool(&x, m, &mut p);
+            (y, p)
+        },
+        || {
+            let mut y = vec![0.0; m * n];
+            let mut p = vec![0.0; vocab];
+            proj.max_pool(&x, m, &mut p);
+            lin.forward(&x, m, &mut y);
+            (y, p)
+        },
+    );
+    assert_eq!(y1, y2);
+    assert_eq!(y1, y3);
+    assert_eq!(p1, p2);
+    assert_eq!(p1, p3);
 }
