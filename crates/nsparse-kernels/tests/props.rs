@@ -498,9 +498,15 @@ fn nested_parallel_calls_agree_with_serial() {
     // Two large calls inside rayon::join (as the model crate does when it
     // encodes two documents at once) must give the same bits as serial calls.
     let (m, n, k, vocab) = (96, 512, 384, 1000);
-    let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 211) as f32 / 105.0) - 1.0).collect();
-    let w: Vec<f32> = (0..n * k).map(|i| ((i * 17 % 97) as f32 / 970.0) - 0.05).collect();
-    let wv: Vec<f32> = (0..vocab * k).map(|i| ((i * 13 % 101) as f32 / 1010.0) - 0.05).collect();
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 31 % 211) as f32 / 105.0) - 1.0)
+        .collect();
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 17 % 97) as f32 / 970.0) - 0.05)
+        .collect();
+    let wv: Vec<f32> = (0..vocab * k)
+        .map(|i| ((i * 13 % 101) as f32 / 1010.0) - 0.05)
+        .collect();
     let bv: Vec<f32> = (0..vocab).map(|v| (v % 7) as f32 * 0.1 - 0.3).collect();
     let lin = PackedLinear::new(&w, n, k, None, Precision::Exact);
     let proj = PackedVocabProjection::new(&wv, vocab, k, &bv, Precision::Exact);
