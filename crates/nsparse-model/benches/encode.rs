@@ -47,19 +47,34 @@ fn main() {
             eprintln!("running {engine} ...");
             let out = Command::new("python3")
                 .arg(root.join("bench/encode_bench.py"))
-                .args(["--model", model.to_str().unwrap(), "--docs", docs.to_str().unwrap()])
+                .args([
+                    "--model",
+                    model.to_str().unwrap(),
+                    "--docs",
+                    docs.to_str().unwrap(),
+                ])
                 .args(["--threads", &THREADS.to_string(), "--engine", engine])
                 .args(["--limit", &limit.to_string()])
                 .output();
             match out {
                 Ok(o) if o.status.success() => {
                     let line = String::from_utf8_lossy(&o.stdout);
-                    match line.lines().last().and_then(|l| serde_json::from_str::<Value>(l).ok()) {
+                    match line
+                        .lines()
+                        .last()
+                        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+                    {
                         Some(v) => results.push(v),
                         None => eprintln!("{engine}: unreadable output: {line}"),
                     }
                 }
-                Ok(o) => eprintln!("{engine}: unavailable ({})", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")),
+                Ok(o) => eprintln!(
+                    "{engine}: unavailable ({})",
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                ),
                 Err(e) => eprintln!("{engine}: unavailable ({e})"),
             }
         }
@@ -71,7 +86,11 @@ fn main() {
             .env("NSPARSE_BENCH_LIMIT", limit.to_string())
             .output()
             .expect("re-run the bench binary");
-        assert!(out.status.success(), "nsparse {mode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nsparse {mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let line = String::from_utf8_lossy(&out.stdout);
         results.push(serde_json::from_str(line.lines().last().unwrap()).unwrap());
     }
@@ -87,7 +106,10 @@ fn prepare(root: &Path, model: &Path, docs: &Path) {
             .arg(out)
             .status()
             .expect("python3 must be installed to build the bench model and documents");
-        assert!(status.success(), "{script} failed; see bench/README.md for its dependencies");
+        assert!(
+            status.success(),
+            "{script} failed; see bench/README.md for its dependencies"
+        );
     };
     if !model.join("model.safetensors").is_file() {
         run("bench/make_bench_model.py", model);
@@ -102,7 +124,12 @@ fn read_docs(path: &Path, limit: usize) -> Vec<String> {
         .unwrap()
         .lines()
         .take(limit)
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -117,16 +144,28 @@ fn load(model: &Path, precision: Precision) -> SparseEncoder {
 /// One engine of nsparse, timed like the Python side: 3 warm-up documents, then all of them.
 fn child(mode: &str) {
     nsparse_model::init_thread_pool(THREADS).unwrap();
-    let limit = std::env::var("NSPARSE_BENCH_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let limit = std::env::var("NSPARSE_BENCH_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
     let root = repo_root();
-    let precision = if mode.starts_with("fast") { Precision::Fast } else { Precision::Exact };
+    let precision = if mode.starts_with("fast") {
+        Precision::Fast
+    } else {
+        Precision::Exact
+    };
     let encoder = load(&root.join("target/bench-model"), precision);
     let docs = read_docs(&root.join("target/bench-docs.jsonl"), limit);
     let texts: Vec<&str> = docs.iter().map(String::as_str).collect();
-    encoder.encode_documents(&texts[..3.min(texts.len())], |_| {}).unwrap();
+    encoder
+        .encode_documents(&texts[..3.min(texts.len())], |_| {})
+        .unwrap();
     let started = Instant::now();
     let tokens = if mode.ends_with("batch1") {
-        texts.iter().map(|t| encoder.encode_documents(&[t], |_| {}).unwrap().tokens).sum::<usize>()
+        texts
+            .iter()
+            .map(|t| encoder.encode_documents(&[t], |_| {}).unwrap().tokens)
+            .sum::<usize>()
     } else {
         encoder.encode_documents(&texts, |_| {}).unwrap().tokens
     };
@@ -154,7 +193,10 @@ fn print_table(results: &[Value]) {
             .and_then(|r| r["docs_per_s"].as_f64())
     };
     let (torch, ort) = (rate("torch-fp32"), rate("onnxruntime"));
-    println!("\n{:<22} {:>8} {:>10} {:>10} {:>10} {:>10}", "engine", "docs/s", "tokens/s", "peak MB", "×torch32", "×ORT");
+    println!(
+        "\n{:<22} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "engine", "docs/s", "tokens/s", "peak MB", "×torch32", "×ORT"
+    );
     for r in results {
         let dps = r["docs_per_s"].as_f64().unwrap_or(f64::NAN);
         let ratio = |base: Option<f64>| base.map_or("-".to_string(), |b| format!("{:.2}", dps / b));
@@ -174,8 +216,14 @@ fn print_table(results: &[Value]) {
 fn accuracy(model: &Path, docs: &Path) {
     let docs = read_docs(docs, 16);
     let texts: Vec<&str> = docs.iter().map(String::as_str).collect();
-    let exact = load(model, Precision::Exact).encode_documents(&texts, |_| {}).unwrap().vectors;
-    let fast = load(model, Precision::Fast).encode_documents(&texts, |_| {}).unwrap().vectors;
+    let exact = load(model, Precision::Exact)
+        .encode_documents(&texts, |_| {})
+        .unwrap()
+        .vectors;
+    let fast = load(model, Precision::Fast)
+        .encode_documents(&texts, |_| {})
+        .unwrap()
+        .vectors;
     let mut max_err = 0.0f32;
     let mut sum_err = 0.0f64;
     let mut n = 0usize;

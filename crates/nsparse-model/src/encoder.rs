@@ -118,6 +118,7 @@ pub struct EncodedDocuments {
 /// [`similarity`](Self::similarity), [`decode`](Self::decode).
 pub struct SparseEncoder {
     name: String,
+    fingerprint: String,
     tokenizer: TextTokenizer,
     idf: Option<Idf>,
     network: Option<MaskedLm>,
@@ -160,6 +161,7 @@ impl SparseEncoder {
         .expect("the embedded idf.json is valid (checked by tests)");
         SparseEncoder {
             name: BUILTIN_QUERY_MODEL.into(),
+            fingerprint: format!("builtin:{BUILTIN_QUERY_MODEL}"),
             tokenizer,
             idf: Some(idf),
             network: None,
@@ -231,6 +233,7 @@ impl SparseEncoder {
         };
         Ok(SparseEncoder {
             name: name.to_string(),
+            fingerprint: files.fingerprint()?,
             tokenizer,
             idf,
             network,
@@ -256,6 +259,11 @@ impl SparseEncoder {
     /// The model's name as given at load time.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A stable identity of the model files (see [`ModelFiles::fingerprint`]); indexes record it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The tokenizer.

@@ -101,6 +101,63 @@ impl ModelFiles {
     }
 }
 
+impl ModelFiles {
+    /// A stable identity of the model: FNV-1a 64 over config.json, the tokenizer file, idf.json,
+    /// and the weights' safetensors header, length and first and last MiB of tensor data. Two
+    /// folders with the same fingerprint encode text identically (barring a collision or a
+    /// hand-edit of the middle of the weights); the index stores it to refuse mismatched queries.
+    pub fn fingerprint(&self) -> Result<String> {
+        let mut hash = Fnv64::new();
+        let files = [
+            &self.config,
+            &self.tokenizer_json,
+            &self.vocab_txt,
+            &self.idf,
+        ];
+        for path in files.into_iter().flatten() {
+            hash.write(&std::fs::read(path).map_err(|e| ModelError::io(path, e))?);
+            hash.write(b"\xff");
+        }
+        if let Some(path) = &self.weights {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+            let len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
+            hash.write(&len.to_le_bytes());
+            const SAMPLE: u64 = 1 << 20;
+            let mut buf = Vec::new();
+            (&mut file)
+                .take(SAMPLE)
+                .read_to_end(&mut buf)
+                .map_err(|e| ModelError::io(path, e))?;
+            hash.write(&buf);
+            if len > SAMPLE {
+                buf.clear();
+                file.seek(SeekFrom::Start(len - SAMPLE))
+                    .and_then(|_| file.read_to_end(&mut buf))
+                    .map_err(|e| ModelError::io(path, e))?;
+                hash.write(&buf);
+            }
+        }
+        Ok(format!("{:016x}", hash.0))
+    }
+}
+
+/// FNV-1a, 64 bits: stable across platforms and compiler versions, unlike std's hasher.
+struct Fnv64(u64);
+
+impl Fnv64 {
+    fn new() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 #[cfg(feature = "hub")]
 fn download_from_hub(id: &str) -> Result<ModelFiles> {
     use hf_hub::api::sync::Api;
@@ -150,6 +207,16 @@ mod tests {
             std::fs::write(dir.path().join(f), b"{}").unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn fingerprint_tracks_content() {
+        let dir = folder(&["tokenizer.json", "idf.json"]);
+        let files = ModelFiles::from_dir(dir.path()).unwrap();
+        let before = files.fingerprint().unwrap();
+        assert_eq!(before, files.fingerprint().unwrap());
+        std::fs::write(dir.path().join("idf.json"), b"{\"a\": 1.0}").unwrap();
+        assert_ne!(before, files.fingerprint().unwrap());
     }
 
     #[test]

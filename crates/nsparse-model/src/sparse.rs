@@ -193,12 +193,14 @@ impl Pruning {
                 }
                 Pruning::AbsValue(prune_ratio)
             }
-            other => return Err(ModelError::InvalidArgument {
-                what: "prune_type",
-                problem: format!(
+            other => {
+                return Err(ModelError::InvalidArgument {
+                    what: "prune_type",
+                    problem: format!(
                     "\"{other}\" is unknown; use none, top_k, max_ratio, alpha_mass or abs_value"
                 ),
-            }),
+                })
+            }
         })
     }
 }

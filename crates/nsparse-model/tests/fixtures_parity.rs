@@ -12,7 +12,10 @@ const EXACT_TOLERANCE: f32 = 1e-4;
 #[test]
 fn tiny_distilbert_matches_pytorch() {
     let encoder = load(&fixtures_dir().join("tiny-distilbert"), Precision::Exact);
-    assert_eq!(encoder.config().unwrap().architecture, Architecture::DistilBert);
+    assert_eq!(
+        encoder.config().unwrap().architecture,
+        Architecture::DistilBert
+    );
     let worst = check_fixture(&encoder, &read_fixture("tiny-distilbert"), EXACT_TOLERANCE);
     eprintln!("tiny-distilbert exact: max abs weight error {worst:.2e}");
 }
@@ -25,4 +28,23 @@ fn tiny_bert_f16_untied_matches_pytorch() {
     assert!(!config.tie_word_embeddings);
     let worst = check_fixture(&encoder, &read_fixture("tiny-bert"), EXACT_TOLERANCE);
     eprintln!("tiny-bert exact: max abs weight error {worst:.2e}");
+}
+
+/// The fast (int16) mode trades a little accuracy for speed; its error on the fixtures is
+/// measured here and must stay within the documented bound (`Precision::Fast`: 2e-2 absolute).
+#[test]
+fn fast_mode_error_is_bounded() {
+    use common::compare;
+    for name in ["tiny-distilbert", "tiny-bert"] {
+        let encoder = load(&fixtures_dir().join(name), Precision::Fast);
+        let fixture = read_fixture(name);
+        let texts: Vec<&str> = fixture.texts.iter().map(|t| t.text.as_str()).collect();
+        let encoded = encoder.encode_documents(&texts, |_| {}).unwrap();
+        let mut worst = 0.0f32;
+        for (t, ours) in fixture.texts.iter().zip(&encoded.vectors) {
+            worst = worst.max(compare(ours, &t.ids, &t.weights, f32::INFINITY).0);
+        }
+        eprintln!("{name} fast: max abs weight error {worst:.2e}");
+        assert!(worst < 2e-2, "{name}: fast-mode error {worst}");
+    }
 }

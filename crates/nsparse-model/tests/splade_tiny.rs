@@ -45,8 +45,15 @@ fn splade_tiny_matches_pytorch() {
     eprintln!("splade-tiny exact: max abs weight error {worst:.2e}");
 
     // A trained model is sparse: the model-card document has a few dozen tokens, led by its words.
-    let doc = encoder.encode_document("Currently New York is rainy.").unwrap();
+    let doc = encoder
+        .encode_document("Currently New York is rainy.")
+        .unwrap();
     assert!((5..200).contains(&doc.len()), "{} non-zeros", doc.len());
-    let top: Vec<String> = encoder.decode(&doc).into_iter().take(8).map(|p| p.0).collect();
+    let top: Vec<String> = encoder
+        .decode(&doc)
+        .into_iter()
+        .take(8)
+        .map(|p| p.0)
+        .collect();
     assert!(top.iter().any(|t| t == "york"), "{top:?}");
 }

@@ -45,8 +45,14 @@ pub fn load(dir: &std::path::Path, precision: Precision) -> SparseEncoder {
 
 /// Largest absolute weight difference, and the ids whose non-zero status differs although one
 /// side's weight is ≥ `min_weight`.
-pub fn compare(ours: &SparseVector, ids: &[u32], weights: &[f32], min_weight: f32) -> (f32, Vec<u32>) {
-    let expected = SparseVector::from_pairs(ids.iter().copied().zip(weights.iter().copied()).collect());
+pub fn compare(
+    ours: &SparseVector,
+    ids: &[u32],
+    weights: &[f32],
+    min_weight: f32,
+) -> (f32, Vec<u32>) {
+    let expected =
+        SparseVector::from_pairs(ids.iter().copied().zip(weights.iter().copied()).collect());
     let mut all: Vec<u32> = ours.ids().iter().chain(expected.ids()).copied().collect();
     all.sort_unstable();
     all.dedup();
@@ -68,17 +74,32 @@ pub fn check_fixture(encoder: &SparseEncoder, fixture: &Fixture, tolerance: f32)
     let tokenizer = encoder.tokenizer();
     for t in &fixture.texts {
         let doc = tokenizer.tokenize_document(&t.text).unwrap();
-        assert_eq!(doc.ids, t.input_ids, "{}: document tokens of {:?}", fixture.model, t.text);
-        assert_eq!(doc.truncated, t.truncated, "{}: truncation of {:?}", fixture.model, t.text);
+        assert_eq!(
+            doc.ids, t.input_ids,
+            "{}: document tokens of {:?}",
+            fixture.model, t.text
+        );
+        assert_eq!(
+            doc.truncated, t.truncated,
+            "{}: truncation of {:?}",
+            fixture.model, t.text
+        );
         let mut query = tokenizer.tokenize_query(&t.text).unwrap().ids;
         query.sort_unstable();
         query.dedup();
-        assert_eq!(query, t.query_ids, "{}: query tokens of {:?}", fixture.model, t.text);
+        assert_eq!(
+            query, t.query_ids,
+            "{}: query tokens of {:?}",
+            fixture.model, t.text
+        );
     }
     // All texts in one call: exercises length-sorted, token-packed batching.
     let texts: Vec<&str> = fixture.texts.iter().map(|t| t.text.as_str()).collect();
     let encoded = encoder.encode_documents(&texts, |_| {}).unwrap();
-    assert_eq!(encoded.truncated, fixture.texts.iter().filter(|t| t.truncated).count());
+    assert_eq!(
+        encoded.truncated,
+        fixture.texts.iter().filter(|t| t.truncated).count()
+    );
     let mut worst = 0.0f32;
     for (t, ours) in fixture.texts.iter().zip(&encoded.vectors) {
         let (err, mismatch) = compare(ours, &t.ids, &t.weights, tolerance);
@@ -94,7 +115,11 @@ pub fn check_fixture(encoder: &SparseEncoder, fixture: &Fixture, tolerance: f32)
     for (t, batched) in fixture.texts.iter().zip(&encoded.vectors).take(8) {
         let single = encoder.encode_document(&t.text).unwrap();
         let (err, _) = compare(&single, batched.ids(), batched.weights(), tolerance);
-        assert!(err <= 1e-5, "{}: batch vs single differ by {err}", fixture.model);
+        assert!(
+            err <= 1e-5,
+            "{}: batch vs single differ by {err}",
+            fixture.model
+        );
     }
     worst
 }
