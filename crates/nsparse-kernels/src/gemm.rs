@@ -183,14 +183,8 @@ pub(crate) struct PackedBI16 {
 }
 
 impl PackedBI16 {
-    /// Packs row-major `src` (n × k). `on_row` sees each row with its
-    /// quantised values and scale (used to precompute error norms).
-    pub(crate) fn pack(
-        src: &[f32],
-        n: usize,
-        k: usize,
-        on_row: impl Fn(usize, &[f32], &[i16], f32) + Sync,
-    ) -> Self {
+    /// Quantises and packs row-major `src` (n × k).
+    pub(crate) fn pack(src: &[f32], n: usize, k: usize) -> Self {
         let panels = n.div_ceil(NR);
         let kp = pairs(k);
         let mut data = AlignedBuf::zeroed(panels * kp * 2 * NR);
@@ -206,7 +200,6 @@ impl PackedBI16 {
                 for (qq, &x) in q.iter_mut().zip(row) {
                     *qq = quant(x, inv);
                 }
-                on_row(v, row, &q, s);
                 sc[c] = s;
                 for (kk, &qq) in q.iter().enumerate() {
                     panel[(kk / 2) * 2 * NR + c * 2 + (kk & 1)] = qq;
@@ -243,14 +236,7 @@ pub(crate) struct PackedAI16 {
 
 impl PackedAI16 {
     /// Quantises and packs A where row r starts at `src[r * lda]`.
-    /// `on_row` sees each row with its quantised values and scale.
-    pub(crate) fn pack(
-        src: &[f32],
-        m: usize,
-        k: usize,
-        lda: usize,
-        on_row: impl Fn(usize, &[f32], &[i16], f32) + Sync,
-    ) -> Self {
+    pub(crate) fn pack(src: &[f32], m: usize, k: usize, lda: usize) -> Self {
         let tiles = m.div_ceil(MR);
         let kp = pairs(k);
         let mut data = AlignedBuf::zeroed(tiles * kp * MR);
@@ -265,7 +251,6 @@ impl PackedAI16 {
                 for (qq, &x) in q.iter_mut().zip(row) {
                     *qq = quant(x, inv);
                 }
-                on_row(t * MR + r, row, &q[..k], s);
                 sc[r] = s;
                 for p in 0..kp {
                     let lo = q[2 * p] as u16 as u32;
@@ -834,6 +819,7 @@ mod kernel_speed {
         for _ in 0..3 {
             let t = cpu();
             for _ in 0..iters {
+                // SAFETY: buffers sized for a full kc-deep 6×16 tile, aligned.
                 unsafe {
                     (k.f32k)(
                         kc,
@@ -850,6 +836,7 @@ mod kernel_speed {
             let tf = cpu() - t;
             let t = cpu();
             for _ in 0..iters {
+                // SAFETY: as above; zero operands cannot overflow.
                 unsafe {
                     (k.i16k)(
                         kc / 2,

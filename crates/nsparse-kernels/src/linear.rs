@@ -78,7 +78,7 @@ impl PackedLinear {
         }
         let weights = match precision {
             Precision::Exact => Weights::F32(PackedBF32::pack(weight, n_out, k, k, 1)),
-            Precision::Fast => Weights::I16(PackedBI16::pack(weight, n_out, k, |_, _, _, _| {})),
+            Precision::Fast => Weights::I16(PackedBI16::pack(weight, n_out, k)),
         };
         Self {
             n_out,
@@ -161,7 +161,7 @@ impl PackedLinear {
                 gemm::gemm_f32(self.kernels, &a, w, &self.bias, out, ldo);
             }
             Weights::I16(w) => {
-                let a = PackedAI16::pack(x, m, self.k, ldx, |_, _, _, _| {});
+                let a = PackedAI16::pack(x, m, self.k, ldx);
                 gemm::gemm_i16(self.kernels, &a, w, &self.bias, out, ldo);
             }
         }

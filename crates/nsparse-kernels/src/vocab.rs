@@ -128,7 +128,7 @@ impl PackedVocabProjection {
             vocab,
             "PackedVocabProjection::new: bias.len() != vocab"
         );
-        let q = PackedBI16::pack(weight, vocab, k, |_, _, _, _| {});
+        let q = PackedBI16::pack(weight, vocab, k);
         let mut norms = vec![RowNorms::default(); vocab.div_ceil(NR) * NR];
         norms[..vocab]
             .par_iter_mut()
@@ -194,7 +194,7 @@ impl PackedVocabProjection {
             out.fill(0.0);
             return 0;
         }
-        let a = PackedAI16::pack(h, m, k, k, |_, _, _, _| {});
+        let a = PackedAI16::pack(h, m, k, k);
         let exact = self.precision == Precision::Exact;
         let hn: Vec<RowNorms> = if exact {
             (0..m)
