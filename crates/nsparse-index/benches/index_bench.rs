@@ -1,1 +1,174 @@
-fn main() {}
+//! Benchmark of nsparse-index on synthetic learned-sparse vectors.
+//!
+//! `cargo bench -p nsparse-index` (1M docs by default; set `NSPARSE_BENCH_DOCS`
+//! for fewer, `NSPARSE_BENCH_QUERIES` for the query count). Single thread.
+//! Vector shape parameters: `nsparse_index::synth::SynthParams`.
+
+use std::time::Instant;
+
+use nsparse_index::synth::{Synth, SynthParams};
+use nsparse_index::*;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn time_queries(
+    s: &Searcher,
+    qs: &[Vec<(u32, f32)>],
+    req: SearchRequest,
+) -> (Vec<Vec<Hit>>, f64, f64) {
+    let mut lat = Vec::with_capacity(qs.len());
+    let mut out = Vec::with_capacity(qs.len());
+    for q in qs {
+        let t = Instant::now();
+        let r = s.search(q, &req).expect("search");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        out.push(r);
+    }
+    let p50 = pct(&mut lat, 0.5);
+    let p99 = pct(&mut lat, 0.99);
+    (out, p50, p99)
+}
+
+fn recall(exact: &[Vec<Hit>], got: &[Vec<Hit>]) -> f64 {
+    let mut hit = 0usize;
+    let mut tot = 0usize;
+    for (e, g) in exact.iter().zip(got) {
+        tot += e.len();
+        hit += e.iter().filter(|h| g.iter().any(|x| x.id == h.id)).count();
+    }
+    if tot == 0 {
+        1.0
+    } else {
+        hit as f64 / tot as f64
+    }
+}
+
+fn main() {
+    let n = env("NSPARSE_BENCH_DOCS", 1_000_000);
+    let nq = env("NSPARSE_BENCH_QUERIES", 300);
+    let params = SynthParams::default();
+    println!("nsparse-index bench: {n} docs, {nq} queries, params {params:?}");
+    let t = Instant::now();
+    let mut g = Synth::new(params, 1);
+    let docs: Vec<Document> = (0..n)
+        .map(|i| Document {
+            id: format!("doc-{i}"),
+            vector: g.doc(),
+            tokens: None,
+            source: Vec::new(),
+        })
+        .collect();
+    let queries: Vec<Vec<(u32, f32)>> = (0..nq).map(|_| g.query()).collect();
+    let raw_postings: usize = docs.iter().map(|d| d.vector.len()).sum();
+    println!(
+        "generated in {:.1}s: {raw_postings} postings ({:.1} nnz/doc), mean query nnz {:.1}",
+        t.elapsed().as_secs_f64(),
+        raw_postings as f64 / n as f64,
+        queries.iter().map(|q| q.len()).sum::<usize>() as f64 / nq as f64
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut idx = Index::create(
+        dir.path(),
+        &CreateOptions::new("bench"),
+        WriterOptions::default(),
+    )
+    .expect("create");
+    let t = Instant::now();
+    idx.bulk_upsert(&docs).expect("bulk");
+    let build = t.elapsed().as_secs_f64();
+    drop(docs);
+    let build_rate = n as f64 / build;
+    drop(idx);
+    let bytes: u64 = std::fs::read_dir(dir.path())
+        .expect("readdir")
+        .map(|e| e.expect("entry").metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let t = Instant::now();
+    let s = open_reader(dir.path()).expect("open");
+    let open_s = t.elapsed().as_secs_f64();
+    let postings = s.num_postings();
+    let raw_bytes = postings * 5;
+    let per_posting = bytes as f64 / postings as f64;
+
+    let (exact, e50, e99) = time_queries(&s, &queries, SearchRequest::new(10));
+    let (taat, t50, t99) = time_queries(
+        &s,
+        &queries,
+        SearchRequest::new(10).mode(SearchMode::ExactMaxScore),
+    );
+    let (bmp, b50, b99) = time_queries(
+        &s,
+        &queries,
+        SearchRequest::new(10).mode(SearchMode::ExactBlockMax),
+    );
+    let scores = |r: &[Vec<Hit>]| {
+        r.iter()
+            .map(|h| h.iter().map(|x| x.score).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(scores(&exact), scores(&taat), "exact algorithms disagree");
+    assert_eq!(scores(&exact), scores(&bmp), "exact algorithms disagree");
+
+    println!();
+    println!("== build / size ==");
+    println!("build (bulk_upsert, 1 segment, fsynced): {build:.2}s = {build_rate:.0} docs/s   target ≥ 200000 docs/s: ratio {:.2}", build_rate / 200_000.0);
+    println!("open+verify from disk: {open_s:.2}s");
+    println!(
+        "index bytes {bytes} / {postings} postings = {per_posting:.2} B/posting; raw (u32 id + u8 w) = 5 B -> {:.2}x raw   target ≤ 1.2x: ratio {:.2}",
+        bytes as f64 / raw_bytes as f64,
+        (bytes as f64 / raw_bytes as f64) / 1.2
+    );
+    println!();
+    println!("== exact top-10 (single thread) ==");
+    println!("term-at-a-time (default Exact): p50 {e50:.3} ms  p99 {e99:.3} ms   target p50 ≤ 2 ms: ratio {:.2}", e50 / 2.0);
+    println!("block-max (ExactBlockMax): p50 {b50:.3} ms  p99 {b99:.3} ms");
+    println!("MaxScore-TAAT (ExactMaxScore): p50 {t50:.3} ms  p99 {t99:.3} ms");
+    println!();
+    println!("== approximate top-10: recall@10 vs exact ==");
+    for (top_n, hf) in [
+        (100, 1.0f32),
+        (8, 1.0),
+        (6, 1.0),
+        (4, 1.0),
+        (100, 1.2),
+        (100, 1.5),
+        (100, 2.0),
+        (6, 1.5),
+        (4, 2.0),
+    ] {
+        let (r, p50, p99) = time_queries(
+            &s,
+            &queries,
+            SearchRequest::new(10).mode(SearchMode::Approximate {
+                top_n,
+                heap_factor: hf,
+            }),
+        );
+        println!("top_n {top_n:>3} heap_factor {hf:.1}: recall@10 {:.4}  p50 {p50:.3} ms  p99 {p99:.3} ms", recall(&exact, &r));
+    }
+    println!();
+    println!("== two-phase top-10 ==");
+    for (pr, er) in [(0.4f32, 5.0f32), (0.2, 5.0), (0.4, 10.0)] {
+        let (r, p50, p99) = time_queries(
+            &s,
+            &queries,
+            SearchRequest::new(10).mode(SearchMode::TwoPhase {
+                prune_ratio: pr,
+                expansion_rate: er,
+                max_window_size: 10_000,
+            }),
+        );
+        println!("prune_ratio {pr} expansion_rate {er}: recall@10 {:.4}  p50 {p50:.3} ms  p99 {p99:.3} ms", recall(&exact, &r));
+    }
+}

@@ -362,7 +362,9 @@ pub(crate) fn prepare(doc: &Document, vocab: u32) -> Result<DocRecord> {
         ));
     }
     let mut v: Vec<(u32, f32)> = doc.vector.clone();
-    v.sort_unstable_by_key(|p| p.0);
+    if !v.is_sorted_by_key(|p| p.0) {
+        v.sort_unstable_by_key(|p| p.0);
+    }
     let mut vec = Vec::with_capacity(v.len());
     for (i, &(t, w)) in v.iter().enumerate() {
         if t >= vocab {
@@ -628,6 +630,39 @@ impl Index {
         Ok(())
     }
 
+    /// Bulk load: build one segment straight from `docs` and commit it —
+    /// durable on return (commit-before-ack), without logging every document
+    /// in the WAL. Upsert semantics: live documents with the same `_id` are
+    /// replaced; within `docs` the last duplicate wins. The fast path for
+    /// building an index from a file of vectors.
+    pub fn bulk_upsert(&mut self, docs: &[Document]) -> Result<()> {
+        let mut recs = docs
+            .iter()
+            .map(|d| prepare(d, self.manifest.vocab_size))
+            .collect::<Result<Vec<_>>>()?;
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(recs.len());
+        for (i, d) in docs.iter().enumerate() {
+            last.insert(d.id.as_str(), i);
+        }
+        if last.len() != recs.len() {
+            let mut i = 0;
+            recs.retain(|r| {
+                let keep = last.get(r.id.as_str()) == Some(&i);
+                i += 1;
+                keep
+            });
+        }
+        drop(last);
+        for r in &recs {
+            self.state.remove(&r.id);
+        }
+        if !recs.is_empty() {
+            self.add_segment(recs, None)?;
+        }
+        // Persist together with any buffered writes and the deletions above.
+        self.commit_forced()
+    }
+
     /// Delete by `_id`; returns whether it existed. Durable and invisible to new searchers on return.
     pub fn delete(&mut self, id: &str) -> Result<bool> {
         if !self.state.ids.contains_key(id) {
@@ -651,13 +686,17 @@ impl Index {
         if !dirty {
             return Ok(());
         }
+        self.commit_forced()
+    }
+
+    fn commit_forced(&mut self) -> Result<()> {
         let mut obsolete: Vec<String> = Vec::new();
-        if self.state.buf_live > 0 {
-            let recs: Vec<DocRecord> = std::mem::take(&mut self.state.buffer)
-                .into_iter()
-                .flatten()
-                .collect();
-            self.state.buf_live = 0;
+        let recs: Vec<DocRecord> = std::mem::take(&mut self.state.buffer)
+            .into_iter()
+            .flatten()
+            .collect();
+        self.state.buf_live = 0;
+        if !recs.is_empty() {
             self.add_segment(recs, None)?;
         }
         // Drop fully deleted segments; persist changed deletion bitmaps.

@@ -41,10 +41,13 @@ pub(crate) struct Snapshot {
 /// How to run a sparse-vector query.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SearchMode {
-    /// Exact top-k with the default algorithm (block-max pruning over 64-doc blocks; see crate docs).
+    /// Exact top-k with the default algorithm: term-at-a-time with a dense
+    /// accumulator (chosen by measurement, see crate docs).
     Exact,
-    /// Exact top-k, term-at-a-time with a dense accumulator (reference/benchmark).
-    ExactTaat,
+    /// Exact top-k, term-at-a-time MaxScore (benchmark alternative).
+    ExactMaxScore,
+    /// Exact top-k by block-max pruning over 64-doc blocks (BMP-style; benchmark alternative).
+    ExactBlockMax,
     /// Score every live document through the forward index (testing/verification).
     BruteForce,
     /// Approximate top-k (block-max pruning with a relaxed bound).
@@ -265,6 +268,10 @@ impl TopK {
 #[derive(Default)]
 struct Scratch {
     acc: Vec<f32>,
+    /// Accumulator kept all-zero between uses (MaxScore resets what it touches).
+    zacc: Vec<f32>,
+    touched: Vec<u32>,
+    tmp: Vec<f32>,
     ub: Vec<f32>,
     blocks: Vec<(f32, u32)>,
 }
@@ -365,11 +372,10 @@ impl Searcher {
     /// The quantized (stored) vector of a live document, dequantized, tokens ascending.
     pub fn vector(&self, id: &str) -> Option<Vec<(u32, f32)>> {
         let (s, d) = self.find(id)?;
-        let (t, w) = self.snap.segs[s as usize].seg.doc_vector(d);
+        let v = self.snap.segs[s as usize].seg.doc_vector(d);
         Some(
-            t.iter()
-                .zip(w)
-                .map(|(&t, &w)| (t as u32, dequantize(w)))
+            v.into_iter()
+                .map(|(t, w)| (t as u32, dequantize(w)))
                 .collect(),
         )
     }
@@ -418,8 +424,9 @@ impl Searcher {
     pub fn search(&self, query: &[(u32, f32)], req: &SearchRequest) -> Result<Vec<Hit>> {
         let q = self.canon(query)?;
         let cands = match req.mode {
-            SearchMode::Exact => self.run_bmp(&q, &q, 1.0, req.k),
-            SearchMode::ExactTaat => self.run_taat(&q, req.k),
+            SearchMode::Exact => self.run_taat(&q, req.k),
+            SearchMode::ExactMaxScore => self.run_maxscore(&q, req.k),
+            SearchMode::ExactBlockMax => self.run_bmp(&q, &q, 1.0, req.k),
             SearchMode::BruteForce => self.run_brute(&q, req.k),
             SearchMode::Approximate { top_n, heap_factor } => {
                 if !heap_factor.is_finite() || heap_factor <= 0.0 {
@@ -479,11 +486,11 @@ impl Searcher {
     }
 
     fn explain_doc(&self, q: &[(u32, f32)], seg: u32, doc: u32) -> Vec<TokenContribution> {
-        let (toks, ws) = self.snap.segs[seg as usize].seg.doc_vector(doc);
+        let sg = &self.snap.segs[seg as usize].seg;
         let mut out = Vec::new();
         for &(t, qw) in q {
-            if let Ok(i) = toks.binary_search(&(t as u16)) {
-                let dw = dequantize(ws[i]);
+            if let Some(w) = sg.weight(t, doc) {
+                let dw = dequantize(w);
                 out.push(TokenContribution {
                     token: t,
                     query_weight: qw,
@@ -516,19 +523,11 @@ impl Searcher {
 
     /// Dot product of canonical query and a document, summed in token order.
     fn dot(&self, q: &[(u32, f32)], seg: u32, doc: u32) -> f32 {
-        let (toks, ws) = self.snap.segs[seg as usize].seg.doc_vector(doc);
+        let sg = &self.snap.segs[seg as usize].seg;
         let mut s = 0f32;
-        let (mut i, mut j) = (0, 0);
-        while i < q.len() && j < toks.len() {
-            let t = toks[j] as u32;
-            match q[i].0.cmp(&t) {
-                Ordering::Less => i += 1,
-                Ordering::Greater => j += 1,
-                Ordering::Equal => {
-                    s += q[i].1 * dequantize(ws[j]);
-                    i += 1;
-                    j += 1;
-                }
+        for &(t, w) in q {
+            if let Some(dw) = sg.weight(t, doc) {
+                s += w * dequantize(dw);
             }
         }
         s
@@ -551,6 +550,106 @@ impl Searcher {
                 }
             }
         }
+        top.into_sorted()
+    }
+
+    /// Term-at-a-time MaxScore: accumulate terms by decreasing upper bound
+    /// (`query weight × segment max weight`) until the bounds of the remaining
+    /// terms cannot lift an untouched document past a lower bound of the k-th
+    /// score; then only touched documents that can still qualify are rescored
+    /// exactly (canonical token order, so scores equal brute force bit for bit).
+    fn run_maxscore(&self, q: &[(u32, f32)], k: usize) -> Vec<Cand> {
+        let mut top = TopK::new(k);
+        if k == 0 || q.is_empty() {
+            return Vec::new();
+        }
+        // Float slack for comparing sums taken in different orders.
+        const SLACK: f32 = 1.0 - 1e-5;
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            for (si, ss) in self.snap.segs.iter().enumerate() {
+                let seg = &*ss.seg;
+                let mut order: Vec<(f32, u32, f32)> = q
+                    .iter()
+                    .map(|&(t, w)| (w * seg.term_max[t as usize], t, w))
+                    .collect();
+                order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut rest: f32 = order.iter().map(|o| o.0).sum();
+                let acc = &mut sc.zacc;
+                if acc.len() < seg.n_docs as usize {
+                    acc.resize(seg.n_docs as usize, 0.0);
+                }
+                let touched = &mut sc.touched;
+                touched.clear();
+                let mut lower = top.theta();
+                let mut max_acc = 0f32;
+                for &(ub, t, w) in &order {
+                    let r = seg.term_start[t as usize]..seg.term_start[t as usize + 1];
+                    // The k-th best live partial score is a lower bound of the k-th
+                    // final score. Computing it costs O(touched): only try when it
+                    // could exceed `rest` and would let us skip a long list.
+                    if touched.len() >= k && rest < max_acc && r.len() * 4 > touched.len() {
+                        let tmp = &mut sc.tmp;
+                        tmp.clear();
+                        tmp.extend(
+                            touched
+                                .iter()
+                                .filter(|&&d| !ss.deleted(d))
+                                .map(|&d| acc[d as usize]),
+                        );
+                        if tmp.len() >= k {
+                            let (_, kth, _) =
+                                tmp.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                            lower = lower.max(*kth);
+                        }
+                    }
+                    if rest < lower * SLACK {
+                        break;
+                    }
+                    rest -= ub;
+                    for (&d, &qw) in seg.post_doc[r.clone()].iter().zip(&seg.post_w[r]) {
+                        let a = &mut acc[d as usize];
+                        if *a == 0.0 {
+                            touched.push(d);
+                        }
+                        *a += w * dequantize(qw);
+                        max_acc = max_acc.max(*a);
+                    }
+                }
+                let rest = rest.max(0.0) / SLACK;
+                // Final lower bound over all touched live documents, then rescore
+                // only the few that can reach it.
+                let tmp = &mut sc.tmp;
+                tmp.clear();
+                tmp.extend(
+                    touched
+                        .iter()
+                        .filter(|&&d| !ss.deleted(d))
+                        .map(|&d| acc[d as usize]),
+                );
+                if tmp.len() >= k {
+                    let (_, kth, _) = tmp.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                    lower = lower.max(*kth);
+                }
+                let cut = lower * SLACK;
+                for &d in touched.iter() {
+                    let a = std::mem::take(&mut acc[d as usize]);
+                    if a + rest >= cut
+                        && (!top.full() || a + rest >= top.theta() * SLACK)
+                        && !ss.deleted(d)
+                    {
+                        let s = self.dot(q, si as u32, d);
+                        if s > 0.0 {
+                            top.push(Cand {
+                                score: s,
+                                seg: si as u32,
+                                doc: d,
+                            });
+                        }
+                    }
+                }
+            }
+        });
         top.into_sorted()
     }
 

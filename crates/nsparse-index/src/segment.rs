@@ -57,10 +57,8 @@ pub(crate) struct Segment {
     pub bm_block: Vec<u32>,
     pub bm_max: Vec<f32>,
     pub bm_pos: Vec<u32>,
-    // Forward index: per doc, tokens ascending.
-    pub fwd_start: Vec<usize>,
-    pub fwd_tok: Vec<u16>,
-    pub fwd_w: Vec<u16>,
+    /// Per token, the largest dequantized weight in this segment.
+    pub term_max: Vec<f32>,
     // BM25.
     pub tf_start: Vec<usize>,
     pub tf_doc: Vec<u32>,
@@ -141,9 +139,7 @@ impl Segment {
             bm_block: Vec::new(),
             bm_max: Vec::new(),
             bm_pos: Vec::new(),
-            fwd_start: Vec::new(),
-            fwd_tok: Vec::new(),
-            fwd_w: Vec::new(),
+            term_max: Vec::new(),
             tf_start: tdf,
             tf_doc,
             tf_val,
@@ -156,28 +152,15 @@ impl Segment {
         s
     }
 
-    /// Compute the in-memory derived structures (id map, forward index, block maxima).
+    /// Compute the in-memory derived structures (id map, block maxima).
     fn derive(&mut self) {
         let v = self.vocab as usize;
-        let n = self.n_docs as usize;
         self.id_map = self
             .ids
             .iter()
             .enumerate()
             .map(|(i, s)| (s.clone(), i as u32))
             .collect();
-        // Forward index by inverting the postings (tokens come out ascending).
-        let mut cnt = vec![0usize; n + 1];
-        for &d in &self.post_doc {
-            cnt[d as usize + 1] += 1;
-        }
-        for i in 0..n {
-            cnt[i + 1] += cnt[i];
-        }
-        let total = self.post_doc.len();
-        let mut fwd_tok = vec![0u16; total];
-        let mut fwd_w = vec![0u16; total];
-        let mut fill = cnt.clone();
         let mut bm_start = Vec::with_capacity(v + 1);
         let mut bm_block = Vec::new();
         let mut bm_max = Vec::new();
@@ -185,32 +168,47 @@ impl Segment {
         for t in 0..v {
             bm_start.push(bm_block.len());
             let mut last = u32::MAX;
-            for p in self.term_start[t]..self.term_start[t + 1] {
-                let d = self.post_doc[p];
-                let w = self.post_w[p];
-                let f = &mut fill[d as usize];
-                fwd_tok[*f] = t as u16;
-                fwd_w[*f] = w;
-                *f += 1;
+            let r = self.term_start[t]..self.term_start[t + 1];
+            for (p, (&d, &w)) in self.post_doc[r.clone()]
+                .iter()
+                .zip(&self.post_w[r.clone()])
+                .enumerate()
+            {
                 let b = d >> DOC_BLOCK_SHIFT;
                 if b != last {
                     last = b;
                     bm_block.push(b);
                     bm_max.push(0.0f32);
-                    bm_pos.push(p as u32);
+                    bm_pos.push((r.start + p) as u32);
                 }
-                let m = bm_max.last_mut().expect("pushed above");
-                *m = m.max(dequantize(w));
+                if let Some(m) = bm_max.last_mut() {
+                    *m = m.max(dequantize(w));
+                }
             }
         }
         bm_start.push(bm_block.len());
-        self.fwd_start = cnt;
-        self.fwd_tok = fwd_tok;
-        self.fwd_w = fwd_w;
+        self.term_max = (0..v)
+            .map(|t| {
+                bm_max[bm_start[t]..bm_start[t + 1]]
+                    .iter()
+                    .copied()
+                    .fold(0.0, f32::max)
+            })
+            .collect();
         self.bm_start = bm_start;
         self.bm_block = bm_block;
         self.bm_max = bm_max;
         self.bm_pos = bm_pos;
+    }
+
+    /// Quantized weight of token `t` in `doc` (binary search in the posting list).
+    #[inline]
+    pub(crate) fn weight(&self, t: u32, doc: u32) -> Option<u16> {
+        let r = self.term_start[t as usize]..self.term_start[t as usize + 1];
+        self.post_doc[r.clone()]
+            .binary_search(&doc)
+            .ok()
+            .map(|i| self.post_w[r.start + i])
     }
 
     /// Number of neural postings.
@@ -482,9 +480,7 @@ impl Segment {
             bm_block: Vec::new(),
             bm_max: Vec::new(),
             bm_pos: Vec::new(),
-            fwd_start: Vec::new(),
-            fwd_tok: Vec::new(),
-            fwd_w: Vec::new(),
+            term_max: Vec::new(),
             tf_start,
             tf_doc,
             tf_val,
@@ -550,13 +546,22 @@ impl Segment {
         Err(Error::corrupt(path, "source not found in chunk"))
     }
 
-    /// Quantized vector of `doc`, tokens ascending.
-    pub(crate) fn doc_vector(&self, doc: u32) -> (&[u16], &[u16]) {
-        let (s, e) = (
-            self.fwd_start[doc as usize],
-            self.fwd_start[doc as usize + 1],
-        );
-        (&self.fwd_tok[s..e], &self.fwd_w[s..e])
+    /// Quantized vector of `doc`, tokens ascending (scans the vocabulary: slow path).
+    pub(crate) fn doc_vector(&self, doc: u32) -> Vec<(u16, u16)> {
+        (0..self.vocab)
+            .filter_map(|t| self.weight(t, doc).map(|w| (t as u16, w)))
+            .collect()
+    }
+
+    /// All documents' quantized vectors, by inverting the postings (merge-time only).
+    fn all_vectors(&self) -> Vec<Vec<(u16, u16)>> {
+        let mut out = vec![Vec::new(); self.n_docs as usize];
+        for t in 0..self.vocab as usize {
+            for p in self.term_start[t]..self.term_start[t + 1] {
+                out[self.post_doc[p] as usize].push((t as u16, self.post_w[p]));
+            }
+        }
+        out
     }
 
     /// BM25 term frequencies of `doc` (token, tf), by scanning postings (merge-time only).
@@ -577,16 +582,16 @@ impl Segment {
         keep: impl Fn(u32) -> bool,
     ) -> Result<Vec<DocRecord>> {
         let tfs = self.all_tfs();
+        let vecs = self.all_vectors();
         let mut out = Vec::new();
-        for (d, tf) in tfs.into_iter().enumerate() {
+        for (d, (tf, vec)) in tfs.into_iter().zip(vecs).enumerate() {
             let d = d as u32;
             if !keep(d) {
                 continue;
             }
-            let (t, w) = self.doc_vector(d);
             out.push(DocRecord {
                 id: self.ids[d as usize].clone(),
-                vec: t.iter().copied().zip(w.iter().copied()).collect(),
+                vec,
                 tf,
                 len: self.doc_len[d as usize],
                 source: self.source(path, d)?,

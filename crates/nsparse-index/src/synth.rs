@@ -97,14 +97,20 @@ impl Synth {
     pub fn doc(&mut self) -> Vec<(u32, f32)> {
         let n = (self.p.nnz_median * (self.p.nnz_sigma * self.normal()).exp()).round() as usize;
         let n = n.clamp(1, self.p.nnz_max);
-        let mut toks: Vec<u32> = (0..n)
-            .map(|_| {
+        let n = n.min(self.cdf.len());
+        let mut toks: Vec<u32> = Vec::with_capacity(n);
+        // Draw distinct tokens: top up after de-duplication a few rounds.
+        for _ in 0..16 {
+            while toks.len() < n {
                 let r = self.rank();
-                self.perm[r]
-            })
-            .collect();
-        toks.sort_unstable();
-        toks.dedup();
+                toks.push(self.perm[r]);
+            }
+            toks.sort_unstable();
+            toks.dedup();
+            if toks.len() >= n {
+                break;
+            }
+        }
         toks.into_iter()
             .map(|t| {
                 let w = (self.p.weight_median * (self.p.weight_sigma * self.normal()).exp())

@@ -66,7 +66,8 @@ fn check(got: &[Hit], all: &[(String, f32)], k: usize, what: &str) {
 fn modes(n_query_tokens: usize) -> Vec<(&'static str, SearchMode)> {
     vec![
         ("exact", SearchMode::Exact),
-        ("taat", SearchMode::ExactTaat),
+        ("block-max", SearchMode::ExactBlockMax),
+        ("maxscore", SearchMode::ExactMaxScore),
         ("brute", SearchMode::BruteForce),
         (
             "approx-exact-params",
