@@ -204,20 +204,7 @@ impl PackedVocabProjection {
         } else {
             Vec::new()
         };
-        // Rounding of the approximation: nb f32 conversions/sums of block
-        // sums, the scale product and multiply, and the bias add.
-        let nb = pairs(k).div_ceil(KC_I16 / 2).max(1) as f64;
-        let c1 = (nb + 4.0) * U;
-        // Error of the f64-accumulated recomputation (dot + bias), γ_{k+2} in f64.
-        let kk = (k + 2) as f64 * 2f64.powi(-53);
-        let c2 = kk / (1.0 - kk);
-        let abs = ((k as f64 * (Q_I16 as f64).powi(2) + k as f64 + 4.0) * 2f64.powi(-148)) as f32;
-        let consts = Consts {
-            c1: (c1 * 1.0001) as f32,
-            c2: (c2 * 1.0001) as f32,
-            c12: ((c1 + c2) * 1.0001) as f32,
-            abs: abs.max(f32::MIN_POSITIVE),
-        };
+        let consts = Consts::new(k);
         let work = m * self.vocab * k;
         let run = |(ci, o): (usize, &mut [f32]), buf: &mut Vec<f32>| -> usize {
             self.chunk(&a, &hn, &consts, h, m, ci * NCV, o, buf)
@@ -236,24 +223,18 @@ impl PackedVocabProjection {
         }
     }
 
-    fn simd(&self) -> bool {
-        !self.portable && gemm::has_avx2_fma()
-    }
-
-    /// Processes vocabulary entries `v0 .. v0 + out.len()`.
-    #[allow(clippy::too_many_arguments)]
-    fn chunk(
+    /// Int16 dot products of rows 0..m with vocabulary entries v0..v0+nc
+    /// into `buf` (m × NCV, unscaled); returns the chunk's column scales and
+    /// biases padded to NCV (padding columns are computed and ignored, so the
+    /// row loops have a fixed trip count and vectorise).
+    fn approx_sums(
         &self,
         a: &PackedAI16,
-        hn: &[RowNorms],
-        cs: &Consts,
-        h: &[f32],
         m: usize,
         v0: usize,
-        out: &mut [f32],
+        nc: usize,
         buf: &mut Vec<f32>,
-    ) -> usize {
-        let nc = out.len();
+    ) -> ([f32; NCV], [f32; NCV]) {
         buf.clear();
         buf.resize(m * NCV, 0.0);
         // SAFETY: buf holds m rows of NCV ≥ nc columns, exclusively owned here;
@@ -269,27 +250,27 @@ impl PackedVocabProjection {
                 v0..v0 + nc,
             );
         }
-        // Columns padded to NCV so the row loops below have a fixed trip
-        // count and vectorise; padding columns are computed and ignored.
         let mut sb = [0.0f32; NCV];
         let mut bias = [0.0f32; NCV];
         sb[..nc].copy_from_slice(&self.q.scales[v0..v0 + nc]);
         bias[..nc].copy_from_slice(&self.bias[v0..v0 + nc]);
-        let rows = buf.chunks_exact_mut(NCV).take(m).zip(&a.scales);
-        if self.precision == Precision::Fast {
-            let mut best = [f32::NEG_INFINITY; NCV];
-            for (row, &sa) in rows {
-                let row: &mut [f32; NCV] = row.try_into().expect("NCV row");
-                for j in 0..NCV {
-                    let approx = row[j] * (sa * sb[j]) + bias[j];
-                    best[j] = if approx > best[j] { approx } else { best[j] };
-                }
-            }
-            for (o, &b) in out.iter_mut().zip(&best) {
-                *o = b.max(0.0).ln_1p();
-            }
-            return 0;
-        }
+        (sb, bias)
+    }
+
+    /// Replaces the raw sums in `buf` by upper bounds `approx + β` and returns
+    /// the per-column maxima of the upper and lower bounds.
+    #[allow(clippy::too_many_arguments)]
+    fn screen(
+        &self,
+        hn: &[RowNorms],
+        cs: &Consts,
+        scales: &[f32],
+        v0: usize,
+        nc: usize,
+        buf: &mut [f32],
+        sb: [f32; NCV],
+        bias: [f32; NCV],
+    ) -> ([f32; NCV], [f32; NCV]) {
         // Per-column coefficients of the bound β = r·A1 + ht·A2 + hn·A3 + A0.
         let mut c_a1 = [0.0f32; NCV];
         let mut c_a2 = [0.0f32; NCV];
@@ -313,14 +294,53 @@ impl PackedVocabProjection {
         };
         let mut max_u = [f32::NEG_INFINITY; NCV];
         let mut max_l = [f32::NEG_INFINITY; NCV];
-        bound_pass(
-            &mut buf[..m * NCV],
-            &a.scales,
+        bound_pass(buf, scales, hn, &cc, &mut max_u, &mut max_l, self.simd());
+        (max_u, max_l)
+    }
+
+    fn simd(&self) -> bool {
+        !self.portable && gemm::has_avx2_fma()
+    }
+
+    /// Processes vocabulary entries `v0 .. v0 + out.len()`.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk(
+        &self,
+        a: &PackedAI16,
+        hn: &[RowNorms],
+        cs: &Consts,
+        h: &[f32],
+        m: usize,
+        v0: usize,
+        out: &mut [f32],
+        buf: &mut Vec<f32>,
+    ) -> usize {
+        let nc = out.len();
+        let (sb, bias) = self.approx_sums(a, m, v0, nc, buf);
+        let rows = buf.chunks_exact_mut(NCV).take(m).zip(&a.scales);
+        if self.precision == Precision::Fast {
+            let mut best = [f32::NEG_INFINITY; NCV];
+            for (row, &sa) in rows {
+                let row: &mut [f32; NCV] = row.try_into().expect("NCV row");
+                for j in 0..NCV {
+                    let approx = row[j] * (sa * sb[j]) + bias[j];
+                    best[j] = if approx > best[j] { approx } else { best[j] };
+                }
+            }
+            for (o, &b) in out.iter_mut().zip(&best) {
+                *o = b.max(0.0).ln_1p();
+            }
+            return 0;
+        }
+        let (max_u, max_l) = self.screen(
             hn,
-            &cc,
-            &mut max_u,
-            &mut max_l,
-            self.simd(),
+            cs,
+            &a.scales[..m],
+            v0,
+            nc,
+            &mut buf[..m * NCV],
+            sb,
+            bias,
         );
         // Pass 2: exact fp32 logits for the surviving candidates only.
         let mut thr = [f32::INFINITY; NCV];
@@ -481,6 +501,26 @@ struct Consts {
     abs: f32,
 }
 
+impl Consts {
+    fn new(k: usize) -> Self {
+        // Rounding of the approximation: nb i32→f32 conversions of block
+        // sums and nb−1 f32 additions (each ≤ u·Σ|S_j|), the scale product and
+        // multiply, and the bias add: 2nb+2 roundings, +2 for second order.
+        let nb = pairs(k).div_ceil(KC_I16 / 2).max(1) as f64;
+        let c1 = (2.0 * nb + 4.0) * U;
+        // Error of the f64-accumulated recomputation (dot + bias), γ_{k+2} in f64.
+        let kk = (k + 2) as f64 * 2f64.powi(-53);
+        let c2 = kk / (1.0 - kk);
+        let abs = ((k as f64 * (Q_I16 as f64).powi(2) + k as f64 + 4.0) * 2f64.powi(-148)) as f32;
+        Consts {
+            c1: (c1 * 1.0001) as f32,
+            c2: (c2 * 1.0001) as f32,
+            c12: ((c1 + c2) * 1.0001) as f32,
+            abs: abs.max(f32::MIN_POSITIVE),
+        }
+    }
+}
+
 /// Dot product of f32 vectors accumulated in f64. Each f32 × f32 product
 /// is exact in f64, so the result is within (n+1)·2⁻⁵³·Σ|aᵢbᵢ| of the real
 /// dot product — far tighter than any fp32 summation order.
@@ -545,4 +585,102 @@ unsafe fn dot_f64_avx2(a: &[f32], b: &[f32]) -> f64 {
         i += 1;
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct check of the screening invariant on every (p, v): the exact
+    /// logit is ≤ its upper bound, and each column's best lower bound is ≤
+    /// the exact column maximum. Also with the bound shrunk by 2 the upper
+    /// bound must fail somewhere (the bound is not vacuous).
+    #[test]
+    fn bounds_enclose_exact_logits() {
+        let mut seed = 42u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let mut tight_seen = false;
+        for &(m, vocab, k, hs, outlier) in &[
+            (13usize, 100usize, 300usize, 1.0f32, false),
+            (7, 64, 769, 30.0, true),
+            (30, 130, 768, 1e-3, true),
+            (5, 20, 2, 1e6, false),
+        ] {
+            let mut h: Vec<f32> = (0..m * k).map(|_| rnd() * hs).collect();
+            if outlier {
+                for row in h.chunks_exact_mut(k) {
+                    row[0] *= 40.0;
+                }
+            }
+            let w: Vec<f32> = (0..vocab * k).map(|_| rnd() * 0.1).collect();
+            let b: Vec<f32> = (0..vocab).map(|_| rnd() * hs).collect();
+            for portable in [false, true] {
+                let proj = PackedVocabProjection::with_kernels(
+                    &w,
+                    vocab,
+                    k,
+                    &b,
+                    Precision::Exact,
+                    portable,
+                );
+                let a = PackedAI16::pack(&h, m, k, k);
+                let hn: Vec<RowNorms> = (0..m)
+                    .map(|p| row_norms(&h[p * k..][..k], a.scales[p]))
+                    .collect();
+                let cs = Consts::new(k);
+                let mut buf = Vec::new();
+                for v0 in (0..vocab).step_by(NCV) {
+                    let nc = NCV.min(vocab - v0);
+                    let (sb, bias) = proj.approx_sums(&a, m, v0, nc, &mut buf);
+                    let raw = buf.clone();
+                    let (_, max_l) = proj.screen(
+                        &hn,
+                        &cs,
+                        &a.scales[..m],
+                        v0,
+                        nc,
+                        &mut buf[..m * NCV],
+                        sb,
+                        bias,
+                    );
+                    for j in 0..nc {
+                        let v = v0 + j;
+                        let mut best = f64::NEG_INFINITY;
+                        for p in 0..m {
+                            let exact: f64 = (0..k)
+                                .map(|i| h[p * k + i] as f64 * w[v * k + i] as f64)
+                                .sum::<f64>()
+                                + b[v] as f64;
+                            best = best.max(exact);
+                            let up = buf[p * NCV + j] as f64;
+                            assert!(
+                                exact <= up,
+                                "m={m} k={k} p={p} v={v}: exact {exact} > upper {up}"
+                            );
+                            let approx = raw[p * NCV + j] as f64
+                                * (a.scales[p] as f64 * sb[j] as f64)
+                                + b[v] as f64;
+                            if exact > approx + (up - approx) * 0.5 {
+                                tight_seen = true;
+                            }
+                        }
+                        assert!(
+                            max_l[j] as f64 <= best,
+                            "v={v}: lower {} > max {best}",
+                            max_l[j]
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            tight_seen,
+            "bound never within 2x of the actual error: suspiciously loose"
+        );
+    }
 }
