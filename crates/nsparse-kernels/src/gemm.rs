@@ -27,10 +27,10 @@ pub(crate) const NR: usize = 16;
 const KC: usize = 256;
 /// k-block for int16, in k values (an even number). Also the overflow horizon
 /// of the i32 accumulators: they are flushed to f32 after every block.
-pub(crate) const KC_I16: usize = 256;
+pub(crate) const KC_I16: usize = 128;
 /// Largest quantised magnitude such that a full int16 k-block cannot overflow
 /// i32: `KC_I16 · Q² < 2³¹`.
-pub(crate) const Q_I16: i32 = 2895;
+pub(crate) const Q_I16: i32 = 4095;
 const _: () = assert!((KC_I16 as i64) * (Q_I16 as i64) * (Q_I16 as i64) < (1i64 << 31));
 const _: () = assert!(KC_I16 % 2 == 0);
 /// Preferred rows of A per parallel task.

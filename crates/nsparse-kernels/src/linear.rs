@@ -13,7 +13,7 @@ enum Weights {
 ///
 /// [`Precision::Exact`] packs fp32 panels for an AVX2/FMA 6×16 micro-kernel.
 /// [`Precision::Fast`] quantises `W` per output row and `x` per input row to
-/// int16 (|q| ≤ 2895, i.e. ~12.5 bits) and multiplies with `vpmaddwd`; the
+/// int16 (|q| ≤ 4095, i.e. 13 bits) and multiplies with `vpmaddwd`; the
 /// integer products are exact, so the only error is the quantisation of the
 /// operands: per output `|err| ≤ ‖x−x̃‖‖W_j‖ + ‖x̃‖‖W_j−W̃_j‖` (+ f32
 /// rounding). Measured ‖y_fast − y‖/‖y‖ ≈ 2.4e-4 for well-spread activations,

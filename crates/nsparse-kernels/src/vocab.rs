@@ -50,7 +50,7 @@ fn row_norms(row: &[f32], s: f32) -> RowNorms {
 ///
 /// # Algorithm
 /// All logits are first computed in int16 (per-row quantised `h` and `W`,
-/// exact integer dot products, |q| ≤ 2895). For every (p, v) a rigorous
+/// exact integer dot products, |q| ≤ 4095). For every (p, v) a rigorous
 /// bound `β_pv` on |approx − fp32 logit| is formed from precomputed norms
 /// (Cauchy–Schwarz on the quantisation residuals):
 /// `‖r_p‖‖W̃_v‖ + ‖h̃_p‖‖E_v‖ + ‖r_p‖‖E_v‖` plus the rounding of the f32

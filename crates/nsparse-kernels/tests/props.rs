@@ -152,10 +152,10 @@ proptest! {
             let mut out = vec![f32::NAN; m * n];
             layer.forward(&x, m, &mut out);
             for r in 0..m {
-                // Per-element rounding to step max|row|/2895 ⇒ residual ≤ half a step.
-                let xs = x[r * k..][..k].iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64 / 2895.0;
+                // Per-element rounding to step max|row|/4095 ⇒ residual ≤ half a step.
+                let xs = x[r * k..][..k].iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64 / 4095.0;
                 for j in 0..n {
-                    let ws = w[j * k..][..k].iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64 / 2895.0;
+                    let ws = w[j * k..][..k].iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64 / 4095.0;
                     let mut bound = 0.0;
                     for kk in 0..k {
                         let (xa, wa) = ((x[r * k + kk] as f64).abs(), (w[j * k + kk] as f64).abs());
@@ -278,7 +278,7 @@ proptest! {
             let wn = wr.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
             let wa = wr.iter().fold(0.0f32, |a, x| a.max(x.abs())) as f64;
             // Cauchy–Schwarz with per-element residual ≤ half a quantisation step.
-            let rk = (k as f64).sqrt() * 0.5 / 2895.0;
+            let rk = (k as f64).sqrt() * 0.5 / 4095.0;
             let bound = rk * ha * wn + hn * rk * wa + rk * rk * ha * wa + 1e-5 * r[v].2 + 1e-6;
             prop_assert!((out[v] as f64 - r[v].0).abs() <= bound, "v={} got {} want {} bound {}", v, out[v], r[v].0, bound);
         }
