@@ -248,6 +248,7 @@ impl State {
             cached: None,
             info: Arc::new(crate::search::SnapInfo {
                 model: m.model.clone(),
+                metadata: m.metadata.clone(),
                 vocab: m.vocab_size,
                 bm25: m.bm25,
             }),
@@ -282,7 +283,7 @@ impl State {
         self.cached = None;
     }
 
-    fn apply(&mut self, op: WalOp) -> Result<()> {
+    fn apply(&mut self, op: WalOp, wal: &Path) -> Result<()> {
         match op {
             WalOp::Upsert {
                 id,
@@ -296,7 +297,9 @@ impl State {
                     tokens,
                     source,
                 };
-                let rec = prepare(&doc, self.vocab)?;
+                let rec = prepare(&doc, self.vocab).map_err(|e| {
+                    Error::corrupt(wal, format!("logged document fails validation: {e}"))
+                })?;
                 self.upsert(rec);
             }
             WalOp::Delete { id } => {
@@ -535,7 +538,7 @@ impl Index {
         let wal_path = dir.join(&manifest.wal);
         let contents = wal::read(&wal_path)?;
         for op in contents.ops {
-            state.apply(op)?;
+            state.apply(op, &wal_path)?;
         }
         let wal = WalWriter::reopen(&wal_path, contents.valid_len)?;
         let mut idx = Index {
@@ -945,10 +948,11 @@ fn open_reader_once(dir: &Path) -> Result<(Searcher, VerifyReport)> {
     let m = Manifest::load(dir)?;
     let mut state = State::load(dir, &m)?;
     check_name(dir, &m.wal)?;
-    let contents = wal::read(&dir.join(&m.wal))?;
+    let wal_path = dir.join(&m.wal);
+    let contents = wal::read(&wal_path)?;
     let wal_ops = contents.ops.len();
     for op in contents.ops {
-        state.apply(op)?;
+        state.apply(op, &wal_path)?;
     }
     let mut bytes = 0u64;
     let mut files = vec![MANIFEST.to_string(), m.wal.clone()];

@@ -16,6 +16,7 @@ use crate::segment::{Bitset, Segment, DOC_BLOCK_SHIFT};
 
 pub(crate) struct SnapInfo {
     pub model: String,
+    pub metadata: serde_json::Value,
     pub vocab: u32,
     pub bm25: Bm25Params,
 }
@@ -229,7 +230,7 @@ impl TopK {
     fn new(k: usize) -> Self {
         TopK {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
         }
     }
     #[inline]
@@ -317,6 +318,11 @@ impl Searcher {
                 query_model: model.to_string(),
             })
         }
+    }
+
+    /// Free-form metadata given at creation.
+    pub fn metadata(&self) -> &serde_json::Value {
+        &self.snap.info.metadata
     }
 
     /// Vocabulary size.
