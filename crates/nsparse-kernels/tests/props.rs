@@ -535,3 +535,29 @@ fn nested_parallel_calls_agree_with_serial() {
     assert_eq!(p1, p2);
     assert_eq!(p1, p3);
 }
+
+#[test]
+fn layer_norm_large_parallel_path() {
+    let (rows, dim) = (400, 768);
+    let x0: Vec<f32> = (0..rows * dim)
+        .map(|i| ((i * 37 % 1009) as f32 / 100.0) - 5.0)
+        .collect();
+    let r: Vec<f32> = (0..rows * dim)
+        .map(|i| ((i * 11 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let gamma: Vec<f32> = (0..dim).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+    let beta: Vec<f32> = (0..dim).map(|i| (i % 5) as f32 * 0.01).collect();
+    let mut x = x0.clone();
+    add_layer_norm(&mut x, Some(&r), dim, &gamma, &beta, 1e-12);
+    for row in 0..rows {
+        let v: Vec<f64> = (0..dim)
+            .map(|i| x0[row * dim + i] as f64 + r[row * dim + i] as f64)
+            .collect();
+        let mean = v.iter().sum::<f64>() / dim as f64;
+        let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / dim as f64;
+        for i in 0..dim {
+            let want = (v[i] - mean) / (var + 1e-12).sqrt() * gamma[i] as f64 + beta[i] as f64;
+            assert!((x[row * dim + i] as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()));
+        }
+    }
+}
