@@ -3,8 +3,11 @@
 //! logging and threads.
 
 mod encode_cmd;
+mod eval_cmd;
+mod index_cmd;
 mod jsonl;
 mod model_args;
+mod search_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +31,14 @@ enum Command {
     /// Turn text into sparse vectors.
     #[command(subcommand)]
     Encode(encode_cmd::EncodeCommand),
+    /// Build or extend an index from a corpus (encoding it) or from pre-encoded vectors.
+    Index(index_cmd::IndexArgs),
+    /// Search an index.
+    Search(search_cmd::SearchArgs),
+    /// Delete documents from an index by `_id`.
+    Delete(index_cmd::DeleteArgs),
+    /// Evaluate a model on a BEIR-layout dataset (NDCG@10, Recall@100, MRR@10, MAP@100, FLOPS).
+    Eval(eval_cmd::EvalArgs),
 }
 
 fn main() {
@@ -45,6 +56,10 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Encode(cmd) => encode_cmd::run(cmd),
+        Command::Index(args) => index_cmd::run_index(args),
+        Command::Search(args) => search_cmd::run(args),
+        Command::Delete(args) => index_cmd::run_delete(args),
+        Command::Eval(args) => eval_cmd::run(args),
     }
 }
 
@@ -65,6 +80,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

@@ -1,0 +1,242 @@
+//! `nsparse index` and `nsparse delete`: building, extending and editing an index directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use nsparse_index::{CreateOptions, Document, Index, WriterOptions};
+use nsparse_model::{SparseEncoder, SparseVector};
+use serde_json::{json, Value};
+
+use crate::jsonl::{count_records, RecordReader};
+use crate::model_args::ModelArgs;
+
+/// The `--model` value that selects the built-in BM25 scorer instead of a neural encoder.
+pub const BM25: &str = "bm25";
+
+/// Arguments of `nsparse index`.
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// BEIR corpus.jsonl to encode and index (`_id`, optional `title`, `text`).
+    #[arg(long, conflicts_with = "vectors", required_unless_present = "vectors")]
+    corpus: Option<PathBuf>,
+    /// Pre-encoded `{"_id": ..., "vector": {token: weight}}` lines to index as they are.
+    #[arg(long)]
+    vectors: Option<PathBuf>,
+    /// The index directory (created when absent, extended otherwise).
+    #[arg(long)]
+    index: PathBuf,
+    /// Do not store WordPiece tokens for BM25 and hybrid search (smaller index).
+    #[arg(long)]
+    no_bm25_tokens: bool,
+}
+
+/// Arguments of `nsparse delete`.
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// The index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// `_id`s to delete.
+    #[arg(required = true)]
+    ids: Vec<String>,
+}
+
+/// What the index's manifest records about its encoder, so `search` can rebuild the query side.
+pub fn model_metadata(spec: &str, encoder: &SparseEncoder) -> Value {
+    json!({
+        "model_spec": spec,
+        "model_name": encoder.name(),
+        "query_mode": format!("{:?}", encoder.query_mode()),
+        "created_by": concat!("nsparse ", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// Canonical form of a model argument: absolute path for folders, as given for Hub ids.
+pub fn canonical_spec(spec: &str) -> String {
+    if spec == BM25 {
+        return spec.into();
+    }
+    std::fs::canonicalize(spec)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| spec.to_string())
+}
+
+/// The identity the index stores for the BM25 scorer (tied to the tokenizer that splits the text).
+pub fn bm25_identity(tokenizer_model: &SparseEncoder) -> String {
+    format!("bm25+{}", tokenizer_model.fingerprint())
+}
+
+/// Opens `dir` for writing, creating it for `model` when it holds no index yet; refuses an index
+/// that another model built.
+pub fn open_or_create(dir: &Path, model: &str, metadata: Value) -> Result<Index> {
+    // Index::create refuses a directory that already holds an index, so a wrong guess here can
+    // never overwrite one.
+    if dir.join("MANIFEST").exists() {
+        let index = Index::open(dir, WriterOptions::default())?;
+        if index.model() != model {
+            bail!(
+                "{} was built with model {} but this run uses {model}; index with the same --model, or choose a new --index directory",
+                dir.display(),
+                index.model()
+            );
+        }
+        return Ok(index);
+    }
+    let mut options = CreateOptions::new(model);
+    options.metadata = metadata;
+    Ok(Index::create(dir, &options, WriterOptions::default())?)
+}
+
+/// Runs `nsparse index`.
+pub fn run_index(args: IndexArgs) -> Result<()> {
+    let bm25 = args.model.model.as_deref() == Some(BM25);
+    // BM25 and pre-encoded vectors only need a tokenizer; the built-in query model has it.
+    let encoder = if bm25 || (args.vectors.is_some() && args.model.model.is_none()) {
+        SparseEncoder::builtin_query_model()
+    } else {
+        args.model.load(false)?
+    };
+    if args.corpus.is_some() && !bm25 && !encoder.can_encode_documents() {
+        bail!("{} is a query-only model and cannot encode a corpus; pass a document encoder or --model bm25", encoder.name());
+    }
+    let spec = match &args.model.model {
+        Some(spec) => canonical_spec(spec),
+        None => "builtin".into(),
+    };
+    let identity = if bm25 {
+        bm25_identity(&encoder)
+    } else {
+        encoder.fingerprint().to_string()
+    };
+    let mut index = open_or_create(&args.index, &identity, model_metadata(&spec, &encoder))?;
+    let pruning = args.model.pruning()?;
+    let input = args
+        .corpus
+        .as_ref()
+        .or(args.vectors.as_ref())
+        .expect("clap requires one");
+    let total = count_records(input)?;
+    let mut reader = RecordReader::open(input)?;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} docs  {per_sec}  eta {eta}")
+            .expect("static template"),
+    );
+    let started = Instant::now();
+    let (mut done, mut truncated) = (0usize, 0usize);
+    loop {
+        let chunk = reader.next_chunk(1024)?;
+        if chunk.is_empty() {
+            break;
+        }
+        let vectors: Vec<SparseVector> = if args.vectors.is_some() {
+            chunk
+                .iter()
+                .map(|r| {
+                    vector_of_record(&encoder, &r.source)
+                        .with_context(|| format!("{}: _id {}", input.display(), r.id))
+                })
+                .collect::<Result<_>>()?
+        } else if bm25 {
+            vec![SparseVector::new(); chunk.len()]
+        } else {
+            let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+            let before = bar.position();
+            let out = encoder.encode_documents(&texts, |n| bar.set_position(before + n as u64))?;
+            truncated += out.truncated;
+            out.vectors
+        };
+        let mut docs = Vec::with_capacity(chunk.len());
+        for (record, mut vector) in chunk.iter().zip(vectors) {
+            vector.prune(pruning);
+            let tokens = if args.no_bm25_tokens && !bm25 {
+                None
+            } else {
+                Some(
+                    encoder
+                        .tokenizer()
+                        .tokenize_document_untruncated(&record.text)?,
+                )
+            };
+            let source = match &args.vectors {
+                // Vector files carry no text; keep what the line has besides the vector.
+                Some(_) => {
+                    let mut s = record.source.clone();
+                    if let Some(o) = s.as_object_mut() {
+                        o.remove("vector");
+                    }
+                    s
+                }
+                None => record.source.clone(),
+            };
+            docs.push(Document {
+                id: record.id.clone(),
+                vector: vector.iter().collect(),
+                tokens,
+                source: serde_json::to_vec(&source)?,
+            });
+        }
+        index.upsert_batch(&docs)?;
+        done += docs.len();
+        bar.set_position(done as u64);
+    }
+    index.commit()?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let info = index.info();
+    let mut line = format!(
+        "indexed {done} documents in {secs:.2} s ({:.1} docs/s); {} now holds {} documents in {} segments",
+        done as f64 / secs.max(1e-9),
+        args.index.display(),
+        info.live_docs,
+        info.segments
+    );
+    if truncated > 0 {
+        line += &format!("; {truncated} documents longer than 512 tokens were truncated (--chunk-long-documents keeps them whole)");
+    }
+    eprintln!("{line}");
+    Ok(())
+}
+
+/// The `vector` object of a pre-encoded line, mapped through the tokenizer's vocabulary.
+fn vector_of_record(encoder: &SparseEncoder, source: &Value) -> Result<SparseVector> {
+    let Some(map) = source.get("vector").and_then(Value::as_object) else {
+        bail!(
+            "no \"vector\" object; lines must be {{\"_id\": ..., \"vector\": {{token: weight}}}}"
+        );
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (token, weight) in map {
+        let weight = weight
+            .as_f64()
+            .with_context(|| format!("token {token:?}: weight {weight} is not a number"))?;
+        pairs.push((token.as_str(), weight as f32));
+    }
+    Ok(encoder.vector_from_tokens(pairs)?)
+}
+
+/// Runs `nsparse delete`.
+pub fn run_delete(args: DeleteArgs) -> Result<()> {
+    let mut index = Index::open(&args.index, WriterOptions::default())?;
+    let mut missing = Vec::new();
+    for id in &args.ids {
+        if !index.delete(id)? {
+            missing.push(id.as_str());
+        }
+    }
+    index.commit()?;
+    eprintln!(
+        "deleted {} of {} documents from {}",
+        args.ids.len() - missing.len(),
+        args.ids.len(),
+        args.index.display()
+    );
+    if !missing.is_empty() {
+        bail!("not in the index: {}", missing.join(", "));
+    }
+    Ok(())
+}

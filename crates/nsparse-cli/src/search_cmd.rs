@@ -1,0 +1,228 @@
+//! `nsparse search`: ranked hits for a query, as text or JSON lines.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use nsparse_index::{
+    open_reader, Hit, HybridCombination, HybridRequest, SearchMode, SearchRequest, Searcher,
+};
+use nsparse_model::SparseEncoder;
+use serde_json::{json, Value};
+
+use crate::index_cmd::{bm25_identity, canonical_spec, BM25};
+use crate::model_args::ModelArgs;
+
+/// Score fusion of `--hybrid`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Fusion {
+    /// Min-max normalised scores, averaged with equal weights (OpenSearch's default).
+    MinMax,
+    /// Reciprocal rank fusion with rank constant 60.
+    Rrf,
+}
+
+/// Arguments of `nsparse search`.
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Number of hits.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    /// Print one JSON object per hit instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Show the matched tokens of each hit with query weight, document weight and contribution.
+    #[arg(long)]
+    explain: bool,
+    /// Approximate search (faster, may miss hits); tune with --top-n and --heap-factor.
+    #[arg(long)]
+    approx: bool,
+    /// Approximate: query tokens (highest weights) that select the candidate blocks.
+    #[arg(long, default_value_t = 10, requires = "approx")]
+    top_n: usize,
+    /// Approximate: skip blocks unless their bound beats heap_factor × the k-th score (1 = exact).
+    #[arg(long, default_value_t = 1.0, requires = "approx")]
+    heap_factor: f32,
+    /// OpenSearch two-phase search (prune_ratio 0.4, expansion_rate 5.0, max_window_size 10000).
+    #[arg(long, conflicts_with = "approx")]
+    two_phase: bool,
+    /// Fuse the neural hits with BM25 hits over the same index.
+    #[arg(long, value_enum)]
+    hybrid: Option<Fusion>,
+    /// The query text.
+    query: String,
+}
+
+/// Runs `nsparse search`.
+pub fn run(args: SearchArgs) -> Result<()> {
+    let searcher = open_reader(&args.index)?;
+    anyhow::ensure!(args.k > 0, "-k must be at least 1");
+    let metadata = searcher.metadata().clone();
+    let recorded_spec = metadata
+        .get("model_spec")
+        .and_then(Value::as_str)
+        .unwrap_or("builtin");
+    let is_bm25 = recorded_spec == BM25;
+    let tokenizer_model = SparseEncoder::builtin_query_model();
+
+    let hits = if is_bm25 {
+        if args.model.model.as_deref().is_some_and(|m| m != BM25) {
+            bail!(
+                "{} is a BM25 index; search it without --model (or with --model bm25)",
+                args.index.display()
+            );
+        }
+        searcher.check_model(&bm25_identity(&tokenizer_model))?;
+        let tokens = tokenizer_model
+            .tokenizer()
+            .tokenize_document_untruncated(&args.query)?;
+        searcher.search_bm25(&tokens, args.k, args.explain, true)?
+    } else {
+        let mut model = args.model.clone();
+        if model.model.is_none() && recorded_spec != "builtin" {
+            model.model = Some(recorded_spec.to_string());
+        }
+        let encoder = model.load(true)?;
+        if encoder.fingerprint() != searcher.model() {
+            bail!(
+                "{} was built with model {} ({}) but the query model is {} ({}); search with the model that built the index",
+                args.index.display(),
+                recorded_spec,
+                searcher.model(),
+                model.model.as_deref().map(canonical_spec).unwrap_or_else(|| "builtin".into()),
+                encoder.fingerprint()
+            );
+        }
+        let vector: Vec<(u32, f32)> = encoder.encode_query(&args.query)?.iter().collect();
+        let mode = if args.approx {
+            SearchMode::Approximate {
+                top_n: args.top_n,
+                heap_factor: args.heap_factor,
+            }
+        } else if args.two_phase {
+            SearchMode::two_phase()
+        } else {
+            SearchMode::Exact
+        };
+        match args.hybrid {
+            Some(fusion) => {
+                let tokens = encoder
+                    .tokenizer()
+                    .tokenize_document_untruncated(&args.query)?;
+                let mut request = HybridRequest::new(args.k);
+                request.neural_mode = mode;
+                request.with_source = true;
+                request.combination = match fusion {
+                    Fusion::MinMax => HybridCombination::MinMax {
+                        weights: [0.5, 0.5],
+                    },
+                    Fusion::Rrf => HybridCombination::Rrf {
+                        rank_constant: 60.0,
+                    },
+                };
+                searcher.search_hybrid(&vector, &tokens, &request)?
+            }
+            None => searcher.search(
+                &vector,
+                &SearchRequest::new(args.k)
+                    .mode(mode)
+                    .explain(args.explain)
+                    .with_source(true),
+            )?,
+        }
+    };
+    print_hits(&searcher, &tokenizer_model, &hits, &args)
+}
+
+fn print_hits(
+    searcher: &Searcher,
+    vocab: &SparseEncoder,
+    hits: &[Hit],
+    args: &SearchArgs,
+) -> Result<()> {
+    let token = |id: u32| {
+        vocab
+            .tokenizer()
+            .token(id)
+            .unwrap_or_else(|| format!("[id {id}]"))
+    };
+    if hits.is_empty() && !args.json {
+        eprintln!(
+            "no document of {} ({} documents) matches",
+            args.index.display(),
+            searcher.num_docs()
+        );
+    }
+    for (rank, hit) in hits.iter().enumerate() {
+        let source: Value = match &hit.source {
+            Some(bytes) => serde_json::from_slice(bytes).context("stored source is not JSON")?,
+            None => Value::Null,
+        };
+        if args.json {
+            let mut line = json!({"_id": hit.id, "_score": hit.score, "_source": source});
+            if let Some(explanation) = &hit.explanation {
+                line["explanation"] = explanation
+                    .iter()
+                    .map(|c| {
+                        json!({"token": token(c.token), "query_weight": c.query_weight,
+                                    "doc_weight": c.doc_weight, "contribution": c.contribution})
+                    })
+                    .collect();
+            }
+            println!("{line}");
+            continue;
+        }
+        println!(
+            "{:>3}. {}  score {:.4}  {}",
+            rank + 1,
+            hit.id,
+            hit.score,
+            snippet(&source, 100)
+        );
+        if let Some(explanation) = &hit.explanation {
+            let parts: Vec<String> = explanation
+                .iter()
+                .take(8)
+                .map(|c| {
+                    format!(
+                        "{} {:.2}×{:.2}={:.2}",
+                        token(c.token),
+                        c.query_weight,
+                        c.doc_weight,
+                        c.contribution
+                    )
+                })
+                .collect();
+            let more = explanation.len().saturating_sub(8);
+            let tail = if more > 0 {
+                format!(", +{more} more")
+            } else {
+                String::new()
+            };
+            println!("     matched: {}{tail}", parts.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// The first `chars` characters of the title and text of a stored source.
+fn snippet(source: &Value, chars: usize) -> String {
+    let field = |k: &str| source.get(k).and_then(Value::as_str).unwrap_or("");
+    let text = [field("title"), field("text")]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" — ");
+    let cut: String = text.chars().take(chars).collect();
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
