@@ -9,7 +9,8 @@
 //! # Thread model
 //! Large calls split their output into blocks that run as rayon tasks on the
 //! global pool (no OS threads are spawned per call). Small calls (below ~4M
-//! multiply-adds) run on the calling thread. Calls may be nested inside rayon
+//! multiply-adds, or 2¹⁸ elements for GELU / LayerNorm) run on the calling
+//! thread. Results do not depend on the number of threads or on nesting. Calls may be nested inside rayon
 //! tasks: when the caller already keeps every worker busy (e.g. two documents
 //! encoded in parallel on a 2-worker pool), the inner tasks are simply run by
 //! the worker that created them or stolen by an idle one, so nothing

@@ -561,3 +561,11 @@ fn layer_norm_large_parallel_path() {
         }
     }
 }
+
+#[test]
+fn packed_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PackedLinear>();
+    assert_send_sync::<PackedVocabProjection>();
+    assert_send_sync::<Precision>();
+}
