@@ -1,0 +1,276 @@
+//! End-to-end tests of the `nsparse` binary on the committed tiny fixture models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn nsparse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nsparse"))
+        .args(args)
+        .output()
+        .expect("run nsparse")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = nsparse(args);
+    assert!(
+        out.status.success(),
+        "nsparse {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = nsparse(args);
+    assert!(!out.status.success(), "nsparse {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../nsparse-model/tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn write_corpus(dir: &Path) -> PathBuf {
+    let path = dir.join("corpus.jsonl");
+    let lines = [
+        r#"{"_id": "d1", "title": "Rain", "text": "Currently New York is rainy."}"#,
+        r#"{"_id": "d2", "title": "", "text": "The weather in Paris is sunny and warm."}"#,
+        r#"{"_id": "d3", "text": "Hypersonic flow over a blunt body heats the nose."}"#,
+        "",
+        r#"{"_id": 4, "text": "Boundary layers separate behind shock waves."}"#,
+    ];
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+#[test]
+fn encode_query_prints_token_weights_by_weight() {
+    let out = ok(&["encode", "query", "What's the weather in ny now?"]);
+    let map: serde_json::Map<String, Value> = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+    assert_eq!(&keys[..3], &["ny", "weather", "now"]);
+    assert!((map["ny"].as_f64().unwrap() - 5.7729).abs() < 1e-4);
+    let weights: Vec<f64> = map.values().map(|v| v.as_f64().unwrap()).collect();
+    assert!(weights.windows(2).all(|w| w[0] >= w[1]));
+}
+
+#[test]
+fn encode_document_and_pruning() {
+    let model = fixture("tiny-distilbert");
+    let full: serde_json::Map<String, Value> = serde_json::from_str(&ok(&[
+        "encode",
+        "document",
+        "--model",
+        &model,
+        "Currently New York is rainy.",
+    ]))
+    .unwrap();
+    assert!(full.len() > 3);
+    assert!(!full.contains_key("[CLS]") && !full.contains_key("[SEP]"));
+    let top: serde_json::Map<String, Value> = serde_json::from_str(&ok(&[
+        "encode",
+        "document",
+        "--model",
+        &model,
+        "--prune-type",
+        "top_k",
+        "--prune-ratio",
+        "3",
+        "Currently New York is rainy.",
+    ]))
+    .unwrap();
+    assert_eq!(top.len(), 3);
+    assert_eq!(
+        top.keys().collect::<Vec<_>>(),
+        full.keys().take(3).collect::<Vec<_>>()
+    );
+    let e = fails(&[
+        "encode",
+        "document",
+        "--model",
+        &model,
+        "--prune-type",
+        "top_k",
+        "--prune-ratio",
+        "2.5",
+        "x",
+    ]);
+    assert!(e.contains("positive integer"), "{e}");
+}
+
+#[test]
+fn encode_documents_writes_one_line_per_record_and_fails_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let output = dir.path().join("vectors.jsonl");
+    let model = fixture("tiny-bert");
+    let out = nsparse(&[
+        "encode",
+        "documents",
+        "--model",
+        &model,
+        "--input",
+        corpus.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("documents/s"));
+    let lines: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = lines.iter().map(|l| l["_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["d1", "d2", "d3", "4"]);
+    assert!(lines
+        .iter()
+        .all(|l| !l["vector"].as_object().unwrap().is_empty()));
+
+    // A bad line names its file and line, and leaves no output behind.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"_id\": \"a\", \"text\": \"fine\"}\n{\"text\": \"no id\"}\n",
+    )
+    .unwrap();
+    let bad_out = dir.path().join("bad-vectors.jsonl");
+    let e = fails(&[
+        "encode",
+        "documents",
+        "--model",
+        &model,
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        bad_out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("bad.jsonl:2") && e.contains("_id"), "{e}");
+    assert!(!bad_out.exists());
+}
+
+#[test]
+fn index_search_delete_and_model_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let index = dir.path().join("idx");
+    let (index, corpus) = (index.to_str().unwrap(), corpus.to_str().unwrap());
+    let model = fixture("tiny-bert");
+    ok(&[
+        "index", "--model", &model, "--corpus", corpus, "--index", index,
+    ]);
+    let hits: Vec<Value> = ok(&[
+        "search",
+        "--index",
+        index,
+        "-k",
+        "4",
+        "--json",
+        "--explain",
+        "New York rain",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    assert!(!hits.is_empty());
+    let scores: Vec<f64> = hits.iter().map(|h| h["_score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    let first = &hits[0];
+    let contributions: f64 = first["explanation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["contribution"].as_f64().unwrap())
+        .sum();
+    assert!((contributions - scores[0]).abs() < 1e-3 * scores[0].max(1.0));
+    assert!(first["_source"]["text"].is_string());
+
+    // Another model is refused, for searching and for extending the index.
+    let e = fails(&[
+        "search",
+        "--index",
+        index,
+        "--model",
+        &fixture("tiny-distilbert"),
+        "rain",
+    ]);
+    assert!(e.contains("built with model"), "{e}");
+    let e = fails(&[
+        "index",
+        "--model",
+        &fixture("tiny-distilbert"),
+        "--corpus",
+        corpus,
+        "--index",
+        index,
+    ]);
+    assert!(e.contains("built with model"), "{e}");
+
+    // Deleting removes the document from results at once.
+    let deleted = first["_id"].as_str().unwrap().to_string();
+    ok(&["delete", "--index", index, &deleted]);
+    let after = ok(&[
+        "search",
+        "--index",
+        index,
+        "-k",
+        "4",
+        "--json",
+        "New York rain",
+    ]);
+    assert!(
+        !after.contains(&format!("\"_id\":\"{deleted}\"")),
+        "{after}"
+    );
+    let e = fails(&["delete", "--index", index, "no-such-id"]);
+    assert!(e.contains("no-such-id"), "{e}");
+}
+
+#[test]
+fn bm25_index_needs_no_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let index = dir.path().join("bm25");
+    let index = index.to_str().unwrap();
+    ok(&[
+        "index",
+        "--model",
+        "bm25",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--index",
+        index,
+    ]);
+    let out = ok(&[
+        "search",
+        "--index",
+        index,
+        "-k",
+        "2",
+        "--json",
+        "blunt body hypersonic",
+    ]);
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["_id"], "d3");
+}
+
+#[test]
+fn missing_model_folder_is_a_clear_error() {
+    let e = fails(&["encode", "document", "--model", "/no/such/model", "text"]);
+    assert!(
+        e.contains("no such model folder") && e.contains("/no/such/model"),
+        "{e}"
+    );
+    let e = fails(&["encode", "document", "text"]);
+    assert!(e.contains("--model"), "{e}");
+}
