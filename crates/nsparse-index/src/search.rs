@@ -594,7 +594,11 @@ impl Searcher {
                     // The k-th best live partial score is a lower bound of the k-th
                     // final score. Computing it costs O(touched): only try when it
                     // could exceed `rest` and would let us skip a long list.
-                    if touched.len() >= k && rest < max_acc && r.len() * 4 > touched.len() {
+                    if touched.len() >= k
+                        && rest < max_acc
+                        && r.len() * 4 > touched.len()
+                        && touched.len() <= 1 << 16
+                    {
                         let tmp = &mut sc.tmp;
                         tmp.clear();
                         tmp.extend(
