@@ -161,15 +161,30 @@ pub(crate) fn quant_scale(row: &[f32]) -> f32 {
     }
 }
 
-/// Quantises one value with reciprocal scale `inv`; clamped so |q| ≤ Q even
-/// when rounding of the scale pushes a value slightly past Q.
+/// Reciprocal of a quantisation scale; 0 (all values quantise to 0) when the
+/// scale is 0 or so small that the reciprocal overflows, which keeps every
+/// `v * inv` finite.
+#[inline]
+pub(crate) fn inv_scale(s: f32) -> f32 {
+    let inv = 1.0 / s;
+    if s > 0.0 && inv.is_finite() {
+        inv
+    } else {
+        0.0
+    }
+}
+
+/// Quantises one value with reciprocal scale `inv` (from [`inv_scale`]);
+/// clamped so |q| ≤ Q even when rounding of the scale pushes a value
+/// slightly past Q.
 #[inline]
 pub(crate) fn quant(v: f32, inv: f32) -> i16 {
-    // Round-to-nearest-even by the 1.5·2²³ trick (exact for |x| < 2²²):
-    // `f32::round` is an out-of-line libm call without SSE4.1.
+    // Round-to-nearest-even by adding 1.5·2²³: for |q| < 2²² the low mantissa
+    // bits of q + MAGIC are q + 2²², whose low 16 bits are q in two's
+    // complement — no (saturating, branchy) float→int conversion needed.
     const MAGIC: f32 = 12_582_912.0;
     let q = (v * inv).clamp(-(Q_I16 as f32), Q_I16 as f32);
-    ((q + MAGIC) - MAGIC) as i16
+    (q + MAGIC).to_bits() as u16 as i16
 }
 
 /// B (n × k) quantised to int16 per row (per output column) and packed as
@@ -196,7 +211,7 @@ impl PackedBI16 {
                 let v = j * NR + c;
                 let row = &src[v * k..][..k];
                 let s = quant_scale(row);
-                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                let inv = inv_scale(s);
                 for (qq, &x) in q.iter_mut().zip(row) {
                     *qq = quant(x, inv);
                 }
@@ -243,24 +258,32 @@ impl PackedAI16 {
         let mut scales = vec![0.0f32; tiles * MR];
         let fill = |(t, (tile, sc)): (usize, (&mut [i32], &mut [f32]))| {
             let rows = MR.min(m - t * MR);
-            let mut q = vec![0i16; 2 * kp];
+            let mut inv = [0.0f32; MR];
+            let mut rr: [&[f32]; MR] = [&[]; MR];
             for r in 0..rows {
                 let row = &src[(t * MR + r) * lda..][..k];
                 let s = quant_scale(row);
-                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-                for (qq, &x) in q.iter_mut().zip(row) {
-                    *qq = quant(x, inv);
-                }
                 sc[r] = s;
-                for p in 0..kp {
-                    let lo = q[2 * p] as u16 as u32;
-                    let hi = q[2 * p + 1] as u16 as u32;
-                    tile[p * MR + r] = (lo | (hi << 16)) as i32;
+                inv[r] = inv_scale(s);
+                rr[r] = row;
+            }
+            let pack2 = |lo: i16, hi: i16| ((lo as u16 as u32) | ((hi as u16 as u32) << 16)) as i32;
+            // One sequential write stream; the 6 source rows are read in step.
+            for (p, dst) in tile.chunks_exact_mut(MR).enumerate().take(k / 2) {
+                for r in 0..rows {
+                    let (x0, x1) = (rr[r][2 * p], rr[r][2 * p + 1]);
+                    dst[r] = pack2(quant(x0, inv[r]), quant(x1, inv[r]));
+                }
+            }
+            if k % 2 == 1 {
+                let p = k / 2;
+                for r in 0..rows {
+                    tile[p * MR + r] = pack2(quant(rr[r][k - 1], inv[r]), 0);
                 }
             }
         };
         let chunk = (kp * MR).max(1);
-        if m * k >= 1 << 18 {
+        if m * k >= 1 << 16 {
             data.as_mut_slice()
                 .par_chunks_mut(chunk)
                 .zip(scales.par_chunks_mut(MR))
@@ -872,5 +895,37 @@ mod kernel_speed {
                 macs / ti / 1e9
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod quant_tests {
+    use super::*;
+
+    #[test]
+    fn quant_matches_round_ties_even_and_clamps() {
+        let q = Q_I16 as f32;
+        let mut xs: Vec<f32> = (-20000..=20000).map(|i| i as f32 * 0.25).collect();
+        xs.extend([
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            q - 0.5,
+            q + 0.49,
+            q + 7.0,
+            -q - 3.0,
+            1e30,
+            -1e30,
+            -0.0,
+        ]);
+        for &x in &xs {
+            let want = x.clamp(-q, q).round_ties_even() as i16;
+            assert_eq!(quant(x, 1.0), want, "x = {x}");
+        }
+        assert_eq!(inv_scale(0.0), 0.0);
+        assert_eq!(inv_scale(1e-45), 0.0);
+        assert_eq!(inv_scale(0.5), 2.0);
     }
 }

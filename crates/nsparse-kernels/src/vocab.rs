@@ -2,7 +2,7 @@
 //! SPLADE max-pooling, with an exact int16-screened fast path.
 
 use crate::gemm::{
-    self, block_i16, pairs, quant, Kernels, PackedAI16, PackedBI16, KC_I16, NR, Q_I16,
+    self, block_i16, inv_scale, pairs, quant, Kernels, PackedAI16, PackedBI16, KC_I16, NR, Q_I16,
 };
 use crate::Precision;
 use rayon::prelude::*;
@@ -27,7 +27,7 @@ struct RowNorms {
 /// Computes [`RowNorms`] in f64 (products of an f32 and an i16 are exact in
 /// f64) and rounds up generously so the f32 values are upper bounds.
 fn row_norms(row: &[f32], s: f32) -> RowNorms {
-    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+    let inv = inv_scale(s);
     let (mut r2, mut q2, mut x2) = (0.0f64, 0.0f64, 0.0f64);
     for &x in row {
         let xt = s as f64 * quant(x, inv) as f64;
