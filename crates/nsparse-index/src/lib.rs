@@ -21,6 +21,34 @@
 //!   [`Searcher::explain`], [`Searcher::get`], [`Searcher::check_model`].
 //! * [`verify`] checks every file without modifying anything.
 //!
+//! ```
+//! use nsparse_index::*;
+//! # fn main() -> Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path();
+//! let mut index = Index::create(dir, &CreateOptions::new("opensearch-neural-sparse-v3"), WriterOptions::default())?;
+//! index.add(&Document {
+//!     id: "doc-1".into(),
+//!     vector: vec![(2054, 1.2), (7592, 0.4)],
+//!     tokens: Some(vec![2054, 7592, 2054]), // optional, for BM25
+//!     source: br#"{"title":"hello"}"#.to_vec(),
+//! })?; // durable (WAL fsynced) on return
+//! index.delete("no-such-id")?;
+//! index.commit()?; // optional: moves the buffer into a segment
+//!
+//! let searcher = open_reader(dir)?; // or index.searcher()
+//! searcher.check_model("opensearch-neural-sparse-v3")?;
+//! let hits = searcher.search(&[(2054, 3.0)], &SearchRequest::new(10).with_source(true).explain(true))?;
+//! assert_eq!(hits[0].id, "doc-1");
+//! let approx = searcher.search(&[(2054, 3.0)], &SearchRequest::new(10).mode(SearchMode::Approximate { top_n: 10, heap_factor: 1.2 }))?;
+//! let two_phase = searcher.search(&[(2054, 3.0)], &SearchRequest::new(10).mode(SearchMode::two_phase()))?;
+//! let bm25 = searcher.search_bm25(&[2054], 10, false, false)?;
+//! let hybrid = searcher.search_hybrid(&[(2054, 3.0)], &[2054], &HybridRequest::new(10))?;
+//! # assert_eq!((approx.len(), two_phase.len(), bm25.len(), hybrid.len()), (1, 1, 1, 1));
+//! assert_eq!(verify(dir)?.live_docs, 1);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Durability
 //! Writes go to a write-ahead log first: `add`/`upsert`/`delete` append a
 //! checksummed record and `fsync` before returning, so an acknowledged write
