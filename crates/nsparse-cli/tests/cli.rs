@@ -273,4 +273,26 @@ fn missing_model_folder_is_a_clear_error() {
     );
     let e = fails(&["encode", "document", "text"]);
     assert!(e.contains("--model"), "{e}");
+
+    // A Hub id that cannot be downloaded says how to get the folder by hand.
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nsparse"))
+        .args([
+            "encode",
+            "document",
+            "--model",
+            "opensearch-project/some-model",
+            "text",
+        ])
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HF_HOME", cache.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("huggingface-cli download opensearch-project/some-model"),
+        "{e}"
+    );
+    assert!(e.contains("--model"), "{e}");
 }

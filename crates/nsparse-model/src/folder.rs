@@ -160,12 +160,15 @@ impl Fnv64 {
 
 #[cfg(feature = "hub")]
 fn download_from_hub(id: &str) -> Result<ModelFiles> {
-    use hf_hub::api::sync::Api;
+    use hf_hub::api::sync::ApiBuilder;
     let hub_error = |problem: String| ModelError::Hub {
         id: id.to_string(),
         problem,
     };
-    let api = Api::new().map_err(|e| hub_error(e.to_string()))?;
+    // from_env honours HF_HOME (cache) and HF_ENDPOINT (mirrors), like huggingface_hub does.
+    let api = ApiBuilder::from_env()
+        .build()
+        .map_err(|e| hub_error(e.to_string()))?;
     let repo = api.model(id.to_string());
     tracing::info!(model = id, "downloading from the Hugging Face Hub");
     let required = repo
