@@ -198,3 +198,101 @@ fn a_query_only_model_cannot_encode_the_corpus() {
     .unwrap_err();
     assert!(err.to_string().contains("query-only"), "{err}");
 }
+
+/// The committed random tiny DistilBERT of nsparse-model: a real document encoder that needs no
+/// download (its rankings are meaningless, its arithmetic is not).
+fn tiny_model() -> SparseEncoder {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../nsparse-model/tests/fixtures/tiny-distilbert");
+    SparseEncoder::load(dir.to_str().unwrap(), Default::default()).unwrap()
+}
+
+#[test]
+fn sparse_end_to_end_scores_match_exact_dot_products() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("tiny");
+    dataset(&data);
+    let ds = BeirDataset::load(&data, "test").unwrap();
+    let encoder = tiny_model();
+    let cache = tmp.path().join("cache");
+    let options = EvalOptions {
+        k: 10,
+        ..EvalOptions::default()
+    };
+    let out = evaluate_dataset(
+        &ds,
+        Scorer::Sparse(&encoder),
+        IndexLocation::Cached(&cache),
+        &options,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(out.report.scorer, "bi-encoder");
+    assert_eq!(out.report.model, encoder.fingerprint());
+    assert_eq!(out.run.len(), 4);
+
+    // Scores are the dot products of the encoder's vectors (documents stored as f16).
+    let docs: Vec<_> = ds
+        .corpus
+        .iter()
+        .map(|r| encoder.encode_document(&r.full_text()).unwrap())
+        .collect();
+    for q in &ds.queries {
+        let qv = encoder.encode_query(&q.text).unwrap();
+        for (doc, score) in out.run.ranked(&q.id) {
+            let i = ds.corpus.iter().position(|r| r.id == doc).unwrap();
+            let exact = f64::from(qv.dot(&docs[i]));
+            assert!(
+                (score - exact).abs() <= 2e-3 * exact.abs().max(1.0),
+                "{} {doc}: {score} vs {exact}",
+                q.id
+            );
+        }
+    }
+
+    // FLOPS from the encoder's own vectors agrees with the report.
+    let mut qc = nsparse_eval::TokenCounts::new();
+    for q in &ds.queries {
+        qc.add(encoder.encode_query(&q.text).unwrap().iter());
+    }
+    // The index stores f16 weights: ones too small for f16's normal range are not stored.
+    let mut dc = nsparse_eval::TokenCounts::new();
+    for d in &docs {
+        dc.add(d.iter().filter(|&(_, w)| nsparse_index::quantize(w) != 0));
+    }
+    let s = out.report.sparsity.unwrap();
+    assert!((s.flops - nsparse_eval::flops(&qc, &dc)).abs() < 1e-9);
+    assert!((s.avg_query_nonzeros - qc.mean_nonzeros()).abs() < 1e-9);
+    assert!((s.avg_doc_nonzeros - dc.mean_nonzeros()).abs() < 1e-9);
+
+    // Inference-free queries reuse the same cached index (same document vectors).
+    let free = tiny_model()
+        .with_idf_json(SparseEncoder::builtin_idf_json(), Path::new("<builtin>"))
+        .unwrap();
+    let again = evaluate_dataset(
+        &ds,
+        Scorer::Sparse(&free),
+        IndexLocation::Cached(&cache),
+        &options,
+        &Silent,
+    )
+    .unwrap();
+    assert!(again.report.index_reused);
+    assert_eq!(again.report.scorer, "inference-free");
+
+    // A BM25 evaluation refuses the learned-sparse index.
+    let bm25 = SparseEncoder::builtin_query_model();
+    let err = evaluate_dataset(
+        &ds,
+        Scorer::Bm25(&bm25),
+        IndexLocation::Cached(&cache),
+        &options,
+        &Silent,
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("built with model") && msg.contains("bm25+"),
+        "{msg}"
+    );
+}
