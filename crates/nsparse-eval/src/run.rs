@@ -13,7 +13,7 @@ use crate::error::{EvalError, Result};
 /// ≤ 0 (BEIR's `0`, TREC's `-1`) mark judged non-relevant documents, which count neither as
 /// gain nor in the ideal ranking. A repeated (query, document) pair keeps the last grade, as
 /// BEIR's loader does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Qrels {
     judgments: BTreeMap<String, HashMap<String, i32>>,
     // First line of each query's judgments, for error messages.
@@ -113,6 +113,15 @@ impl Qrels {
         self.first_line.get(query).copied().unwrap_or(0)
     }
 }
+
+impl PartialEq for Qrels {
+    // Where the judgments were read from does not make two qrels different.
+    fn eq(&self, other: &Self) -> bool {
+        self.judgments == other.judgments
+    }
+}
+
+impl Eq for Qrels {}
 
 /// Retrieval results: query id → document id → score, as pytrec_eval takes them.
 ///
