@@ -387,7 +387,8 @@ impl SparseEncoder {
             })
             .collect();
         if truncated > 0 {
-            tracing::warn!(
+            // Callers get the count in `EncodedDocuments::truncated` and report it once per run.
+            tracing::info!(
                 truncated,
                 "documents longer than {MAX_LENGTH} tokens were truncated"
             );
