@@ -68,9 +68,10 @@ pub fn run(args: SearchArgs) -> Result<()> {
         .and_then(Value::as_str)
         .unwrap_or("builtin");
     let is_bm25 = recorded_spec == BM25;
-    let tokenizer_model = SparseEncoder::builtin_query_model();
 
-    let hits = if is_bm25 {
+    // The model that encodes the query also names the tokens of the explanations.
+    let (hits, encoder) = if is_bm25 {
+        let tokenizer_model = SparseEncoder::builtin_query_model();
         if args.model.model.as_deref().is_some_and(|m| m != BM25) {
             bail!(
                 "{} is a BM25 index; search it without --model (or with --model bm25)",
@@ -81,7 +82,8 @@ pub fn run(args: SearchArgs) -> Result<()> {
         let tokens = tokenizer_model
             .tokenizer()
             .tokenize_document_untruncated(&args.query)?;
-        searcher.search_bm25(&tokens, args.k, args.explain, true)?
+        let hits = searcher.search_bm25(&tokens, args.k, args.explain, true)?;
+        (hits, tokenizer_model)
     } else {
         let mut model = args.model.clone();
         if model.model.is_none() && recorded_spec != "builtin" {
@@ -109,7 +111,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         } else {
             SearchMode::Exact
         };
-        match args.hybrid {
+        let hits = match args.hybrid {
             Some(fusion) => {
                 let tokens = encoder
                     .tokenizer()
@@ -134,9 +136,10 @@ pub fn run(args: SearchArgs) -> Result<()> {
                     .explain(args.explain)
                     .with_source(true),
             )?,
-        }
+        };
+        (hits, encoder)
     };
-    print_hits(&searcher, &tokenizer_model, &hits, &args)
+    print_hits(&searcher, &encoder, &hits, &args)
 }
 
 fn print_hits(
