@@ -81,13 +81,11 @@ impl Progress for Bars {
 
 /// Runs `nsparse eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    if args.model.prune_type.is_some() {
-        bail!("nsparse eval does not prune documents yet; drop --prune-type/--prune-ratio");
-    }
     let is_bm25 = args.model.model.as_deref() == Some(BM25);
     let encoder = if is_bm25 {
-        if args.model.idf.is_some() || args.model.neural_queries {
-            bail!("--idf and --neural-queries configure a neural model; BM25 takes neither");
+        if args.model.idf.is_some() || args.model.neural_queries || args.model.prune_type.is_some()
+        {
+            bail!("--idf, --neural-queries and --prune-type configure a neural model; BM25 takes none of them");
         }
         SparseEncoder::builtin_query_model()
     } else {
@@ -107,6 +105,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         k: args.k,
         measures: Measure::HEADLINE.to_vec(),
         drop_identical_ids: !args.keep_identical_ids,
+        document_pruning: args.model.pruning()?,
     };
     let location = match &args.index {
         Some(dir) => IndexLocation::Cached(dir),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use nsparse_index::{CreateOptions, Document, Index, SearchRequest, Searcher, WriterOptions};
-use nsparse_model::SparseEncoder;
+use nsparse_model::{Pruning, SparseEncoder};
 use serde::Serialize;
 
 use crate::beir::{BeirDataset, Record};
@@ -95,6 +95,9 @@ pub struct EvalOptions {
     /// Drop a retrieved document whose `_id` equals the query's, as BEIR's
     /// `EvaluateRetrieval(..., ignore_identical_ids=True)` does (ArguAna, Quora).
     pub drop_identical_ids: bool,
+    /// OpenSearch ingest pruning applied to every document vector before indexing (the
+    /// `sparse_encoding` processor's `prune_type`/`prune_ratio`); queries are not pruned.
+    pub document_pruning: Pruning,
 }
 
 impl Default for EvalOptions {
@@ -103,7 +106,21 @@ impl Default for EvalOptions {
             k: 1000,
             measures: Measure::HEADLINE.to_vec(),
             drop_identical_ids: true,
+            document_pruning: Pruning::None,
         }
+    }
+}
+
+/// The index identity of `scorer` with `pruning` applied to the documents: a pruned index is
+/// another index, so a cached one is only reused with the same pruning.
+fn pruned_identity(scorer: Scorer<'_>, pruning: Pruning) -> String {
+    let identity = scorer.identity();
+    match pruning {
+        Pruning::None => identity,
+        Pruning::TopK(k) => format!("{identity}+prune=top_k:{k}"),
+        Pruning::MaxRatio(r) => format!("{identity}+prune=max_ratio:{r}"),
+        Pruning::AlphaMass(r) => format!("{identity}+prune=alpha_mass:{r}"),
+        Pruning::AbsValue(r) => format!("{identity}+prune=abs_value:{r}"),
     }
 }
 
@@ -186,7 +203,13 @@ pub fn evaluate_dataset(
             });
         }
     }
-    let identity = scorer.identity();
+    if options.document_pruning != Pruning::None && matches!(scorer, Scorer::Bm25(_)) {
+        return Err(EvalError::InvalidArgument {
+            what: "document_pruning",
+            problem: "prunes learned sparse vectors; BM25 has none to prune".into(),
+        });
+    }
+    let identity = pruned_identity(scorer, options.document_pruning);
     let temp;
     let (dir, reuse) = match location {
         IndexLocation::Temporary => {
@@ -205,14 +228,20 @@ pub fn evaluate_dataset(
         check_cached(&index, &identity, &dataset.corpus)?;
         index
     } else {
-        let mut options = CreateOptions::new(identity.clone());
-        options.metadata = serde_json::json!({
+        let mut create = CreateOptions::new(identity.clone());
+        create.metadata = serde_json::json!({
             "model_spec": match scorer { Scorer::Bm25(_) => "bm25".to_string(), Scorer::Sparse(e) => e.name().to_string() },
             "created_by": "nsparse eval",
             "dataset": dataset.dir.display().to_string(),
         });
-        let mut index = Index::create(&dir, &options, WriterOptions::default())?;
-        let stats = index_corpus(&mut index, &dataset.corpus, scorer, progress)?;
+        let mut index = Index::create(&dir, &create, WriterOptions::default())?;
+        let stats = index_corpus(
+            &mut index,
+            &dataset.corpus,
+            scorer,
+            options.document_pruning,
+            progress,
+        )?;
         timings.encode_docs_s = Some(stats.encode_s);
         timings.index_s = Some(stats.index_s);
         truncated_documents = stats.truncated;
@@ -285,12 +314,13 @@ pub struct IndexStats {
     pub truncated: usize,
 }
 
-/// Adds `corpus` to `index` (vectors for [`Scorer::Sparse`], token sequences with empty
-/// vectors for [`Scorer::Bm25`]) and commits.
+/// Adds `corpus` to `index` (vectors pruned by `pruning` for [`Scorer::Sparse`], token
+/// sequences with empty vectors for [`Scorer::Bm25`]) and commits.
 pub fn index_corpus(
     index: &mut Index,
     corpus: &[Record],
     scorer: Scorer<'_>,
+    pruning: Pruning,
     progress: &dyn Progress,
 ) -> Result<IndexStats> {
     let mut stats = IndexStats::default();
@@ -320,13 +350,16 @@ pub fn index_corpus(
                 batch
                     .iter()
                     .zip(out.vectors)
-                    .map(|(r, v)| Document {
-                        id: r.id.clone(),
-                        vector: v.iter().collect(),
-                        // Sparse retrieval needs no BM25 statistics; skipping them keeps the
-                        // index small.
-                        tokens: None,
-                        source: Vec::new(),
+                    .map(|(r, mut v)| {
+                        v.prune(pruning);
+                        Document {
+                            id: r.id.clone(),
+                            vector: v.iter().collect(),
+                            // Sparse retrieval needs no BM25 statistics; skipping them keeps the
+                            // index small.
+                            tokens: None,
+                            source: Vec::new(),
+                        }
                     })
                     .collect()
             }

@@ -8,7 +8,7 @@ use nsparse_eval::{
     evaluate_dataset, read_run, write_run_file, BeirDataset, EvalOptions, IndexLocation, Measure,
     Scorer, Silent,
 };
-use nsparse_model::SparseEncoder;
+use nsparse_model::{Pruning, SparseEncoder};
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -82,6 +82,7 @@ fn bm25_end_to_end() {
             Measure::Map(100),
         ],
         drop_identical_ids: true,
+        document_pruning: Pruning::None,
     };
     let out = evaluate_dataset(
         &ds,
@@ -295,4 +296,78 @@ fn sparse_end_to_end_scores_match_exact_dot_products() {
         msg.contains("built with model") && msg.contains("bm25+"),
         "{msg}"
     );
+}
+
+#[test]
+fn document_pruning_follows_opensearch_and_gets_its_own_cached_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("tiny");
+    dataset(&data);
+    let ds = BeirDataset::load(&data, "test").unwrap();
+    let encoder = tiny_model();
+    let cache = tmp.path().join("cache");
+    let pruning = Pruning::TopK(3);
+    let options = EvalOptions {
+        k: 10,
+        document_pruning: pruning,
+        ..EvalOptions::default()
+    };
+    let out = evaluate_dataset(
+        &ds,
+        Scorer::Sparse(&encoder),
+        IndexLocation::Cached(&cache),
+        &options,
+        &Silent,
+    )
+    .unwrap();
+    assert!(
+        out.report.model.ends_with("+prune=top_k:3"),
+        "{}",
+        out.report.model
+    );
+    // Every stored document keeps at most its 3 largest weights, as PruneUtils' top_k does.
+    let s = out.report.sparsity.unwrap();
+    assert!(
+        s.avg_doc_nonzeros <= 3.0 && s.avg_doc_nonzeros > 0.0,
+        "{}",
+        s.avg_doc_nonzeros
+    );
+    // Scores are dot products with the pruned document vectors.
+    for q in &ds.queries {
+        let qv = encoder.encode_query(&q.text).unwrap();
+        for (doc, score) in out.run.ranked(&q.id) {
+            let r = ds.corpus.iter().find(|r| r.id == doc).unwrap();
+            let mut d = encoder.encode_document(&r.full_text()).unwrap();
+            d.prune(pruning);
+            let exact = f64::from(qv.dot(&d));
+            assert!(
+                (score - exact).abs() <= 2e-3 * exact.abs().max(1.0),
+                "{doc}: {score} vs {exact}"
+            );
+        }
+    }
+    // The unpruned evaluation refuses the pruned cached index instead of reusing it silently.
+    let err = evaluate_dataset(
+        &ds,
+        Scorer::Sparse(&encoder),
+        IndexLocation::Cached(&cache),
+        &EvalOptions {
+            k: 10,
+            ..EvalOptions::default()
+        },
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("+prune=top_k:3"), "{err}");
+    // BM25 has nothing to prune.
+    let bm25 = SparseEncoder::builtin_query_model();
+    let err = evaluate_dataset(
+        &ds,
+        Scorer::Bm25(&bm25),
+        IndexLocation::Temporary,
+        &options,
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("BM25"), "{err}");
 }
