@@ -18,7 +18,13 @@
 //!   write) or [`open_reader`] (read-only, no lock, a writer may be running).
 //!   A [`Searcher`] is an immutable snapshot: [`Searcher::search`] (modes in
 //!   [`SearchMode`]), [`Searcher::search_bm25`], [`Searcher::search_hybrid`],
-//!   [`Searcher::explain`], [`Searcher::get`], [`Searcher::check_model`].
+//!   [`Searcher::explain`], [`Searcher::get`], [`Searcher::contains`],
+//!   [`Searcher::check_model`]; the `_filtered` forms
+//!   ([`Searcher::search_filtered`], [`Searcher::search_bm25_filtered`],
+//!   [`Searcher::search_hybrid_filtered`]) take a [`DocFilter`] on `_id` and
+//!   return the top-k among accepted documents; [`Searcher::documents`]
+//!   iterates every live document (for export and warm-up). `Searcher` is
+//!   `Send + Sync + Clone` (an `Arc` inside).
 //! * [`verify`] checks every file without modifying anything.
 //!
 //! ```
@@ -161,5 +167,6 @@ pub use index::{
     WriterOptions, DEFAULT_VOCAB_SIZE, MAX_ID_BYTES,
 };
 pub use search::{
-    Hit, HybridCombination, HybridRequest, SearchMode, SearchRequest, Searcher, TokenContribution,
+    DocFilter, Hit, HybridCombination, HybridRequest, SearchMode, SearchRequest, Searcher,
+    StoredDocument, TokenContribution,
 };

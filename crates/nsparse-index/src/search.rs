@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::dequantize;
 use crate::index::Bm25Params;
-use crate::segment::{Bitset, Segment, DOC_BLOCK_SHIFT};
+use crate::segment::{Bitset, ForwardCursor, Segment, DOC_BLOCK_SHIFT, SOURCE_CHUNK};
 
 pub(crate) struct SnapInfo {
     pub model: String,
@@ -32,7 +32,21 @@ impl SnapSeg {
     fn deleted(&self, d: u32) -> bool {
         self.del.as_ref().is_some_and(|b| b.get(d))
     }
+    /// Whether `d` may be a hit: live and accepted by the filter. Only such
+    /// documents enter a top-k heap, so pruning thresholds rise only with them.
+    #[inline]
+    fn accepts(&self, d: u32, filter: Option<DocFilter<'_>>) -> bool {
+        !self.deleted(d) && filter.is_none_or(|f| f(&self.seg.ids[d as usize]))
+    }
 }
+
+/// A predicate on a document's `_id`: only documents for which it returns true can be hits.
+///
+/// Filtered searches return the exact top-k among the documents that pass
+/// (for exact modes), not a filtered top-k of the unfiltered results. The
+/// predicate is called lazily, only for documents whose score could enter
+/// the top k, so a cheap predicate (e.g. a hash-set lookup) adds little.
+pub type DocFilter<'a> = &'a (dyn Fn(&str) -> bool + Sync);
 
 pub(crate) struct Snapshot {
     pub segs: Vec<SnapSeg>,
@@ -147,6 +161,25 @@ pub struct Hit {
     pub explanation: Option<Vec<TokenContribution>>,
     #[serde(skip)]
     addr: (u32, u32),
+}
+
+/// A live document as stored in a snapshot (see [`Searcher::documents`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDocument {
+    /// Document `_id`.
+    pub id: String,
+    /// Sparse vector as stored: weights rounded to f16 (see the crate docs),
+    /// zero weights dropped, tokens ascending. Re-indexing it reproduces the
+    /// same stored vector exactly (f16 rounding is idempotent).
+    pub vector: Vec<(u32, f32)>,
+    /// BM25 tokens, as a bag: segments keep term frequencies and document
+    /// length, not the original sequence, so each token appears as many times
+    /// as it occurred, in ascending token order (not text order). Re-indexing
+    /// it gives identical BM25 scores. `None` when the document was indexed
+    /// without tokens (or with an empty sequence; the two are stored alike).
+    pub tokens: Option<Vec<u32>>,
+    /// Stored source bytes.
+    pub source: Vec<u8>,
 }
 
 /// Score fusion for [`Searcher::search_hybrid`], as in OpenSearch's hybrid query.
@@ -364,6 +397,30 @@ impl Searcher {
         })
     }
 
+    /// True if `id` is a live document in this snapshot.
+    pub fn contains(&self, id: &str) -> bool {
+        self.find(id).is_some()
+    }
+
+    /// Every live document of the snapshot, in a stable order (segment
+    /// order, then position within the segment; the same for every call on
+    /// the same snapshot and its clones).
+    ///
+    /// Documents are recovered from the postings window by window (1,024
+    /// documents at a time, one decompression per source chunk), so a full
+    /// pass costs about one scan of the index. An error (a source chunk that
+    /// fails to decompress) is yielded once and ends the iteration.
+    pub fn documents(&self) -> impl Iterator<Item = Result<StoredDocument>> + '_ {
+        DocumentIter {
+            snap: &self.snap,
+            seg: 0,
+            next: 0,
+            cursor: None,
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+
     /// Stored source of a live document.
     pub fn get(&self, id: &str) -> Result<Option<Vec<u8>>> {
         match self.find(id) {
@@ -428,12 +485,30 @@ impl Searcher {
     /// the same scores as brute force bit for bit. Ties are broken by segment
     /// then document order. Documents with score 0 are never returned.
     pub fn search(&self, query: &[(u32, f32)], req: &SearchRequest) -> Result<Vec<Hit>> {
+        self.search_filtered(query, req, None)
+    }
+
+    /// [`Searcher::search`] restricted to documents accepted by `filter`
+    /// (`None` = all live documents).
+    ///
+    /// Every exact mode returns the exact top-k among accepted documents
+    /// (same ids, order and scores as brute force over them): rejected
+    /// documents never enter the top-k heap, so pruning thresholds rise only
+    /// with accepted documents. Approximate and two-phase modes apply the
+    /// filter the same way, so their recall is relative to the filtered exact top-k.
+    pub fn search_filtered(
+        &self,
+        query: &[(u32, f32)],
+        req: &SearchRequest,
+        filter: Option<DocFilter<'_>>,
+    ) -> Result<Vec<Hit>> {
         let q = self.canon(query)?;
+        let f = filter;
         let cands = match req.mode {
-            SearchMode::Exact => self.run_taat(&q, req.k),
-            SearchMode::ExactMaxScore => self.run_maxscore(&q, req.k),
-            SearchMode::ExactBlockMax => self.run_bmp(&q, &q, 1.0, req.k),
-            SearchMode::BruteForce => self.run_brute(&q, req.k),
+            SearchMode::Exact => self.run_taat(&q, req.k, f),
+            SearchMode::ExactMaxScore => self.run_maxscore(&q, req.k, f),
+            SearchMode::ExactBlockMax => self.run_bmp(&q, &q, 1.0, req.k, f),
+            SearchMode::BruteForce => self.run_brute(&q, req.k, f),
             SearchMode::Approximate { top_n, heap_factor } => {
                 if !heap_factor.is_finite() || heap_factor <= 0.0 {
                     return Err(Error::invalid(
@@ -445,7 +520,7 @@ impl Searcher {
                 sel.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                 sel.truncate(top_n.max(1));
                 sel.sort_by_key(|p| p.0);
-                self.run_bmp(&q, &sel, heap_factor, req.k)
+                self.run_bmp(&q, &sel, heap_factor, req.k, f)
             }
             SearchMode::TwoPhase {
                 prune_ratio,
@@ -459,7 +534,7 @@ impl Searcher {
                         "prune_ratio and expansion_rate must be finite, expansion_rate > 0",
                     ));
                 }
-                self.run_two_phase(&q, prune_ratio, expansion_rate, max_window_size, req.k)
+                self.run_two_phase(&q, prune_ratio, expansion_rate, max_window_size, req.k, f)
             }
         };
         self.hits(&q, cands, req.explain, req.with_source)
@@ -539,11 +614,11 @@ impl Searcher {
         s
     }
 
-    fn run_brute(&self, q: &[(u32, f32)], k: usize) -> Vec<Cand> {
+    fn run_brute(&self, q: &[(u32, f32)], k: usize, filter: Option<DocFilter<'_>>) -> Vec<Cand> {
         let mut top = TopK::new(k);
         for (si, ss) in self.snap.segs.iter().enumerate() {
             for d in 0..ss.seg.n_docs {
-                if ss.deleted(d) {
+                if !ss.accepts(d, filter) {
                     continue;
                 }
                 let s = self.dot(q, si as u32, d);
@@ -564,7 +639,7 @@ impl Searcher {
     /// terms cannot lift an untouched document past a lower bound of the k-th
     /// score; then only touched documents that can still qualify are rescored
     /// exactly (canonical token order, so scores equal brute force bit for bit).
-    fn run_maxscore(&self, q: &[(u32, f32)], k: usize) -> Vec<Cand> {
+    fn run_maxscore(&self, q: &[(u32, f32)], k: usize, filter: Option<DocFilter<'_>>) -> Vec<Cand> {
         let mut top = TopK::new(k);
         if k == 0 || q.is_empty() {
             return Vec::new();
@@ -604,7 +679,7 @@ impl Searcher {
                         tmp.extend(
                             touched
                                 .iter()
-                                .filter(|&&d| !ss.deleted(d))
+                                .filter(|&&d| ss.accepts(d, filter))
                                 .map(|&d| acc[d as usize]),
                         );
                         if tmp.len() >= k {
@@ -634,7 +709,7 @@ impl Searcher {
                 tmp.extend(
                     touched
                         .iter()
-                        .filter(|&&d| !ss.deleted(d))
+                        .filter(|&&d| ss.accepts(d, filter))
                         .map(|&d| acc[d as usize]),
                 );
                 if tmp.len() >= k {
@@ -646,7 +721,7 @@ impl Searcher {
                     let a = std::mem::take(&mut acc[d as usize]);
                     if a + rest >= cut
                         && (!top.full() || a + rest >= top.theta() * SLACK)
-                        && !ss.deleted(d)
+                        && ss.accepts(d, filter)
                     {
                         let s = self.dot(q, si as u32, d);
                         if s > 0.0 {
@@ -663,7 +738,7 @@ impl Searcher {
         top.into_sorted()
     }
 
-    fn run_taat(&self, q: &[(u32, f32)], k: usize) -> Vec<Cand> {
+    fn run_taat(&self, q: &[(u32, f32)], k: usize, filter: Option<DocFilter<'_>>) -> Vec<Cand> {
         let mut top = TopK::new(k);
         SCRATCH.with(|sc| {
             let acc = &mut sc.borrow_mut().acc;
@@ -679,7 +754,7 @@ impl Searcher {
                 }
                 let mut theta = top.theta();
                 for (d, &s) in acc.iter().enumerate() {
-                    if s > 0.0 && s >= theta && !ss.deleted(d as u32) {
+                    if s > 0.0 && s >= theta && ss.accepts(d as u32, filter) {
                         top.push(Cand {
                             score: s,
                             seg: si as u32,
@@ -702,6 +777,7 @@ impl Searcher {
         ub_q: &[(u32, f32)],
         heap_factor: f32,
         k: usize,
+        filter: Option<DocFilter<'_>>,
     ) -> Vec<Cand> {
         let mut top = TopK::new(k);
         if k == 0 || q.is_empty() {
@@ -710,7 +786,7 @@ impl Searcher {
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
             for (si, ss) in self.snap.segs.iter().enumerate() {
-                bmp_segment(ss, si as u32, q, ub_q, heap_factor, &mut top, sc);
+                bmp_segment(ss, si as u32, q, ub_q, heap_factor, &mut top, sc, filter);
             }
         });
         top.into_sorted()
@@ -723,6 +799,7 @@ impl Searcher {
         expansion: f32,
         max_window: usize,
         k: usize,
+        filter: Option<DocFilter<'_>>,
     ) -> Vec<Cand> {
         let maxw = q.iter().map(|p| p.1).fold(0f32, f32::max);
         let hi: Vec<(u32, f32)> = q
@@ -731,12 +808,12 @@ impl Searcher {
             .filter(|p| p.1 >= prune_ratio * maxw)
             .collect();
         if hi.len() == q.len() {
-            return self.run_bmp(q, q, 1.0, k);
+            return self.run_bmp(q, q, 1.0, k, filter);
         }
         let window = ((k as f64 * expansion as f64).ceil() as usize)
             .max(k)
             .min(max_window.max(k));
-        let first = self.run_bmp(&hi, &hi, 1.0, window);
+        let first = self.run_bmp(&hi, &hi, 1.0, window, filter);
         let mut top = TopK::new(k);
         for c in first {
             top.push(Cand {
@@ -759,6 +836,20 @@ impl Searcher {
         explain: bool,
         with_source: bool,
     ) -> Result<Vec<Hit>> {
+        self.search_bm25_filtered(query_tokens, k, explain, with_source, None)
+    }
+
+    /// [`Searcher::search_bm25`] restricted to documents accepted by `filter`:
+    /// the exact BM25 top-k among them. Corpus statistics (N, df, average
+    /// length) stay those of the whole snapshot, as with a Lucene filter clause.
+    pub fn search_bm25_filtered(
+        &self,
+        query_tokens: &[u32],
+        k: usize,
+        explain: bool,
+        with_source: bool,
+        filter: Option<DocFilter<'_>>,
+    ) -> Result<Vec<Hit>> {
         let q = self.bm25_query(query_tokens)?;
         let p = self.snap.info.bm25;
         let avg = self.avglen();
@@ -775,13 +866,15 @@ impl Searcher {
                         acc[d] += w * sat_tf(seg.tf_val[pi], seg.doc_len[d], avg, p);
                     }
                 }
+                let mut theta = top.theta();
                 for (d, &s) in acc.iter().enumerate() {
-                    if s > 0.0 && !ss.deleted(d as u32) {
+                    if s > 0.0 && s >= theta && ss.accepts(d as u32, filter) {
                         top.push(Cand {
                             score: s,
                             seg: si as u32,
                             doc: d as u32,
                         });
+                        theta = top.theta();
                     }
                 }
             }
@@ -884,9 +977,27 @@ impl Searcher {
         tokens: &[u32],
         req: &HybridRequest,
     ) -> Result<Vec<Hit>> {
+        self.search_hybrid_filtered(vector, tokens, req, None)
+    }
+
+    /// [`Searcher::search_hybrid`] restricted to documents accepted by
+    /// `filter`: both sub-queries retrieve their top-`window` among accepted
+    /// documents (as OpenSearch applies a hybrid query's filter to every
+    /// sub-query), then the fused top-k is taken.
+    pub fn search_hybrid_filtered(
+        &self,
+        vector: &[(u32, f32)],
+        tokens: &[u32],
+        req: &HybridRequest,
+        filter: Option<DocFilter<'_>>,
+    ) -> Result<Vec<Hit>> {
         let window = req.window.max(req.k);
-        let neural = self.search(vector, &SearchRequest::new(window).mode(req.neural_mode))?;
-        let bm25 = self.search_bm25(tokens, window, false, false)?;
+        let neural = self.search_filtered(
+            vector,
+            &SearchRequest::new(window).mode(req.neural_mode),
+            filter,
+        )?;
+        let bm25 = self.search_bm25_filtered(tokens, window, false, false, filter)?;
         let mut fused: HashMap<(u32, u32), f32> = HashMap::new();
         match req.combination {
             HybridCombination::MinMax { weights } => {
@@ -951,6 +1062,7 @@ fn sat_tf(tf: u32, len: u32, avg: f32, p: Bm25Params) -> f32 {
 
 const BLOCK_DOCS: usize = 1 << DOC_BLOCK_SHIFT;
 
+#[allow(clippy::too_many_arguments)]
 fn bmp_segment(
     ss: &SnapSeg,
     si: u32,
@@ -959,6 +1071,7 @@ fn bmp_segment(
     hf: f32,
     top: &mut TopK,
     sc: &mut Scratch,
+    filter: Option<DocFilter<'_>>,
 ) {
     let seg = &*ss.seg;
     let nb = (seg.n_docs as usize).div_ceil(BLOCK_DOCS);
@@ -995,7 +1108,7 @@ fn bmp_segment(
             if top.full() && u <= top.theta() * hf {
                 break;
             }
-            score_block(ss, si, q, b, top);
+            score_block(ss, si, q, b, top, filter);
         }
         start = HEAD;
     }
@@ -1010,12 +1123,19 @@ fn bmp_segment(
         if top.full() && u <= top.theta() * hf {
             break;
         }
-        score_block(ss, si, q, b, top);
+        score_block(ss, si, q, b, top, filter);
     }
 }
 
 #[inline]
-fn score_block(ss: &SnapSeg, si: u32, q: &[(u32, f32)], b: u32, top: &mut TopK) {
+fn score_block(
+    ss: &SnapSeg,
+    si: u32,
+    q: &[(u32, f32)],
+    b: u32,
+    top: &mut TopK,
+    filter: Option<DocFilter<'_>>,
+) {
     let seg = &*ss.seg;
     let base = b << DOC_BLOCK_SHIFT;
     let mut acc = [0f32; BLOCK_DOCS];
@@ -1043,12 +1163,98 @@ fn score_block(ss: &SnapSeg, si: u32, q: &[(u32, f32)], b: u32, top: &mut TopK) 
         mask &= mask - 1;
         let d = base + l;
         let s = acc[l as usize];
-        if s > 0.0 && !ss.deleted(d) {
+        if s > 0.0 && (!top.full() || s >= top.theta()) && ss.accepts(d, filter) {
             top.push(Cand {
                 score: s,
                 seg: si,
                 doc: d,
             });
+        }
+    }
+}
+
+/// Iterator behind [`Searcher::documents`].
+struct DocumentIter<'a> {
+    snap: &'a Snapshot,
+    seg: usize,
+    next: u32,
+    cursor: Option<ForwardCursor>,
+    buf: VecDeque<StoredDocument>,
+    done: bool,
+}
+
+/// Documents per window; a multiple of `SOURCE_CHUNK` so chunks are decoded once.
+const EXPORT_WINDOW: u32 = 32 * SOURCE_CHUNK as u32;
+
+impl DocumentIter<'_> {
+    /// Fill `buf` with the next window's live documents; false when exhausted.
+    fn refill(&mut self) -> Result<bool> {
+        while self.seg < self.snap.segs.len() {
+            let ss = &self.snap.segs[self.seg];
+            let seg = &*ss.seg;
+            if self.next >= seg.n_docs {
+                self.seg += 1;
+                self.next = 0;
+                self.cursor = None;
+                continue;
+            }
+            let start = self.next;
+            let end = (start + EXPORT_WINDOW).min(seg.n_docs);
+            self.next = end;
+            let cursor = self.cursor.get_or_insert_with(|| seg.forward_cursor());
+            let fwd = seg.forward_window(cursor, start, end);
+            let mut sources = Vec::new();
+            for ch in (start as usize / SOURCE_CHUNK)..(end as usize).div_ceil(SOURCE_CHUNK) {
+                sources.extend(seg.chunk_sources(&ss.path, ch)?);
+            }
+            for ((d, f), source) in (start..end).zip(fwd).zip(sources) {
+                if ss.deleted(d) {
+                    continue;
+                }
+                let tokens = (f.len > 0).then(|| {
+                    f.tf.iter()
+                        .flat_map(|&(t, n)| std::iter::repeat_n(t as u32, n as usize))
+                        .collect()
+                });
+                self.buf.push_back(StoredDocument {
+                    id: seg.ids[d as usize].clone(),
+                    vector: f
+                        .vec
+                        .iter()
+                        .map(|&(t, w)| (t as u32, dequantize(w)))
+                        .collect(),
+                    tokens,
+                    source,
+                });
+            }
+            if !self.buf.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Iterator for DocumentIter<'_> {
+    type Item = Result<StoredDocument>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(d) = self.buf.pop_front() {
+            return Some(Ok(d));
+        }
+        if self.done {
+            return None;
+        }
+        match self.refill() {
+            Ok(true) => self.buf.pop_front().map(Ok),
+            Ok(false) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
         }
     }
 }

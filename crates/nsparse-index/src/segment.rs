@@ -25,7 +25,7 @@ pub(crate) const POSTING_BLOCK: usize = 128;
 /// log2 of the number of consecutive doc ids per block-max (pruning) block.
 pub(crate) const DOC_BLOCK_SHIFT: u32 = 6;
 /// Documents per compressed source chunk.
-const SOURCE_CHUNK: usize = 32;
+pub(crate) const SOURCE_CHUNK: usize = 32;
 
 /// A validated, quantized document ready to go into a segment.
 #[derive(Clone, Debug)]
@@ -581,6 +581,70 @@ impl Segment {
         Err(Error::corrupt(path, "source not found in chunk"))
     }
 
+    /// Start reading documents' forward data in doc-id order (see [`Segment::forward_window`]).
+    pub(crate) fn forward_cursor(&self) -> ForwardCursor {
+        let v = self.vocab as usize;
+        ForwardCursor {
+            post: self.term_start[..v].to_vec(),
+            tf: self.tf_start[..v].to_vec(),
+        }
+    }
+
+    /// Vectors and term frequencies of docs `start..end`, tokens ascending,
+    /// by advancing one cursor per token: O(vocabulary + postings read) per
+    /// call instead of a binary search per (token, doc). Windows must be
+    /// requested in ascending, non-overlapping order from one cursor.
+    pub(crate) fn forward_window(
+        &self,
+        cur: &mut ForwardCursor,
+        start: u32,
+        end: u32,
+    ) -> Vec<ForwardDoc> {
+        let mut out: Vec<ForwardDoc> = (start..end)
+            .map(|d| ForwardDoc {
+                vec: Vec::new(),
+                tf: Vec::new(),
+                len: self.doc_len[d as usize],
+            })
+            .collect();
+        for t in 0..self.vocab as usize {
+            let (p, pe) = (&mut cur.post[t], self.term_start[t + 1]);
+            while *p < pe && self.post_doc[*p] < end {
+                let d = self.post_doc[*p];
+                if d >= start {
+                    out[(d - start) as usize]
+                        .vec
+                        .push((t as u16, self.post_w[*p]));
+                }
+                *p += 1;
+            }
+            let (p, pe) = (&mut cur.tf[t], self.tf_start[t + 1]);
+            while *p < pe && self.tf_doc[*p] < end {
+                let d = self.tf_doc[*p];
+                if d >= start {
+                    out[(d - start) as usize]
+                        .tf
+                        .push((t as u16, self.tf_val[*p]));
+                }
+                *p += 1;
+            }
+        }
+        out
+    }
+
+    /// Sources of the documents in source chunk `ch` (`SOURCE_CHUNK` docs, fewer in the last).
+    pub(crate) fn chunk_sources(&self, path: &Path, ch: usize) -> Result<Vec<Vec<u8>>> {
+        let raw = self.decode_chunk(path, ch)?;
+        let docs_in = (self.n_docs as usize - ch * SOURCE_CHUNK).min(SOURCE_CHUNK);
+        let mut c = Cursor::new(&raw, path);
+        (0..docs_in)
+            .map(|_| {
+                let l = c.varint()? as usize;
+                Ok(c.bytes(l)?.to_vec())
+            })
+            .collect()
+    }
+
     /// Quantized vector of `doc`, tokens ascending (scans the vocabulary: slow path).
     pub(crate) fn doc_vector(&self, doc: u32) -> Vec<(u16, u16)> {
         (0..self.vocab)
@@ -634,6 +698,22 @@ impl Segment {
         }
         Ok(out)
     }
+}
+
+/// Per-token read positions for [`Segment::forward_window`].
+pub(crate) struct ForwardCursor {
+    post: Vec<usize>,
+    tf: Vec<usize>,
+}
+
+/// One document's data recovered from the inverted postings.
+pub(crate) struct ForwardDoc {
+    /// (token, quantized weight), tokens ascending.
+    pub vec: Vec<(u16, u16)>,
+    /// BM25 (token, term frequency), tokens ascending.
+    pub tf: Vec<(u16, u32)>,
+    /// BM25 document length (number of tokens).
+    pub len: u32,
 }
 
 /// Deletion bitmap of a segment (bit set = deleted).

@@ -137,11 +137,24 @@ fn run_case(
         live.insert("d0".into(), v.clone());
     }
     let s = idx.searcher();
+    // Filters: a selective one (about 1 in 7 documents) and a broad one.
+    let accept_sparse = |id: &str| id.bytes().map(|b| b as u32).sum::<u32>() % 7 == 0;
+    let accept_broad = |id: &str| !id.ends_with('3');
     for q in &queries {
         let want = reference(&live, q, k);
         for (name, mode) in modes(q.len()) {
             let got = s.search(q, &SearchRequest::new(k).mode(mode)).unwrap();
             check(&got, &want, k, name);
+            for (fname, f) in [
+                ("sparse filter", &accept_sparse as DocFilter<'_>),
+                ("broad filter", &accept_broad),
+            ] {
+                let want_f: Vec<(String, f32)> = want.iter().filter(|p| f(&p.0)).cloned().collect();
+                let got = s
+                    .search_filtered(q, &SearchRequest::new(k).mode(mode), Some(f))
+                    .unwrap();
+                check(&got, &want_f, k, &format!("{name}, {fname}"));
+            }
         }
     }
 }
