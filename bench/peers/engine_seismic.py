@@ -70,7 +70,7 @@ def main():
             stats.update(
                 engine="seismic",
                 config=config,
-                params=f"pyseismic-lsr {getattr(seismic, '__version__', '0.5.x')}: build_from_dataset defaults "
+                params=f"pyseismic-lsr {__import__('importlib.metadata').metadata.version('pyseismic-lsr')}: build_from_dataset defaults "
                 "(n_postings 3500, centroid_fraction 0.1, summary_energy 0.4, doc_cut 15), num_threads 2; "
                 f"search k 10, {config}",
                 build_s=build_s,

@@ -76,7 +76,7 @@ def main():
     # A failure row of an engine that produced results for other settings is redundant only
     # when it is the generic build row; keep every other failure.
     order = ["nsparse", "seismic", "bmp", "qdrant-edge", "milvus-lite", "lucene (pyserini)"]
-    rows.sort(key=lambda r: (order.index(r["engine"]) if r["engine"] in order else 99, r.get("config", "")))
+    rows.sort(key=lambda r: (order.index(r["engine"]) if r["engine"] in order else 99, not r.get("config", "").startswith("Exact"), r.get("config", "")))
     base = next((r for r in rows if r["engine"] == "nsparse" and r.get("config", "").startswith("Exact")), None)
 
     def ratio(r, key, invert=False):
@@ -113,6 +113,17 @@ def main():
         "Ratios are engine ÷ nsparse exact (build ×, size ×, p50 ×: below 1 means the peer is "
         "faster/smaller; QPS ×: above 1 means the peer serves more queries per second)."
     )
+    seen = set()
+    details = []
+    for r in rows:
+        for key in ("params", "qps_note", "notes"):
+            text = r.get(key)
+            if text and (r["engine"], text) not in seen:
+                seen.add((r["engine"], text))
+                details.append(f"- {r['engine']}: {text}")
+    if details:
+        lines.append("")
+        lines.extend(details)
     table = "\n".join(lines)
     print(table)
     with open(os.path.join(a.results, "table.md"), "w") as f:
