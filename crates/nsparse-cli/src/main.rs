@@ -8,6 +8,7 @@ mod index_cmd;
 mod jsonl;
 mod model_args;
 mod search_cmd;
+mod serve_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     Delete(index_cmd::DeleteArgs),
     /// Evaluate a model on a BEIR-layout dataset (NDCG@10, Recall@100, MRR@10, MAP@100, FLOPS).
     Eval(eval_cmd::EvalArgs),
+    /// Serve the OpenSearch neural sparse REST API (indices, ingest pipelines, _search).
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() {
@@ -60,6 +63,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(args) => search_cmd::run(args),
         Command::Delete(args) => index_cmd::run_delete(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
     }
 }
 

@@ -1,0 +1,147 @@
+//! The models a server can use: document encoders loaded with `--model`, and the built-in
+//! OpenSearch query analyzer (tokenizer + idf.json) that is always there.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nsparse_model::{SparseEncoder, SparseVector};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Model ids that name the built-in query model (OpenSearch's analyzer and tokenizer names).
+pub const BUILTIN_IDS: [&str; 3] = [
+    "bert-uncased",
+    "opensearch-neural-sparse-tokenizer-v1",
+    nsparse_model::BUILTIN_QUERY_MODEL,
+];
+
+/// Loaded encoders by model id, plus the built-in query model.
+#[derive(Clone)]
+pub struct Models {
+    builtin: Arc<SparseEncoder>,
+    encoders: BTreeMap<String, Arc<SparseEncoder>>,
+}
+
+impl std::fmt::Debug for Models {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Models")
+            .field("encoders", &self.encoders.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for Models {
+    fn default() -> Self {
+        Models::new()
+    }
+}
+
+impl Models {
+    /// Only the built-in query model.
+    pub fn new() -> Self {
+        Models {
+            builtin: Arc::new(SparseEncoder::builtin_query_model()),
+            encoders: BTreeMap::new(),
+        }
+    }
+
+    /// Registers an encoder under `id` (replacing one of the same id).
+    pub fn insert(&mut self, id: impl Into<String>, encoder: SparseEncoder) {
+        self.encoders.insert(id.into(), Arc::new(encoder));
+    }
+
+    /// Ids of the registered encoders.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.encoders.keys().map(String::as_str)
+    }
+
+    /// The built-in query model; its tokenizer also maps token strings of `rank_features`
+    /// values and `query_tokens` to ids, and splits text for BM25.
+    pub fn builtin(&self) -> &Arc<SparseEncoder> {
+        &self.builtin
+    }
+
+    /// The model for `id` (a registered encoder or a built-in name).
+    pub fn get(&self, id: &str) -> ApiResult<Arc<SparseEncoder>> {
+        if let Some(encoder) = self.encoders.get(id) {
+            return Ok(encoder.clone());
+        }
+        if BUILTIN_IDS.contains(&id) {
+            return Ok(self.builtin.clone());
+        }
+        let known: Vec<&str> = self.ids().chain(BUILTIN_IDS).collect();
+        Err(ApiError::illegal_argument(format!(
+            "model [{id}] is not loaded; this server knows {} (start it with --model {id}=DIR to add one)",
+            known.join(", ")
+        )))
+    }
+
+    /// A document encoder for `id` (an ingest pipeline's `model_id`).
+    pub fn document_encoder(&self, id: &str) -> ApiResult<Arc<SparseEncoder>> {
+        let encoder = self.get(id)?;
+        if !encoder.can_encode_documents() {
+            return Err(ApiError::illegal_argument(format!(
+                "model [{id}] is a query-only analyzer and cannot encode documents; use a model loaded with --model"
+            )));
+        }
+        Ok(encoder)
+    }
+
+    /// Maps `{token: weight}` (a `rank_features` value or `query_tokens`) to ids of the shared
+    /// WordPiece vocabulary. Unknown tokens are an error when `strict`, dropped otherwise.
+    pub fn vector_from_tokens<'a>(
+        &self,
+        tokens: impl IntoIterator<Item = (&'a str, f32)>,
+        strict: bool,
+    ) -> Result<SparseVector, String> {
+        let tokenizer = self.builtin.tokenizer();
+        let mut pairs = Vec::new();
+        for (token, weight) in tokens {
+            if !weight.is_finite() || weight < 0.0 {
+                return Err(format!(
+                    "token {token:?} has weight {weight}; weights must be finite and ≥ 0"
+                ));
+            }
+            match tokenizer.id(token) {
+                Some(id) => pairs.push((id, weight)),
+                None if strict => {
+                    return Err(format!(
+                        "token {token:?} is not in the bert-base-uncased WordPiece vocabulary (30,522 tokens) that nsparse indexes use"
+                    ))
+                }
+                None => {}
+            }
+        }
+        Ok(SparseVector::from_pairs(pairs))
+    }
+
+    /// Token ids of `text` for BM25 (the built-in tokenizer, no truncation).
+    pub fn bm25_tokens(&self, text: &str) -> ApiResult<Vec<u32>> {
+        Ok(self
+            .builtin
+            .tokenizer()
+            .tokenize_document_untruncated(text)?)
+    }
+
+    /// `{token: weight}` of a vector, for `_source` (as OpenSearch's `sparse_encoding` writes it).
+    pub fn decode(&self, vector: &SparseVector) -> serde_json::Map<String, serde_json::Value> {
+        let tokenizer = self.builtin.tokenizer();
+        vector
+            .iter()
+            .map(|(id, w)| {
+                (
+                    tokenizer.token(id).unwrap_or_else(|| format!("[id {id}]")),
+                    serde_json::Value::from(w),
+                )
+            })
+            .collect()
+    }
+
+    /// The name of token `id`, for explanations.
+    pub fn token_name(&self, id: u32) -> String {
+        self.builtin
+            .tokenizer()
+            .token(id)
+            .unwrap_or_else(|| format!("[id {id}]"))
+    }
+}
