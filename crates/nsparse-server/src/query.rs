@@ -767,6 +767,10 @@ pub fn execute(
     let wanted = from + size;
     let required = required_pred(&parsed.query);
     let filter = |id: &str| view.docs.get(id).is_some_and(|d| required.test(id, d));
+    // Without filters every live document of the snapshot passes: skip the per-hit lookups.
+    let unfiltered = matches!(&required, Pred::And(all) if all.is_empty());
+    let retrieval_filter: Option<nsparse_index::DocFilter<'_>> =
+        if unfiltered { None } else { Some(&filter) };
     let mut retrieving = Vec::new();
     retrieving_leaves(&parsed.query, false, &mut retrieving);
     retrieving.sort_unstable();
@@ -793,7 +797,7 @@ pub fn execute(
             view,
             k,
             explain && single,
-            Some(&filter),
+            retrieval_filter,
             Exactness::AsRequested,
         )?;
         if hits.len() >= k {
