@@ -698,6 +698,7 @@ fn search(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Rep
     let mut from = 0usize;
     let mut explain = params.flag("explain")?;
     let mut source_filter = SourceFilter::default();
+    let mut track_total_hits = crate::query::TRACK_TOTAL_HITS;
     for (key, value) in obj {
         match key.as_str() {
             "query" => {}
@@ -709,12 +710,14 @@ fn search(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Rep
                     .ok_or_else(|| ApiError::x_content("[explain] must be a boolean"))?
             }
             "_source" => source_filter = SourceFilter::parse(value)?,
-            "track_total_hits"
-            | "timeout"
-            | "version"
-            | "seq_no_primary_term"
-            | "stored_fields"
-            | "min_score" => {}
+            "track_total_hits" => {
+                track_total_hits = match value {
+                    Value::Bool(true) => usize::MAX,
+                    Value::Bool(false) => 0,
+                    other => non_negative(other, "track_total_hits")?,
+                }
+            }
+            "timeout" | "version" | "seq_no_primary_term" | "stored_fields" | "min_score" => {}
             "sort" => {
                 let only_score = match value {
                     Value::String(s) => s == "_score",
@@ -774,7 +777,15 @@ fn search(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Rep
         .unwrap_or_else(|| json!({"match_all": {}}));
     let parsed = parse_query(&query, &ctx)?;
     let view = handle.view();
-    let outcome = execute(&parsed, &view, &store.models, from, size, explain, false)?;
+    let outcome = execute(
+        &parsed,
+        &view,
+        &store.models,
+        from,
+        size,
+        explain,
+        track_total_hits,
+    )?;
     let mut hits = Vec::with_capacity(outcome.hits.len());
     for (id, score, explanation) in outcome.hits {
         let mut hit = json!({"_index": index, "_id": id, "_score": score});
@@ -839,7 +850,7 @@ fn count(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Repl
                 neural_mode: search_context_mode(app, &handle, params)?,
             };
             let parsed = parse_query(query, &ctx)?;
-            execute(&parsed, &view, &store.models, 0, 0, false, true)?.total
+            execute(&parsed, &view, &store.models, 0, 0, false, usize::MAX)?.total
         }
     };
     Ok(Reply::ok(

@@ -59,10 +59,12 @@
 //!   filters is answered exactly by the index's filtered top-k (approximate when
 //!   `method_parameters` or the two-phase pipeline ask for it). When several scoring clauses
 //!   are summed (e.g. `bool.should` of `neural_sparse` and `match`), each retrieves its top
-//!   `max(from + size, 100)` under the filters, and the union is rescored exactly: a document
-//!   outside every clause's window is missed, and `hits.total` is then a lower bound (`gte`).
-//! - `hits.total` counts the documents found; with a single scoring clause and a full window it
-//!   is `gte`. `_count` is exact.
+//!   `max(from + size, 100)` under the filters (deeper for counting, below), and the union is
+//!   rescored exactly: a document outside every clause's window is missed.
+//! - `hits.total` is exact up to `track_total_hits` (default 10,000; `true` = all), as in
+//!   OpenSearch: exact clauses retrieve that deep to count. An approximate `neural_sparse`
+//!   (`method_parameters`) counts only what it retrieved (`relation: gte` when its window is
+//!   full). `_count` is exact.
 //! - `_version` counts writes since the server started (a restart reports 1); `_seq_no` is a
 //!   per-index write counter. `_primary_term` is always 1.
 //! - Errors use OpenSearch's shape and types; an unknown path is a 400 `illegal_argument_exception`

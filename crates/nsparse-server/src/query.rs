@@ -21,6 +21,9 @@ use crate::store::{DocEntry, View};
 /// Hits every scoring clause retrieves when several are combined.
 const MIN_WINDOW: usize = 100;
 
+/// Matching documents counted exactly by default (OpenSearch's `track_total_hits`).
+pub const TRACK_TOTAL_HITS: usize = 10_000;
+
 /// Largest `from + size` (OpenSearch's `index.max_result_window`).
 pub const MAX_RESULT_WINDOW: usize = 10_000;
 
@@ -754,7 +757,10 @@ fn eval(q: &Query, id: &str, doc: &DocEntry, leaf: &dyn Fn(usize) -> Option<f32>
 /// Per document: a leaf's exact score and, when asked, its per-token explanation.
 type LeafScores = HashMap<String, (f32, Option<Vec<TokenContribution>>)>;
 
-/// Runs a parsed query: `size` hits from `from`, with explanations if asked.
+/// Runs a parsed query: `size` hits from `from`, with explanations if asked. Matching documents
+/// are counted exactly up to `track_total_hits` (OpenSearch's default is 10,000), except under
+/// approximate clauses, whose count is the documents they retrieved.
+#[allow(clippy::too_many_arguments)]
 pub fn execute(
     parsed: &Parsed,
     view: &View,
@@ -762,9 +768,10 @@ pub fn execute(
     from: usize,
     size: usize,
     explain: bool,
-    exhaustive: bool,
+    track_total_hits: usize,
 ) -> ApiResult<Outcome> {
     let wanted = from + size;
+    let n_docs = view.docs.len().max(1);
     let required = required_pred(&parsed.query);
     let filter = |id: &str| view.docs.get(id).is_some_and(|d| required.test(id, d));
     // Without filters every live document of the snapshot passes: skip the per-hit lookups.
@@ -777,13 +784,13 @@ pub fn execute(
     retrieving.dedup();
     let scan = matches_without_leaves(&parsed.query);
     let single = !scan && parsed.leaves.len() == 1 && retrieving.len() == 1;
-    let window = if exhaustive {
-        view.docs.len().max(1)
-    } else if single {
+    let window = if single {
         wanted.max(1)
     } else {
         wanted.max(MIN_WINDOW)
     };
+    // One more than the tracked count tells "more than track_total_hits" from "exactly".
+    let count_depth = track_total_hits.saturating_add(1).min(n_docs);
 
     let mut exact_total = true;
     let mut leaf_hits: Vec<LeafScores> = vec![HashMap::new(); parsed.leaves.len()];
@@ -791,23 +798,34 @@ pub fn execute(
     let mut seen: HashSet<String> = HashSet::new();
     for &i in &retrieving {
         let leaf = &parsed.leaves[i];
-        let k = leaf.k.unwrap_or(0).max(window);
+        let approximate = matches!(
+            leaf.kind,
+            LeafKind::Neural {
+                mode: SearchMode::Approximate { .. },
+                ..
+            }
+        );
+        let mut k = leaf.k.unwrap_or(0).max(window);
+        if !approximate {
+            // Exact modes count every match anyway; a deeper heap costs one selection pass.
+            k = k.max(count_depth);
+        }
         let hits = run_leaf(
             leaf,
             view,
             k,
-            explain && single,
+            false,
             retrieval_filter,
             Exactness::AsRequested,
         )?;
-        if hits.len() >= k {
+        if hits.len() >= k && k < n_docs {
             exact_total = false;
         }
         for hit in hits {
             if seen.insert(hit.id.clone()) {
                 candidates.push(hit.id.clone());
             }
-            leaf_hits[i].insert(hit.id, (hit.score, hit.explanation));
+            leaf_hits[i].insert(hit.id, (hit.score, None));
         }
     }
     if scan {
@@ -819,22 +837,7 @@ pub fn execute(
     }
     if !single && !candidates.is_empty() {
         // Exact scores of every leaf on every candidate.
-        let set: HashSet<&str> = candidates.iter().map(String::as_str).collect();
-        let in_set = |id: &str| set.contains(id);
-        for (i, leaf) in parsed.leaves.iter().enumerate() {
-            let hits = run_leaf(
-                leaf,
-                view,
-                set.len(),
-                explain,
-                Some(&in_set),
-                Exactness::Exact,
-            )?;
-            leaf_hits[i] = hits
-                .into_iter()
-                .map(|h| (h.id, (h.score, h.explanation)))
-                .collect();
-        }
+        rescore(parsed, view, &candidates, false, &mut leaf_hits)?;
     }
     let mut matches: Vec<(f32, u64, String)> = Vec::new();
     for id in candidates {
@@ -848,11 +851,19 @@ pub fn execute(
     }
     matches.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let max_score = matches.first().map(|m| m.0);
-    let total = matches.len();
-    let hits = matches
+    let mut total = matches.len();
+    let mut exact_total = exact_total || scan;
+    if total > track_total_hits {
+        total = track_total_hits;
+        exact_total = false;
+    }
+    let page: Vec<(f32, u64, String)> = matches.into_iter().skip(from).take(size).collect();
+    if explain && !page.is_empty() {
+        let ids: Vec<String> = page.iter().map(|m| m.2.clone()).collect();
+        rescore(parsed, view, &ids, true, &mut leaf_hits)?;
+    }
+    let hits = page
         .into_iter()
-        .skip(from)
-        .take(size)
         .map(|(score, _, id)| {
             let explanation = explain.then(|| explanation(parsed, &leaf_hits, &id, score, models));
             (id, score, explanation)
@@ -861,9 +872,45 @@ pub fn execute(
     Ok(Outcome {
         hits,
         total,
-        exact_total: exact_total || scan,
+        exact_total,
         max_score,
     })
+}
+
+/// Exact scores (and explanations when asked) of every leaf on `ids`.
+fn rescore(
+    parsed: &Parsed,
+    view: &View,
+    ids: &[String],
+    explain: bool,
+    leaf_hits: &mut [LeafScores],
+) -> ApiResult<()> {
+    let set: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let in_set = |id: &str| set.contains(id);
+    for (i, leaf) in parsed.leaves.iter().enumerate() {
+        let hits = run_leaf(
+            leaf,
+            view,
+            set.len(),
+            explain,
+            Some(&in_set),
+            Exactness::Exact,
+        )?;
+        if !explain {
+            leaf_hits[i] = hits
+                .into_iter()
+                .map(|h| (h.id, (h.score, h.explanation)))
+                .collect();
+            continue;
+        }
+        // Explanations only: the scores of the ranking stay those it was ranked by.
+        for h in hits {
+            if let Some(entry) = leaf_hits[i].get_mut(&h.id) {
+                entry.1 = h.explanation;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Retrieval runs in the requested (maybe approximate) mode; the rescoring pass is exact.

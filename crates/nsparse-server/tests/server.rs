@@ -643,6 +643,41 @@ async fn search_kinds_scores_filters_and_pagination() {
         .await;
     assert!(r["hits"]["hits"][0].get("_source").is_none());
 
+    // Totals are exact up to track_total_hits; explanations add up to the score.
+    let r = h
+        .search(
+            "docs",
+            json!({"query": {"match": {"text": "world"}}, "size": 1}),
+        )
+        .await;
+    assert_eq!(r["hits"]["total"], json!({"value": 2, "relation": "eq"}));
+    let r = h
+        .search(
+            "docs",
+            json!({"query": {"match_all": {}}, "track_total_hits": 2}),
+        )
+        .await;
+    assert_eq!(r["hits"]["total"], json!({"value": 2, "relation": "gte"}));
+    assert_eq!(ids(&r).len(), 4);
+    let r = h
+        .search(
+            "docs",
+            json!({"query": {"bool": {"should": [neural.clone(), {"match": {"text": "world"}}],
+            "must": [{"range": {"year": {"gte": 2000}}}]}}, "explain": true}),
+        )
+        .await;
+    for hit in r["hits"]["hits"].as_array().unwrap() {
+        let e = &hit["_explanation"];
+        assert!((e["value"].as_f64().unwrap() - hit["_score"].as_f64().unwrap()).abs() < 1e-9);
+        let parts: f64 = e["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["value"].as_f64().unwrap())
+            .sum();
+        assert!((parts - e["value"].as_f64().unwrap()).abs() < 1e-4, "{e}");
+    }
+
     // _count with a query.
     let (_, count) = h
         .json(
