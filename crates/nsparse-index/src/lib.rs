@@ -158,6 +158,7 @@ mod index;
 mod search;
 mod segment;
 pub mod synth;
+mod synth_fitted;
 mod wal;
 
 pub use error::{Error, Result};

@@ -20,7 +20,7 @@ fn build(dir: &std::path::Path) -> (Index, Vec<Document>) {
     let mut g = synth::Synth::new(
         synth::SynthParams {
             vocab: 300,
-            ..Default::default()
+            ..synth::SynthParams::zipf()
         },
         7,
     );
@@ -62,7 +62,7 @@ fn bm25_filtered_is_the_exact_top_k_of_accepted_documents() {
     let mut g = synth::Synth::new(
         synth::SynthParams {
             vocab: 300,
-            ..Default::default()
+            ..synth::SynthParams::zipf()
         },
         99,
     );
@@ -97,7 +97,7 @@ fn hybrid_filtered_fuses_filtered_sub_queries() {
     let mut g = synth::Synth::new(
         synth::SynthParams {
             vocab: 300,
-            ..Default::default()
+            ..synth::SynthParams::zipf()
         },
         5,
     );
@@ -224,7 +224,7 @@ fn documents_returns_every_live_document_once_and_reindexes_identically() {
     let mut g = synth::Synth::new(
         synth::SynthParams {
             vocab: 300,
-            ..Default::default()
+            ..synth::SynthParams::zipf()
         },
         3,
     );
