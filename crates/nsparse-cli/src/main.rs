@@ -4,6 +4,7 @@
 
 mod encode_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod index_cmd;
 mod jsonl;
 mod model_args;
@@ -42,6 +43,8 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Serve the OpenSearch neural sparse REST API (indices, ingest pipelines, _search).
     Serve(serve_cmd::ServeArgs),
+    /// Write an index as OpenSearch mapping + `_bulk` files, to load it into a cluster.
+    Export(export_cmd::ExportArgs),
 }
 
 fn main() {
@@ -64,6 +67,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Delete(args) => index_cmd::run_delete(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Export(args) => export_cmd::run(args),
     }
 }
 
