@@ -345,6 +345,20 @@ fn handle(app: &App, method: &Method, path: &str, query: &str, body: &[u8]) -> A
                 json!({*index: {"settings": h.meta().settings_view(index)}}),
             ))
         }
+        ("PUT", [index, "_settings"]) => {
+            let h = store.index(index)?;
+            let body = require_body(body, "PUT _settings")?;
+            let mut meta = h.meta();
+            meta.merge_settings(&body)?;
+            if let Some(p) = meta.default_pipeline() {
+                store.ingest_pipeline(&p)?;
+            }
+            if let Some(p) = meta.default_search_pipeline() {
+                store.search_pipeline(&p)?;
+            }
+            h.set_meta(meta)?;
+            Ok(Reply::ok(json!({"acknowledged": true})))
+        }
         ("POST" | "GET", [index, "_refresh"]) => {
             store.index(index)?.refresh()?;
             Ok(Reply::ok(shards_summary(1)))

@@ -15,7 +15,7 @@
 //! | `GET /`, `HEAD /` | cluster info; `version.distribution` is `opensearch`, `number` [`OPENSEARCH_VERSION`] |
 //! | `GET /_cluster/health` | always `green` (one node, one shard per index) |
 //! | `PUT /{index}` | `settings` (`index.sparse`, `index.default_pipeline`, `index.search.default_pipeline`, `index.refresh_interval`; others are stored and shown) and `mappings` |
-//! | `DELETE /{index}`, `HEAD /{index}`, `GET /{index}`, `GET /{index}/_settings` | |
+//! | `DELETE /{index}`, `HEAD /{index}`, `GET /{index}`, `GET\|PUT /{index}/_settings` | `PUT` updates dynamic settings (not `number_of_shards`, `sparse`) |
 //! | `GET /{index}/_mapping`, `PUT /{index}/_mapping` | adding fields only; changing a field's type is a 400 |
 //! | `GET /_cat/indices[/{index}]` | text (`?v` for headers) or `?format=json` |
 //! | `POST\|GET /{index}/_refresh`, `POST /_refresh` | |

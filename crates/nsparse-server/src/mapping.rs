@@ -170,6 +170,32 @@ impl IndexMeta {
         Ok(())
     }
 
+    /// Applies `PUT /{index}/_settings` (`{"index": {...}}` or flat keys); values are checked.
+    /// `null` removes a setting.
+    pub fn merge_settings(&mut self, body: &Value) -> ApiResult<()> {
+        let body = body.get("settings").unwrap_or(body);
+        let updates = flatten_settings(body)?;
+        let mut candidate = self.clone();
+        for (key, value) in updates {
+            if matches!(
+                key.as_str(),
+                "index.number_of_shards" | "index.sparse" | "index.uuid" | "index.creation_date"
+            ) {
+                return Err(ApiError::illegal_argument(format!(
+                    "final {key} setting [{key}], not updateable"
+                )));
+            }
+            if value.is_null() {
+                candidate.settings.remove(&key);
+            } else {
+                candidate.settings.insert(key, value);
+            }
+        }
+        candidate.check_settings()?;
+        *self = candidate;
+        Ok(())
+    }
+
     /// The mapped field at `path`, if any (sub-fields resolve to their parent's entry).
     pub fn field(&self, path: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.path == path)

@@ -129,9 +129,12 @@ impl Models {
         vector
             .iter()
             .map(|(id, w)| {
+                // The shortest decimal of the f32 (as Java's Float.toString in OpenSearch), which
+                // parses back to the same f32.
+                let shortest: f64 = format!("{w}").parse().unwrap_or(f64::from(w));
                 (
                     tokenizer.token(id).unwrap_or_else(|| format!("[id {id}]")),
-                    serde_json::Value::from(w),
+                    serde_json::Value::from(shortest),
                 )
             })
             .collect()

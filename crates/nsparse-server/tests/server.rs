@@ -187,6 +187,30 @@ async fn cluster_info_and_index_lifecycle() {
         "long"
     );
 
+    let (status, _) = h
+        .json(
+            "PUT",
+            "/docs/_settings",
+            json!({"index": {"refresh_interval": "2s"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, value) = h.call("GET", "/docs/_settings", "").await;
+    assert_eq!(value["docs"]["settings"]["index"]["refresh_interval"], "2s");
+    let (status, value) = h
+        .json(
+            "PUT",
+            "/docs/_settings",
+            json!({"index.number_of_shards": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&value, 400, "illegal_argument_exception");
+    let (status, _) = h
+        .json("PUT", "/docs/_settings", json!({"refresh_interval": "-1"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
     let (status, value) = h
         .json(
             "PUT",
@@ -402,6 +426,19 @@ async fn single_document_endpoints() {
     );
     let (status, _) = h.call("HEAD", "/docs/_doc/n1", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // _source comes back exactly as sent (floats round-trip bit for bit).
+    let raw = r#"{"emb":{"hello":7.5951313972473145,"world":0.9421564340591431},"score":0.30000000000000004}"#;
+    let (status, _) = h.call("PUT", "/docs/_doc/exact", raw).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, text, _) = h
+        .raw(
+            Request::get("/docs/_doc/exact")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(text.contains(&format!("\"_source\":{raw}")), "{text}");
+
     // Writing to a missing index creates it (OpenSearch's auto_create_index).
     let (status, _) = h.json("PUT", "/fresh/_doc/1", json!({"title": "x"})).await;
     assert_eq!(status, StatusCode::CREATED);
