@@ -156,6 +156,8 @@ pub struct Prepared {
     pub doc: Document,
     /// Filter values.
     pub values: DocValues,
+    /// BM25 tokens of each mapped text field present in the document.
+    pub field_tokens: std::collections::BTreeMap<String, Vec<u32>>,
 }
 
 /// Checks `source` against the mapping and builds the nsparse document: the vector is read from the
@@ -212,6 +214,10 @@ pub fn prepare(meta: &IndexMeta, models: &Models, id: &str, source: &Value) -> A
     } else {
         Some(models.bm25_tokens(&analyzed.text)?)
     };
+    let mut field_tokens = std::collections::BTreeMap::new();
+    for (field, text) in &analyzed.field_texts {
+        field_tokens.insert(field.clone(), models.bm25_tokens(text)?);
+    }
     let source = serde_json::to_vec(source)
         .map_err(|e| ApiError::internal(format!("cannot serialise _source: {e}")))?;
     Ok(Prepared {
@@ -222,6 +228,7 @@ pub fn prepare(meta: &IndexMeta, models: &Models, id: &str, source: &Value) -> A
             source,
         },
         values: analyzed.values,
+        field_tokens,
     })
 }
 

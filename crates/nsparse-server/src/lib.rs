@@ -40,11 +40,14 @@
 //!   strings of `rank_features` values and `query_tokens` are mapped through the
 //!   bert-base-uncased WordPiece vocabulary; an unknown token in a document is a 400
 //!   `mapper_parsing_exception` naming it, in a query it is ignored (it can match nothing).
-//! - BM25: each document's BM25 text is all of its `text`-mapped fields and unmapped strings,
-//!   concatenated and split by the WordPiece tokenizer; `match` on any text field searches that
-//!   combined text (OpenSearch keeps one BM25 field per text field and uses the standard
-//!   analyzer, so scores differ). `match` on a keyword or numeric field is an exact `term`.
-//!   Only `operator: or` is supported.
+//! - BM25 (`match`): every mapped `text` field has its own BM25 data (a BM25-only nsparse index
+//!   per field under `fields/`), so `match` on a field scores that field alone, with that
+//!   field's document count and average length, as OpenSearch does. Text is split by the
+//!   bert-base-uncased WordPiece tokenizer (OpenSearch uses the standard analyzer, so scores
+//!   differ). `match` on an unmapped field searches all of the document's text (every text
+//!   field and unmapped string, concatenated, kept in the main index). `match` on a keyword or
+//!   numeric field is an exact `term`. Only `operator: or` is supported. A text field added by
+//!   `PUT _mapping` is empty for documents written before.
 //! - `term`/`terms`/`range` on a `text` field are refused (text is not kept for filters); they
 //!   work on `keyword`, numeric, `date` and `boolean` fields, on keyword sub-fields, and on
 //!   unmapped values (`x.keyword` reads unmapped strings up to 256 bytes). Ranges compare

@@ -215,6 +215,14 @@ impl IndexMeta {
         })
     }
 
+    /// Paths of the mapped `text` fields (each has its own BM25 index).
+    pub fn text_fields(&self) -> impl Iterator<Item = &str> {
+        self.fields
+            .iter()
+            .filter(|f| f.ty == FieldType::Text)
+            .map(|f| f.path.as_str())
+    }
+
     /// The sparse vector field, if mapped.
     pub fn vector_field(&self) -> Option<&Field> {
         self.fields.iter().find(|f| f.ty == FieldType::Vector)
@@ -381,6 +389,11 @@ impl IndexMeta {
             FieldType::Text => {
                 let s = string_value.clone().ok_or_else(|| bad(ty))?;
                 out.push_text(&s);
+                let field_text = out.field_texts.entry(path.to_string()).or_default();
+                if !field_text.is_empty() {
+                    field_text.push('\n');
+                }
+                field_text.push_str(&s);
                 out.values.push((path.into(), FilterValue::Present));
             }
             FieldType::Keyword => {
@@ -436,8 +449,11 @@ impl IndexMeta {
 pub struct Analyzed {
     /// Filterable values.
     pub values: DocValues,
-    /// The text BM25 indexes.
+    /// The text of the index-wide BM25 (every text field and unmapped string).
     pub text: String,
+    /// The text of each mapped `text` field (values of a multi-valued field joined), for the
+    /// per-field BM25 of `match`.
+    pub field_texts: std::collections::BTreeMap<String, String>,
 }
 
 impl Analyzed {

@@ -88,6 +88,8 @@ enum LeafKind {
     },
     Bm25 {
         tokens: Vec<u32>,
+        /// The mapped text field with its own BM25 index; `None` = the index-wide text.
+        field: Option<String>,
     },
 }
 
@@ -284,10 +286,20 @@ fn parse(value: &Value, ctx: &Context<'_>, leaves: &mut Vec<Leaf>) -> ApiResult<
                         }
                     };
                     let tokens = ctx.models.bm25_tokens(&text)?;
+                    let mapped = ctx.meta.text_fields().any(|f| f == field);
                     leaves.push(Leaf {
-                        kind: LeafKind::Bm25 { tokens },
+                        kind: LeafKind::Bm25 {
+                            tokens,
+                            field: mapped.then(|| field.to_string()),
+                        },
                         k: None,
-                        label: format!("match on [{field}] (BM25 over the document's text fields)"),
+                        label: if mapped {
+                            format!("match on [{field}] (BM25)")
+                        } else {
+                            format!(
+                                "match on unmapped [{field}] (BM25 over all text of the document)"
+                            )
+                        },
                     });
                     Ok(Query::Leaf(leaves.len() - 1, boost))
                 }
@@ -937,9 +949,16 @@ fn run_leaf(
             let req = SearchRequest::new(k).mode(mode).explain(explain);
             Ok(view.searcher.search_filtered(vector, &req, filter)?)
         }
-        LeafKind::Bm25 { tokens } => Ok(view
-            .searcher
-            .search_bm25_filtered(tokens, k, explain, false, filter)?),
+        LeafKind::Bm25 { tokens, field } => {
+            let searcher = match field {
+                None => &view.searcher,
+                Some(f) => match view.fields.get(f) {
+                    Some(s) => s,
+                    None => return Ok(Vec::new()),
+                },
+            };
+            Ok(searcher.search_bm25_filtered(tokens, k, explain, false, filter)?)
+        }
     }
 }
 

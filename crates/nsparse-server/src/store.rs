@@ -5,6 +5,8 @@
 //! - `indices/{name}/meta.json` — uuid, settings, mappings (written last at creation, so an
 //!   index directory without it was never acknowledged and is removed at start);
 //! - `indices/{name}/index/` — the nsparse index (WAL, segments);
+//! - `indices/{name}/fields/{hex of field path}/` — a BM25-only nsparse index per mapped `text`
+//!   field (written before the main index; ids the main index lacks are dropped at start);
 //! - `ingest_pipelines.json`, `search_pipelines.json` — `{id: body}`.
 //!
 //! Every JSON file is replaced atomically (write `.tmp`, fsync, rename, fsync the directory).
@@ -25,6 +27,9 @@ use crate::models::Models;
 /// Identity recorded in the nsparse indexes this server creates (vectors come from pipelines of
 /// any loaded model or from clients, so no single model fingerprint applies).
 pub const INDEX_MODEL_IDENTITY: &str = "opensearch-rest";
+
+/// Identity of the per-text-field BM25 indexes.
+const FIELD_INDEX_IDENTITY: &str = "opensearch-rest-text-field";
 
 const META_FILE: &str = "meta.json";
 const INGEST_FILE: &str = "ingest_pipelines.json";
@@ -50,6 +55,8 @@ pub struct DocEntry {
 pub struct View {
     /// Snapshot of the index at the last refresh.
     pub searcher: Searcher,
+    /// Snapshots of the per-field BM25 indexes (mapped `text` fields), same refresh.
+    pub fields: Arc<BTreeMap<String, Searcher>>,
     /// `_id` → entry, for exactly the documents of `searcher`.
     pub docs: Arc<HashMap<String, DocEntry>>,
 }
@@ -62,6 +69,8 @@ struct Pending {
 
 struct Writer {
     index: Index,
+    /// One BM25-only index per mapped `text` field (empty vectors, no sources).
+    fields: BTreeMap<String, Index>,
     /// Writes since the last refresh (`None` = deleted): GET reads them (realtime), refresh
     /// applies them to the view.
     pending: HashMap<String, Option<Pending>>,
@@ -131,6 +140,7 @@ impl IndexHandle {
     fn open(name: &str, dir: PathBuf, meta: IndexMeta, index: Index) -> ApiResult<Self> {
         let mut index = index;
         let searcher = index.searcher();
+        let mut fields = open_field_indexes(&dir, &meta, &BTreeMap::new())?;
         let mut docs = HashMap::new();
         let mut seq = 0u64;
         for doc in searcher.documents() {
@@ -150,17 +160,37 @@ impl IndexHandle {
             );
             seq += 1;
         }
+        // Field indexes are written before the main index, so after a crash they may hold
+        // documents the main index never acknowledged: drop those.
+        for field_index in fields.values_mut() {
+            let stale: Vec<String> = field_index
+                .searcher()
+                .documents()
+                .filter_map(|d| d.ok())
+                .map(|d| d.id)
+                .filter(|id| !docs.contains_key(id))
+                .collect();
+            for id in stale {
+                field_index.delete(&id)?;
+            }
+        }
+        let field_searchers = fields
+            .iter_mut()
+            .map(|(k, i)| (k.clone(), i.searcher()))
+            .collect();
         Ok(IndexHandle {
             name: name.to_string(),
             dir,
             meta: RwLock::new(meta),
             writer: Mutex::new(Writer {
                 index,
+                fields,
                 pending: HashMap::new(),
                 next_seq: seq,
             }),
             view: RwLock::new(View {
                 searcher,
+                fields: Arc::new(field_searchers),
                 docs: Arc::new(docs),
             }),
             last_refresh: Mutex::new(Instant::now()),
@@ -172,8 +202,22 @@ impl IndexHandle {
         read(&self.meta).clone()
     }
 
-    /// Replaces the settings and mappings (persisted first).
+    /// Replaces the settings and mappings (persisted first); new text fields get their BM25
+    /// index (documents written before have no text there, as in OpenSearch).
     pub fn set_meta(&self, meta: IndexMeta) -> ApiResult<()> {
+        {
+            let mut writer = self.writer();
+            let added = open_field_indexes(&self.dir, &meta, &writer.fields)?;
+            if !added.is_empty() {
+                writer.fields.extend(added);
+                let searchers: BTreeMap<String, Searcher> = writer
+                    .fields
+                    .iter_mut()
+                    .map(|(k, i)| (k.clone(), i.searcher()))
+                    .collect();
+                self.view.write().unwrap_or_else(|p| p.into_inner()).fields = Arc::new(searchers);
+            }
+        }
         write_json_atomic(
             &self.dir,
             META_FILE,
@@ -201,6 +245,11 @@ impl IndexHandle {
             return Ok(());
         }
         let searcher = writer.index.searcher();
+        let fields: BTreeMap<String, Searcher> = writer
+            .fields
+            .iter_mut()
+            .map(|(k, i)| (k.clone(), i.searcher()))
+            .collect();
         let pending = std::mem::take(&mut writer.pending);
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         let docs = Arc::make_mut(&mut view.docs);
@@ -215,6 +264,7 @@ impl IndexHandle {
             }
         }
         view.searcher = searcher;
+        view.fields = Arc::new(fields);
         Ok(())
     }
 
@@ -301,16 +351,25 @@ impl IndexHandle {
                     let flushed = batch.flush(&mut writer);
                     mark_failed(&mut results, flushed);
                     let current = batch.state(&writer, &view, &id);
-                    let outcome = match writer.index.delete(&id) {
-                        Ok(true) => {
-                            let version = current.map_or(1, |c| c.0 + 1);
-                            let seq = writer.next_seq;
-                            writer.next_seq += 1;
-                            writer.pending.insert(id.clone(), None);
-                            Ok(("deleted", version, seq))
+                    let mut field_error = None;
+                    for field_index in writer.fields.values_mut() {
+                        if let Err(e) = field_index.delete(&id) {
+                            field_error = Some(ApiError::from(e));
                         }
-                        Ok(false) => Ok(("not_found", 1, writer.next_seq)),
-                        Err(e) => Err(ApiError::from(e)),
+                    }
+                    let outcome = match field_error {
+                        Some(e) => Err(e),
+                        None => match writer.index.delete(&id) {
+                            Ok(true) => {
+                                let version = current.map_or(1, |c| c.0 + 1);
+                                let seq = writer.next_seq;
+                                writer.next_seq += 1;
+                                writer.pending.insert(id.clone(), None);
+                                Ok(("deleted", version, seq))
+                            }
+                            Ok(false) => Ok(("not_found", 1, writer.next_seq)),
+                            Err(e) => Err(ApiError::from(e)),
+                        },
                     };
                     results.push(WriteResult { id, outcome });
                 }
@@ -378,7 +437,11 @@ impl IndexHandle {
 
     /// Commits buffered documents to a segment (at shutdown).
     pub fn commit(&self) -> ApiResult<()> {
-        Ok(self.writer().index.commit()?)
+        let mut writer = self.writer();
+        for field_index in writer.fields.values_mut() {
+            field_index.commit()?;
+        }
+        Ok(writer.index.commit()?)
     }
 
     /// `(live documents, deleted documents, bytes on disk)` as of the last refresh.
@@ -393,6 +456,8 @@ impl IndexHandle {
 #[derive(Default)]
 struct Batch {
     docs: Vec<nsparse_index::Document>,
+    /// Per-field BM25 tokens of `docs`, same order.
+    field_tokens: Vec<BTreeMap<String, Vec<u32>>>,
     /// id → (entry, source) of the documents in `docs`.
     local: HashMap<String, Pending>,
     /// Result slots of `docs` in the results vector are marked by `apply` on failure.
@@ -443,6 +508,7 @@ impl Batch {
             },
         );
         self.docs.push(prepared.doc);
+        self.field_tokens.push(prepared.field_tokens);
         (
             if current.is_some() {
                 "updated"
@@ -461,8 +527,22 @@ impl Batch {
             return None;
         }
         let docs = std::mem::take(&mut self.docs);
+        let field_tokens = std::mem::take(&mut self.field_tokens);
         let local = std::mem::take(&mut self.local);
-        match writer.index.upsert_batch(&docs) {
+        let fields_written = writer.fields.iter_mut().try_for_each(|(field, index)| {
+            let field_docs: Vec<nsparse_index::Document> = docs
+                .iter()
+                .zip(&field_tokens)
+                .map(|(d, tokens)| nsparse_index::Document {
+                    id: d.id.clone(),
+                    vector: Vec::new(),
+                    tokens: tokens.get(field).cloned().filter(|t| !t.is_empty()),
+                    source: Vec::new(),
+                })
+                .collect();
+            index.upsert_batch(&field_docs)
+        });
+        match fields_written.and_then(|()| writer.index.upsert_batch(&docs)) {
             Ok(()) => {
                 for (id, p) in local {
                     writer.pending.insert(id, Some(p));
@@ -817,6 +897,34 @@ fn pipeline_missing(id: &str) -> ApiError {
         "resource_not_found_exception",
         format!("pipeline with id [{id}] does not exist"),
     )
+}
+
+/// Opens (creating when missing) the BM25 index of every mapped text field of `meta`.
+fn open_field_indexes(
+    dir: &Path,
+    meta: &IndexMeta,
+    already_open: &BTreeMap<String, Index>,
+) -> ApiResult<BTreeMap<String, Index>> {
+    let mut out = BTreeMap::new();
+    for field in meta
+        .text_fields()
+        .filter(|f| !already_open.contains_key(*f))
+    {
+        // Hex keeps any field name a safe, unique directory name.
+        let hex: String = field.bytes().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join("fields").join(hex);
+        let index = if path.join("MANIFEST").exists() {
+            Index::open(&path, writer_options())?
+        } else {
+            Index::create(
+                &path,
+                &CreateOptions::new(FIELD_INDEX_IDENTITY),
+                writer_options(),
+            )?
+        };
+        out.insert(field.to_string(), index);
+    }
+    Ok(out)
 }
 
 fn search_pipeline_missing(id: &str) -> ApiError {

@@ -1124,3 +1124,80 @@ async fn real_listener_serves_and_shuts_down_gracefully() {
     let (_, count) = h.call("GET", "/live/_count", "").await;
     assert_eq!(count["count"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn match_searches_only_the_named_text_field() {
+    let h = Harness::new();
+    let (status, _) = h
+        .json("PUT", "/two", json!({"mappings": {"properties": {"title": {"type": "text"}, "body": {"type": "text"}}}}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = ndjson(&[
+        json!({"index": {"_index": "two", "_id": "1"}}),
+        json!({"title": "wing design", "body": "flutter of a wing", "note": "propeller"}),
+        json!({"index": {"_index": "two", "_id": "2"}}),
+        json!({"title": "flutter analysis", "body": "wing loads"}),
+        json!({"index": {"_index": "two", "_id": "3"}}),
+        json!({"title": "unrelated", "body": "nothing here"}),
+    ]);
+    let (_, value) = h.call("POST", "/_bulk?refresh=true", &body).await;
+    assert_eq!(value["errors"], false, "{value}");
+    let r = h
+        .search("two", json!({"query": {"match": {"title": "flutter"}}}))
+        .await;
+    assert_eq!(ids(&r), vec!["2"]);
+    assert_eq!(r["hits"]["total"]["value"], 1);
+    let r = h
+        .search("two", json!({"query": {"match": {"body": "flutter"}}}))
+        .await;
+    assert_eq!(ids(&r), vec!["1"]);
+    // An unmapped field falls back to all the document's text.
+    let r = h
+        .search("two", json!({"query": {"match": {"note": "propeller"}}}))
+        .await;
+    assert_eq!(ids(&r), vec!["1"]);
+    // Deletes and updates reach the field indexes.
+    h.call("DELETE", "/two/_doc/2?refresh=true", "").await;
+    let r = h
+        .search("two", json!({"query": {"match": {"title": "flutter"}}}))
+        .await;
+    assert!(ids(&r).is_empty(), "{r}");
+    h.json(
+        "POST",
+        "/two/_update/3?refresh=true",
+        json!({"doc": {"title": "flutter again"}}),
+    )
+    .await;
+    let r = h
+        .search("two", json!({"query": {"match": {"title": "flutter"}}}))
+        .await;
+    assert_eq!(ids(&r), vec!["3"]);
+    // A text field added later gets its own index; the field indexes survive a restart.
+    let (status, _) = h
+        .json(
+            "PUT",
+            "/two/_mapping",
+            json!({"properties": {"summary": {"type": "text"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    h.json(
+        "PUT",
+        "/two/_doc/4?refresh=true",
+        json!({"summary": "flutter summary"}),
+    )
+    .await;
+    let r = h
+        .search("two", json!({"query": {"match": {"summary": "flutter"}}}))
+        .await;
+    assert_eq!(ids(&r), vec!["4"]);
+    let h = h.restart();
+    let r = h
+        .search("two", json!({"query": {"match": {"title": "flutter"}}}))
+        .await;
+    assert_eq!(ids(&r), vec!["3"]);
+    let r = h
+        .search("two", json!({"query": {"match": {"summary": "flutter"}}}))
+        .await;
+    assert_eq!(ids(&r), vec!["4"]);
+}
