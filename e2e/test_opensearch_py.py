@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,11 +139,15 @@ def close(a: float, b: float) -> bool:
 
 def expected_neural(query: dict[str, float], docs: dict[str, dict], accept=None) -> dict[str, float]:
     """Exact neural scores of the live documents `accept` admits; only positive scores match."""
+    return expected_neural_field(query, docs, VECTOR_FIELD, accept)
+
+
+def expected_neural_field(query: dict[str, float], docs: dict[str, dict], field: str, accept=None) -> dict[str, float]:
     out = {}
     for doc_id, source in docs.items():
         if accept is not None and not accept(source):
             continue
-        score = dot(query, source.get(VECTOR_FIELD, {}))
+        score = dot(query, source.get(field, {}))
         if score > 0:
             out[doc_id] = score
     return out
@@ -405,6 +410,7 @@ class E2E:
             self.document_crud()
             self.bulk_actions()
             self.errors()
+            self.exported_index()
             self.shutdown_and_restart()
         finally:
             self.server.kill()
@@ -833,6 +839,68 @@ class E2E:
             else:
                 raise AssertionError("an oversized body was accepted")
             expect_error(lambda: cl.get(index=INDEX, id="huge"), NotFoundError, 404)
+
+    def exported_index(self) -> None:
+        """`nsparse export --format opensearch-bulk` loads into the server (the scale-out path,
+        testable here only against nsparse serve itself, not a real OpenSearch cluster)."""
+        c, cl = self.checks, self.client
+        corpus = self.work / "export-corpus.jsonl"
+        with open(REPO / "data" / "cranfield" / "corpus.jsonl") as f, open(corpus, "w") as out:
+            out.writelines(line for _, line in zip(range(120), f))
+        originals = {d["_id"]: d for d in map(json.loads, open(corpus))}
+        cli_index = self.work / "cli-index"
+        export_dir = self.work / "export"
+        try:
+            run_cli(self.binary, "index", "--model", str(self.model), "--corpus", str(corpus), "--index", str(cli_index))
+            run_cli(
+                self.binary, "export", "--index", str(cli_index), "--format", "opensearch-bulk",
+                "--index-name", "exported", "--output", str(export_dir), "--max-file-bytes", "200000",
+            )  # fmt: skip
+        except RuntimeError as exc:
+            with c.case("nsparse export of a CLI-built index"):
+                raise exc
+            return
+        vectors = self.work / "export-vectors.jsonl"
+        run_cli(self.binary, "encode", "documents", "--model", str(self.model), "--input", str(corpus), "--output", str(vectors))
+        encoded = read_vectors(vectors)
+        with c.case("export loads through the client: PUT mapping.json, POST each bulk file"):
+            mapping = json.loads((export_dir / "mapping.json").read_text())
+            resp = cl.indices.create(index="exported", body=mapping)
+            expect(resp.get("acknowledged") is True, f"{resp}")
+            files = sorted(export_dir.glob("bulk-*.ndjson"))
+            expect(len(files) > 1, f"expected several bulk files at 200 kB each, got {len(files)}")
+            for path in files:
+                resp = cl.bulk(body=path.read_text())
+                expect(resp.get("errors") is False, f"{path.name}: {[i for i in resp['items'] if 'error' in next(iter(i.values()))][:2]}")
+            cl.indices.refresh(index="exported")
+            expect(cl.count(index="exported")["count"] == len(originals), "count differs from the exported index")
+            docs = {}
+            for doc_id, original in originals.items():
+                source = cl.get(index="exported", id=doc_id)["_source"]
+                for key in ("title", "text", "metadata"):
+                    expect(source.get(key) == original.get(key), f"doc {doc_id}: {key} changed")
+                vector = source.get("embedding", {})
+                for token, w in vector.items():
+                    want = encoded[doc_id].get(token)
+                    expect(want is not None and abs(w - want) <= abs(want) * 2**-11 + 3.1e-5, f"doc {doc_id} {token}: {w} vs {want}")
+                docs[doc_id] = source
+            query = dict(sorted(encoded["17"].items(), key=lambda kv: -kv[1])[:12])
+            resp = cl.search(index="exported", body={"query": {"neural_sparse": {"embedding": {"query_tokens": query}}}, "size": 10})
+            check_ranking(resp, {i: v for i, v in expected_neural_field(query, docs, "embedding").items()}, 10)
+        curl = shutil.which("curl")
+        with c.case("export/load.sh (curl) loads into the server"):
+            if curl is None:
+                print("     skipped: curl is not installed")
+            else:
+                renamed = self.work / "export-load-sh"
+                run_cli(
+                    self.binary, "export", "--index", str(cli_index), "--format", "opensearch-bulk",
+                    "--index-name", "exported-by-script", "--output", str(renamed),
+                )  # fmt: skip
+                env = dict(os.environ, OPENSEARCH_URL=f"http://127.0.0.1:{self.server.port}")
+                out = subprocess.run(["sh", str(renamed / "load.sh")], env=env, capture_output=True, text=True)
+                expect(out.returncode == 0, f"load.sh failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+                expect(cl.count(index="exported-by-script")["count"] == len(originals), "count after load.sh")
 
     def shutdown_and_restart(self) -> None:
         c = self.checks
