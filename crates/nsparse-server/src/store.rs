@@ -580,8 +580,8 @@ pub struct Store {
     /// The loaded models.
     pub models: Models,
     indices: RwLock<BTreeMap<String, Arc<IndexHandle>>>,
-    ingest: RwLock<BTreeMap<String, (Value, Arc<IngestPipeline>)>>,
-    search: RwLock<BTreeMap<String, (Value, SearchPipeline)>>,
+    ingest: Pipelines<Arc<IngestPipeline>>,
+    search: Pipelines<SearchPipeline>,
     /// Serialises index creation/deletion and pipeline changes.
     admin: Mutex<()>,
 }
@@ -662,8 +662,16 @@ impl Store {
             data: data.to_path_buf(),
             models,
             indices: RwLock::new(indices),
-            ingest: RwLock::new(ingest),
-            search: RwLock::new(search),
+            ingest: Pipelines {
+                file: INGEST_FILE,
+                map: RwLock::new(ingest),
+                missing: pipeline_missing,
+            },
+            search: Pipelines {
+                file: SEARCH_FILE,
+                map: RwLock::new(search),
+                missing: search_pipeline_missing,
+            },
             admin: Mutex::new(()),
         })
     }
@@ -762,98 +770,48 @@ impl Store {
 
     /// A stored ingest pipeline.
     pub fn ingest_pipeline(&self, id: &str) -> ApiResult<Arc<IngestPipeline>> {
-        read(&self.ingest)
-            .get(id)
-            .map(|(_, p)| p.clone())
-            .ok_or_else(|| pipeline_missing(id))
+        self.ingest.get(id)
     }
 
     /// Stored ingest pipeline bodies (`None` = all).
     pub fn ingest_pipeline_bodies(&self, id: Option<&str>) -> ApiResult<BTreeMap<String, Value>> {
-        bodies(&read(&self.ingest), id, |(body, _)| body.clone())
+        self.ingest.bodies(id)
     }
 
     /// Stores an ingest pipeline.
     pub fn put_ingest_pipeline(&self, id: &str, body: Value) -> ApiResult<()> {
-        let pipeline = IngestPipeline::parse(id, &body, &self.models)?;
+        let pipeline = Arc::new(IngestPipeline::parse(id, &body, &self.models)?);
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = self.ingest.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = map.clone();
-        next.insert(id.to_string(), (body, Arc::new(pipeline)));
-        self.persist(
-            INGEST_FILE,
-            next.iter().map(|(k, (v, _))| (k.clone(), v.clone())),
-        )?;
-        *map = next;
-        Ok(())
+        self.ingest.update(&self.data, id, Some((body, pipeline)))
     }
 
     /// Deletes an ingest pipeline.
     pub fn delete_ingest_pipeline(&self, id: &str) -> ApiResult<()> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = self.ingest.write().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(id) {
-            return Err(pipeline_missing(id));
-        }
-        let mut next = map.clone();
-        next.remove(id);
-        self.persist(
-            INGEST_FILE,
-            next.iter().map(|(k, (v, _))| (k.clone(), v.clone())),
-        )?;
-        *map = next;
-        Ok(())
+        self.ingest.update(&self.data, id, None)
     }
 
     /// A stored search pipeline.
     pub fn search_pipeline(&self, id: &str) -> ApiResult<SearchPipeline> {
-        read(&self.search)
-            .get(id)
-            .map(|(_, p)| *p)
-            .ok_or_else(|| search_pipeline_missing(id))
+        self.search.get(id)
     }
 
     /// Stored search pipeline bodies (`None` = all).
     pub fn search_pipeline_bodies(&self, id: Option<&str>) -> ApiResult<BTreeMap<String, Value>> {
-        bodies(&read(&self.search), id, |(body, _)| body.clone())
+        self.search.bodies(id)
     }
 
     /// Stores a search pipeline.
     pub fn put_search_pipeline(&self, id: &str, body: Value) -> ApiResult<()> {
         let pipeline = SearchPipeline::parse(id, &body)?;
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = self.search.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = map.clone();
-        next.insert(id.to_string(), (body, pipeline));
-        self.persist(
-            SEARCH_FILE,
-            next.iter().map(|(k, (v, _))| (k.clone(), v.clone())),
-        )?;
-        *map = next;
-        Ok(())
+        self.search.update(&self.data, id, Some((body, pipeline)))
     }
 
     /// Deletes a search pipeline.
     pub fn delete_search_pipeline(&self, id: &str) -> ApiResult<()> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = self.search.write().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(id) {
-            return Err(search_pipeline_missing(id));
-        }
-        let mut next = map.clone();
-        next.remove(id);
-        self.persist(
-            SEARCH_FILE,
-            next.iter().map(|(k, (v, _))| (k.clone(), v.clone())),
-        )?;
-        *map = next;
-        Ok(())
-    }
-
-    fn persist(&self, file: &str, entries: impl Iterator<Item = (String, Value)>) -> ApiResult<()> {
-        let map: serde_json::Map<String, Value> = entries.collect();
-        write_json_atomic(&self.data, file, &Value::Object(map))
-            .map_err(|e| ApiError::internal(e.to_string()))
+        self.search.update(&self.data, id, None)
     }
 
     /// Refreshes every index whose interval has passed.
@@ -877,17 +835,56 @@ impl Store {
     }
 }
 
-fn bodies<T>(
-    map: &BTreeMap<String, T>,
-    id: Option<&str>,
-    body: impl Fn(&T) -> Value,
-) -> ApiResult<BTreeMap<String, Value>> {
-    match id {
-        None => Ok(map.iter().map(|(k, v)| (k.clone(), body(v))).collect()),
-        Some(id) => map
+/// Pipelines of one kind: the bodies as given and their parsed form, persisted together as
+/// `{id: body}` in one file of the data directory.
+struct Pipelines<T> {
+    file: &'static str,
+    map: RwLock<BTreeMap<String, (Value, T)>>,
+    missing: fn(&str) -> ApiError,
+}
+
+impl<T: Clone> Pipelines<T> {
+    fn get(&self, id: &str) -> ApiResult<T> {
+        read(&self.map)
             .get(id)
-            .map(|v| BTreeMap::from([(id.to_string(), body(v))]))
-            .ok_or_else(|| pipeline_missing(id)),
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| (self.missing)(id))
+    }
+
+    fn bodies(&self, id: Option<&str>) -> ApiResult<BTreeMap<String, Value>> {
+        let map = read(&self.map);
+        match id {
+            None => Ok(map
+                .iter()
+                .map(|(k, (b, _))| (k.clone(), b.clone()))
+                .collect()),
+            Some(id) => map
+                .get(id)
+                .map(|(b, _)| BTreeMap::from([(id.to_string(), b.clone())]))
+                .ok_or_else(|| (self.missing)(id)),
+        }
+    }
+
+    /// Stores (`Some`) or removes (`None`) a pipeline: the file is replaced first, then memory.
+    fn update(&self, data: &Path, id: &str, entry: Option<(Value, T)>) -> ApiResult<()> {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = map.clone();
+        match entry {
+            Some(entry) => {
+                next.insert(id.to_string(), entry);
+            }
+            None => {
+                next.remove(id).ok_or_else(|| (self.missing)(id))?;
+            }
+        }
+        let file: serde_json::Map<String, Value> = next
+            .iter()
+            .map(|(k, (b, _))| (k.clone(), b.clone()))
+            .collect();
+        write_json_atomic(data, self.file, &Value::Object(file))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        *map = next;
+        Ok(())
     }
 }
 

@@ -852,79 +852,102 @@ async fn everything_acknowledged_survives_a_restart() {
 async fn errors_have_opensearch_shapes_and_codes() {
     let h = Harness::new();
     corpus(&h).await;
-    let (status, value) = h.json("POST", "/missing/_search", json!({})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&value, 404, "index_not_found_exception");
-    let (status, value) = h.call("POST", "/docs/_search", "{\"query\": ").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "parsing_exception");
-    let (status, value) = h
-        .json("POST", "/docs/_search", json!({"query": {"bogus": {}}}))
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "parsing_exception");
-    let (status, value) = h
-        .json(
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "POST",
+            "/missing/_search",
+            "{}",
+            404,
+            "index_not_found_exception",
+        ),
+        (
             "POST",
             "/docs/_search",
-            json!({"query": {"match_all": {}}, "size": "many"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "x_content_parse_exception");
-    let (status, value) = h
-        .json(
+            "{\"query\": ",
+            400,
+            "parsing_exception",
+        ),
+        (
             "POST",
             "/docs/_search",
-            json!({"query": {"neural_sparse": {"text": {"query_text": "x"}}}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "illegal_argument_exception");
-    let (status, value) = h
-        .json(
+            r#"{"query": {"bogus": {}}}"#,
+            400,
+            "parsing_exception",
+        ),
+        (
             "POST",
             "/docs/_search",
-            json!({"query": {"neural_sparse": {"emb": {"query_text": "x", "model_id": "nope"}}}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "illegal_argument_exception");
-    let (status, value) = h
-        .json(
+            r#"{"size": "many"}"#,
+            400,
+            "x_content_parse_exception",
+        ),
+        (
             "POST",
             "/docs/_search",
-            json!({"query": {"match_all": {}}, "aggs": {}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
-    let (status, value) = h
-        .json("POST", "/docs/_search", json!({"from": 9999, "size": 2}))
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "illegal_argument_exception");
-    let (status, value) = h.call("GET", "/docs/_frobnicate", "").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "illegal_argument_exception");
-    let (status, value) = h.call("PATCH", "/docs", "").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "illegal_argument_exception");
-    let (status, value) = h
-        .json(
+            r#"{"query": {"neural_sparse": {"text": {"query_text": "x"}}}}"#,
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "POST",
+            "/docs/_search",
+            r#"{"query": {"neural_sparse": {"emb": {"query_text": "x", "model_id": "nope"}}}}"#,
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "POST",
+            "/docs/_search",
+            r#"{"aggs": {}}"#,
+            400,
+            "parsing_exception",
+        ),
+        (
+            "POST",
+            "/docs/_search",
+            r#"{"from": 9999, "size": 2}"#,
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "GET",
+            "/docs/_frobnicate",
+            "",
+            400,
+            "illegal_argument_exception",
+        ),
+        ("PATCH", "/docs", "", 400, "illegal_argument_exception"),
+        (
             "PUT",
             "/_search/pipeline/p",
-            json!({"request_processors": [{"oracle": {}}]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "illegal_argument_exception");
-    let (status, value) = h
-        .json("POST", "/docs/_search?search_pipeline=absent", json!({}))
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
-    let (status, value) = h.call("PUT", "/docs/_doc/x", "[1, 2]").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "parsing_exception");
+            r#"{"request_processors": [{"oracle": {}}]}"#,
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "POST",
+            "/docs/_search?search_pipeline=absent",
+            "{}",
+            404,
+            "resource_not_found_exception",
+        ),
+        ("PUT", "/docs/_doc/x", "[1, 2]", 400, "parsing_exception"),
+        ("GET", "/docs/_doc/x?refresh=maybe", "", 404, ""),
+        (
+            "DELETE",
+            "/docs/_doc/x?refresh=maybe",
+            "",
+            400,
+            "illegal_argument_exception",
+        ),
+    ];
+    for &(method, path, body, status, kind) in cases {
+        let (got, value) = h.call(method, path, body).await;
+        assert_eq!(got.as_u16(), status, "{method} {path} {body}: {value}");
+        if !kind.is_empty() {
+            assert_error(&value, status, kind);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
