@@ -304,6 +304,7 @@ fn handle(app: &App, method: &Method, path: &str, query: &str, body: &[u8]) -> A
             }
             Ok(Reply::ok(shards_summary(all.len())))
         }
+        ("GET" | "POST", ["_mget"]) => mget(app, None, &params, body),
         (_, [first, ..]) if first.starts_with('_') => Err(no_handler(m, path)),
         ("PUT", [index]) => {
             let body = parse_body(body)?;
@@ -365,6 +366,7 @@ fn handle(app: &App, method: &Method, path: &str, query: &str, body: &[u8]) -> A
         }
         ("GET" | "POST", [index, "_count"]) => count(app, index, &params, body),
         ("GET" | "POST", [index, "_search"]) => search(app, index, &params, body),
+        ("GET" | "POST", [index, "_mget"]) => mget(app, Some(index), &params, body),
         ("POST" | "PUT", [index, "_bulk"]) => bulk(app, Some(index), &params, body),
         ("POST", [index, "_doc"]) => {
             let id = auto_id();
@@ -654,6 +656,63 @@ fn get_doc(app: &App, index: &str, id: &str, params: &Params, head: bool) -> Api
     }
 }
 
+/// `_mget`: `{"docs": [{"_index", "_id", "_source"?}]}` or, with an index, `{"ids": [...]}`.
+fn mget(app: &App, index: Option<&str>, params: &Params, body: &[u8]) -> ApiResult<Reply> {
+    let body = require_body(body, "_mget")?;
+    let mut requests: Vec<(String, String)> = Vec::new();
+    let id_text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    if let Some(docs) = body.get("docs").and_then(Value::as_array) {
+        for doc in docs {
+            let target = doc.get("_index").and_then(Value::as_str).or(index);
+            let (Some(target), Some(id)) = (target, doc.get("_id").and_then(id_text)) else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "action_request_validation_exception",
+                    "Validation Failed: 1: each doc of _mget needs an _index (or an index in the path) and an _id;",
+                ));
+            };
+            requests.push((target.to_string(), id));
+        }
+    } else if let (Some(ids), Some(index)) = (body.get("ids").and_then(Value::as_array), index) {
+        for id in ids {
+            let id = id
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| id_text(id))
+                .ok_or_else(|| ApiError::x_content("[ids] of _mget must be strings"))?;
+            requests.push((index.to_string(), id));
+        }
+    } else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            "Validation Failed: 1: no documents to get; send {\"docs\": [...]} or, with an index, {\"ids\": [...]};",
+        ));
+    }
+    let filter = source_filter_from_params(params)?.unwrap_or_default();
+    let docs: Vec<Value> = requests
+        .into_iter()
+        .map(|(target, id)| match app.store.index(&target).and_then(|h| h.get(&id)) {
+            Err(e) => json!({"_index": target, "_id": id, "error": e.cause()}),
+            Ok(None) => json!({"_index": target, "_id": id, "found": false}),
+            Ok(Some((source, version, seq))) => {
+                let mut doc = json!({"_index": target, "_id": id, "_version": version, "_seq_no": seq,
+                    "_primary_term": 1, "found": true});
+                let source: Value = serde_json::from_slice(&source).unwrap_or(Value::Null);
+                if let Some(source) = filter.apply(source) {
+                    doc["_source"] = source;
+                }
+                doc
+            }
+        })
+        .collect();
+    Ok(Reply::ok(json!({"docs": docs})))
+}
+
 fn source_filter_from_params(params: &Params) -> ApiResult<Option<SourceFilter>> {
     let split = |s: &str| -> Vec<String> {
         s.split(',')
@@ -764,6 +823,11 @@ fn search(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Rep
     }
     if let Some(f) = params.usize("from")? {
         from = f;
+    }
+    if params.get("scroll").is_some() {
+        return Err(ApiError::illegal_argument(
+            "scroll searches are not supported by nsparse; page with from and size (up to 10,000 hits)",
+        ));
     }
     if params.get("q").is_some() {
         return Err(ApiError::illegal_argument(

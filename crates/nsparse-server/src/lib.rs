@@ -22,6 +22,7 @@
 //! | `GET\|POST /{index}/_count` | with an optional `query` |
 //! | `PUT\|POST /{index}/_doc/{id}` (`?op_type=create`), `POST /{index}/_doc`, `PUT /{index}/_create/{id}` | `?pipeline=`, `?refresh=` |
 //! | `GET\|HEAD\|DELETE /{index}/_doc/{id}`, `GET /{index}/_source/{id}` | GET is realtime |
+//! | `GET\|POST /_mget`, `GET\|POST /{index}/_mget` | `docs` (`_index`, `_id`) or `ids`; realtime |
 //! | `POST /{index}/_update/{id}` | `doc` (merged into the stored source), `doc_as_upsert` |
 //! | `POST /_bulk`, `POST /{index}/_bulk` | `index`, `create`, `update` (`doc`, `doc_as_upsert`), `delete`; per-item `pipeline` |
 //! | `PUT\|GET\|DELETE /_ingest/pipeline/{id}` | `sparse_encoding` processors only |

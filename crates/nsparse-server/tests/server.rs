@@ -426,6 +426,26 @@ async fn single_document_endpoints() {
     );
     let (status, _) = h.call("HEAD", "/docs/_doc/n1", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // _mget: realtime, per-document found / error.
+    let (status, value) = h
+        .json("POST", "/_mget", json!({"docs": [{"_index": "docs", "_id": "a"}, {"_index": "docs", "_id": "zz"}, {"_index": "nope", "_id": "a"}]}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(value["docs"][0]["_source"]["tag"], "x");
+    assert_eq!(value["docs"][1]["found"], false);
+    assert_eq!(
+        value["docs"][2]["error"]["type"],
+        "index_not_found_exception"
+    );
+    let (_, value) = h
+        .json(
+            "POST",
+            "/docs/_mget?_source=tag",
+            json!({"ids": ["b", "c"]}),
+        )
+        .await;
+    assert_eq!(value["docs"][1]["_source"], json!({"tag": "x"}));
+
     // _source comes back exactly as sent (floats round-trip bit for bit).
     let raw = r#"{"emb":{"hello":7.5951313972473145,"world":0.9421564340591431},"score":0.30000000000000004}"#;
     let (status, _) = h.call("PUT", "/docs/_doc/exact", raw).await;
@@ -932,6 +952,20 @@ async fn errors_have_opensearch_shapes_and_codes() {
             "resource_not_found_exception",
         ),
         ("PUT", "/docs/_doc/x", "[1, 2]", 400, "parsing_exception"),
+        (
+            "POST",
+            "/docs/_search?scroll=1m",
+            "{}",
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "POST",
+            "/docs/_mget",
+            "{}",
+            400,
+            "action_request_validation_exception",
+        ),
         ("GET", "/docs/_doc/x?refresh=maybe", "", 404, ""),
         (
             "DELETE",
