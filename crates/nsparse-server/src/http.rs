@@ -10,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
@@ -1130,18 +1131,28 @@ fn bulk(app: &App, default_index: Option<&str>, params: &Params, body: &[u8]) ->
             Ok(h) => h.clone(),
         };
         let meta = handle.meta();
+        let start = i;
+        while i < items.len() && handles[i].as_ref().is_ok_and(|h| Arc::ptr_eq(h, &handle)) {
+            i += 1;
+        }
+        // Checking documents and tokenizing their text is CPU work: spread it over the pool.
+        let run_sources: Vec<Option<ApiResult<Value>>> =
+            (start..i).map(|j| sources[j].take()).collect();
+        let prepared: Vec<ApiResult<WriteOp>> = (start..i)
+            .into_par_iter()
+            .zip(run_sources)
+            .map(|(j, source)| bulk_op(&items[j], source, &pipelines[j], &meta, store))
+            .collect();
         let mut ops = Vec::new();
         let mut applied = Vec::new();
-        while i < items.len() && handles[i].as_ref().is_ok_and(|h| Arc::ptr_eq(h, &handle)) {
-            let item = &items[i];
-            match bulk_op(item, sources[i].take(), &pipelines[i], &meta, store) {
+        for (j, op) in (start..i).zip(prepared) {
+            match op {
                 Ok(op) => {
                     ops.push(op);
-                    applied.push(i);
+                    applied.push(j);
                 }
-                Err(e) => rendered[i] = Some(bulk_error(item, &e)),
+                Err(e) => rendered[j] = Some(bulk_error(&items[j], &e)),
             }
-            i += 1;
         }
         let results = handle.apply(ops, &store.models);
         for (idx, result) in applied.into_iter().zip(results) {

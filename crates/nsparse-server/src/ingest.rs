@@ -209,15 +209,16 @@ pub fn prepare(meta: &IndexMeta, models: &Models, id: &str, source: &Value) -> A
             }
         },
     };
-    let tokens = if analyzed.text.is_empty() {
-        None
-    } else {
-        Some(models.bm25_tokens(&analyzed.text)?)
-    };
+    // The index-wide BM25 bag is every text field's tokens plus the unmapped strings' (WordPiece
+    // splits at whitespace, so this equals tokenizing the joined text).
     let mut field_tokens = std::collections::BTreeMap::new();
+    let mut all_tokens = models.bm25_tokens(&analyzed.unmapped_text)?;
     for (field, text) in &analyzed.field_texts {
-        field_tokens.insert(field.clone(), models.bm25_tokens(text)?);
+        let tokens = models.bm25_tokens(text)?;
+        all_tokens.extend_from_slice(&tokens);
+        field_tokens.insert(field.clone(), tokens);
     }
+    let tokens = (!all_tokens.is_empty()).then_some(all_tokens);
     let source = serde_json::to_vec(source)
         .map_err(|e| ApiError::internal(format!("cannot serialise _source: {e}")))?;
     Ok(Prepared {

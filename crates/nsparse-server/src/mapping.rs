@@ -388,7 +388,6 @@ impl IndexMeta {
         match field.ty {
             FieldType::Text => {
                 let s = string_value.clone().ok_or_else(|| bad(ty))?;
-                out.push_text(&s);
                 let field_text = out.field_texts.entry(path.to_string()).or_default();
                 if !field_text.is_empty() {
                     field_text.push('\n');
@@ -449,8 +448,9 @@ impl IndexMeta {
 pub struct Analyzed {
     /// Filterable values.
     pub values: DocValues,
-    /// The text of the index-wide BM25 (every text field and unmapped string).
-    pub text: String,
+    /// Unmapped strings (OpenSearch maps them as text); with the text fields, they make the
+    /// index-wide BM25 text.
+    pub unmapped_text: String,
     /// The text of each mapped `text` field (values of a multi-valued field joined), for the
     /// per-field BM25 of `match`.
     pub field_texts: std::collections::BTreeMap<String, String>,
@@ -458,10 +458,10 @@ pub struct Analyzed {
 
 impl Analyzed {
     fn push_text(&mut self, s: &str) {
-        if !self.text.is_empty() {
-            self.text.push('\n');
+        if !self.unmapped_text.is_empty() {
+            self.unmapped_text.push('\n');
         }
-        self.text.push_str(s);
+        self.unmapped_text.push_str(s);
     }
 }
 
@@ -749,7 +749,8 @@ mod tests {
         let a = meta
             .analyze("1", &json!({"v": {"a": 1}, "t": "hello", "n": "7", "m": {"k": ["x", "y"]}, "u": "free"}))
             .unwrap();
-        assert_eq!(a.text, "hello\nfree");
+        assert_eq!(a.unmapped_text, "free");
+        assert_eq!(a.field_texts["t"], "hello");
         assert!(a.values.contains(&("n".into(), FilterValue::Num(7.0))));
         assert!(a
             .values
