@@ -838,10 +838,10 @@ fn search(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Rep
     if let Some(filter) = source_filter_from_params(params)? {
         source_filter = filter;
     }
-    if from + size > MAX_RESULT_WINDOW {
+    if from.saturating_add(size) > MAX_RESULT_WINDOW {
         return Err(ApiError::illegal_argument(format!(
             "Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] but was [{}]",
-            from + size
+            from.saturating_add(size)
         )));
     }
     let meta = handle.meta();

@@ -782,7 +782,7 @@ pub fn execute(
     explain: bool,
     track_total_hits: usize,
 ) -> ApiResult<Outcome> {
-    let wanted = from + size;
+    let wanted = from.saturating_add(size);
     let n_docs = view.docs.len().max(1);
     let required = required_pred(&parsed.query);
     let filter = |id: &str| view.docs.get(id).is_some_and(|d| required.test(id, d));

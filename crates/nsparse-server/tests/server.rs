@@ -930,6 +930,13 @@ async fn errors_have_opensearch_shapes_and_codes() {
             "illegal_argument_exception",
         ),
         (
+            "POST",
+            "/docs/_search?size=18446744073709551615",
+            r#"{"from": 18446744073709551615}"#,
+            400,
+            "illegal_argument_exception",
+        ),
+        (
             "GET",
             "/docs/_frobnicate",
             "",
