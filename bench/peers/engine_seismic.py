@@ -34,12 +34,15 @@ def main():
         dataset = SeismicDataset(dim=30522)
     except TypeError:
         dataset = SeismicDataset()
+    n_docs = len(docs)
     dataset.add_documents_by_id(
-        [str(i) for i in range(len(docs))],
+        [str(i) for i in range(n_docs)],
         docs.indices.astype(np.int64),
         docs.values,
         docs.indptr,
     )
+    # The dataset holds its own copy: free ours before the memory-hungry build.
+    del docs
     index = SeismicIndex.build_from_dataset(dataset, num_threads=2)
     build_s = time.perf_counter() - t0
     del dataset

