@@ -1265,3 +1265,60 @@ async fn match_searches_only_the_named_text_field() {
         .await;
     assert_eq!(ids(&r), vec!["4"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_bulk_writes_and_searches_stay_consistent() {
+    let h = Arc::new(Harness::new());
+    corpus(&h).await;
+    let mut tasks = Vec::new();
+    for writer in 0..4 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..5 {
+                let mut lines = Vec::new();
+                for n in 0..20 {
+                    let id = format!("w{writer}-{batch}-{n}");
+                    lines.push(json!({"index": {"_index": "docs", "_id": id}}));
+                    lines.push(json!({"emb": {"ocean": 1.0 + n as f64}, "text": "ocean waves", "tag": "bulk"}));
+                }
+                let (status, value) = h.call("POST", "/_bulk", &ndjson(&lines)).await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(value["errors"], false, "{value}");
+            }
+        }));
+    }
+    for _ in 0..4 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let r = h
+                    .search("docs", json!({"query": {"bool": {"must": [{"match": {"text": "ocean"}}], "filter": [{"exists": {"field": "text"}}]}}}))
+                    .await;
+                let total = r["hits"]["total"]["value"].as_u64().unwrap();
+                assert!(total >= 1 && total as usize >= ids(&r).len());
+                h.call("POST", "/docs/_refresh", "").await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    h.call("POST", "/docs/_refresh", "").await;
+    let (_, count) = h.call("GET", "/docs/_count", "").await;
+    assert_eq!(count["count"], 4 + 4 * 5 * 20);
+    let (_, count) = h
+        .json(
+            "POST",
+            "/docs/_count",
+            json!({"query": {"term": {"tag": "bulk"}}}),
+        )
+        .await;
+    assert_eq!(count["count"], 400);
+    let r = h
+        .search(
+            "docs",
+            json!({"query": {"match": {"text": "ocean"}}, "size": 0}),
+        )
+        .await;
+    assert_eq!(r["hits"]["total"]["value"], 401);
+}
