@@ -93,9 +93,22 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     if declared.is_some_and(|n| n > limit as u64) {
         return error_response(&too_large());
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return error_response(&too_large()),
+    // A client that sends its body too slowly holds a connection, not a worker: bound it too.
+    let bytes = match tokio::time::timeout(
+        app.config.request_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return error_response(&too_large()),
+        Err(_) => {
+            return error_response(&ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout_exception",
+                "the request body did not arrive within --request-timeout-secs",
+            ))
+        }
     };
     let method = parts.method.clone();
     let uri = parts.uri.clone();

@@ -73,7 +73,8 @@
 //!   per-index write counter. `_primary_term` is always 1.
 //! - Errors use OpenSearch's shape and types; an unknown path is a 400 `illegal_argument_exception`
 //!   ("no handler found"), a request over `--request-timeout-secs` a 504 `timeout_exception`
-//!   (a write still completes), a body over `--max-body-bytes` a 413.
+//!   (a write still completes), a body that does not arrive within that time a 408, a body
+//!   over `--max-body-bytes` a 413.
 //!
 //! ## Consistency and durability
 //! A write is durable when acknowledged (the index WAL is fsynced). Searches see writes after a
