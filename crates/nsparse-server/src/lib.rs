@@ -50,7 +50,7 @@
 //!   numeric field is an exact `term`. Only `operator: or` is supported. A text field added by
 //!   `PUT _mapping` is empty for documents written before.
 //! - `term`/`terms`/`range` on a `text` field are refused (text is not kept for filters); they
-//!   work on `keyword`, numeric, `date` and `boolean` fields, on keyword sub-fields, and on
+//!   work on `_id`, `keyword`, numeric, `date` and `boolean` fields, on keyword sub-fields, and on
 //!   unmapped values (`x.keyword` reads unmapped strings up to 256 bytes). Ranges compare
 //!   numbers numerically and strings (ISO dates) lexicographically; no date math.
 //!   In a scoring position these queries add a constant score (their boost), where OpenSearch

@@ -680,6 +680,9 @@ impl Pred {
             Pred::Not(p) => !p.test(id, doc),
             Pred::Ids(ids) => ids.contains(id),
             Pred::Exists(field) => values(doc, field).next().is_some(),
+            Pred::Terms(field, targets) if field == "_id" => targets
+                .iter()
+                .any(|t| equals(&FilterValue::Str(id.into()), t)),
             Pred::Terms(field, targets) => {
                 values(doc, field).any(|v| targets.iter().any(|t| equals(v, t)))
             }

@@ -639,6 +639,10 @@ async fn search_kinds_scores_filters_and_pagination() {
         .await;
     assert_eq!(ids(&r), vec!["a", "b"]);
     let r = h
+        .search("docs", filtered(json!({"terms": {"_id": ["c", "b"]}})))
+        .await;
+    assert_eq!(ids(&r), vec!["c", "b"]);
+    let r = h
         .search("docs", json!({"query": {"bool": {"must": [neural.clone()], "must_not": [{"term": {"tag": "x"}}]}}}))
         .await;
     assert_eq!(ids(&r), vec!["b"]);
