@@ -194,7 +194,7 @@ pub fn prepare(meta: &IndexMeta, models: &Models, id: &str, source: &Value) -> A
                     }
                     pairs.push((token.as_str(), w as f32));
                 }
-                models.vector_from_tokens(pairs, true).map_err(|problem| {
+                models.vector_from_tokens(pairs, field.type_name == "sparse_vector", true).map_err(|problem| {
                     ApiError::mapper_parsing(format!(
                         "failed to parse field [{}] of type [{}] in document with id '{id}': {problem}",
                         field.path, field.type_name

@@ -41,6 +41,9 @@
 //!   strings of `rank_features` values and `query_tokens` are mapped through the
 //!   bert-base-uncased WordPiece vocabulary; an unknown token in a document is a 400
 //!   `mapper_parsing_exception` naming it, in a query it is ignored (it can match nothing).
+//!   On a `sparse_vector` field (OpenSearch 3.3+, whose keys are token ids), all-digit keys are
+//!   token ids (`{"2054": 1.2}`); other keys are token strings. The `sparse_encoding` processor
+//!   writes token strings.
 //! - BM25 (`match`): every mapped `text` field has its own BM25 data (a BM25-only nsparse index
 //!   per field under `fields/`), so `match` on a field scores that field alone, with that
 //!   field's document count and average length, as OpenSearch does. Text is split by the

@@ -88,13 +88,17 @@ impl Models {
     }
 
     /// Maps `{token: weight}` (a `rank_features` value or `query_tokens`) to ids of the shared
-    /// WordPiece vocabulary. Unknown tokens are an error when `strict`, dropped otherwise.
+    /// WordPiece vocabulary. With `numeric_ids` (a `sparse_vector` field, whose keys OpenSearch
+    /// reads as token ids), an all-digit key is a token id. Unknown tokens are an error when
+    /// `strict`, dropped otherwise.
     pub fn vector_from_tokens<'a>(
         &self,
         tokens: impl IntoIterator<Item = (&'a str, f32)>,
+        numeric_ids: bool,
         strict: bool,
     ) -> Result<SparseVector, String> {
         let tokenizer = self.builtin.tokenizer();
+        let vocab = tokenizer.vocab_size();
         let mut pairs = Vec::new();
         for (token, weight) in tokens {
             if !weight.is_finite() || weight < 0.0 {
@@ -102,12 +106,27 @@ impl Models {
                     "token {token:?} has weight {weight}; weights must be finite and ≥ 0"
                 ));
             }
-            match tokenizer.id(token) {
+            let id =
+                if numeric_ids && !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
+                    token
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&id| (id as usize) < vocab)
+                } else {
+                    tokenizer.id(token)
+                };
+            match id {
                 Some(id) => pairs.push((id, weight)),
                 None if strict => {
-                    return Err(format!(
-                        "token {token:?} is not in the bert-base-uncased WordPiece vocabulary (30,522 tokens) that nsparse indexes use"
-                    ))
+                    return Err(
+                        if numeric_ids && token.bytes().all(|b| b.is_ascii_digit()) {
+                            format!("token id {token} is outside the vocabulary (0..{vocab})")
+                        } else {
+                            format!(
+                            "token {token:?} is not in the bert-base-uncased WordPiece vocabulary (30,522 tokens) that nsparse indexes use"
+                        )
+                        },
+                    )
                 }
                 None => {}
             }

@@ -452,6 +452,10 @@ fn parse_bool(
 
 fn parse_neural(body: &Value, ctx: &Context<'_>, leaves: &mut Vec<Leaf>) -> ApiResult<Query> {
     let (field, spec) = field_entry("neural_sparse", body)?;
+    let numeric_ids = ctx
+        .meta
+        .field(field)
+        .is_some_and(|f| f.type_name == "sparse_vector");
     match ctx.meta.field_type(field) {
         Some(FieldType::Vector) => {}
         _ => {
@@ -540,7 +544,7 @@ fn parse_neural(body: &Value, ctx: &Context<'_>, leaves: &mut Vec<Leaf>) -> ApiR
                 pairs.push((token.as_str(), w as f32));
             }
             ctx.models
-                .vector_from_tokens(pairs, false)
+                .vector_from_tokens(pairs, numeric_ids, false)
                 .map_err(ApiError::illegal_argument)?
                 .iter()
                 .collect()

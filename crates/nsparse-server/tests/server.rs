@@ -1326,3 +1326,46 @@ async fn concurrent_bulk_writes_and_searches_stay_consistent() {
         .await;
     assert_eq!(r["hits"]["total"]["value"], 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sparse_vector_fields_take_token_ids() {
+    let h = Harness::new();
+    let (status, value) = h
+        .json(
+            "PUT",
+            "/ann",
+            json!({"settings": {"index": {"sparse": true}},
+            "mappings": {"properties": {"sv": {"type": "sparse_vector",
+                "method": {"name": "seismic", "parameters": {"n_postings": 100}}}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    let hello = tiny_encoder().tokenizer().id("hello").unwrap();
+    h.json(
+        "PUT",
+        "/ann/_doc/a",
+        json!({"sv": {hello.to_string(): 2.0}}),
+    )
+    .await;
+    h.json(
+        "PUT",
+        "/ann/_doc/b?refresh=true",
+        json!({"sv": {"hello": 1.0}}),
+    )
+    .await;
+    let r = h
+        .search(
+            "ann",
+            json!({"query": {"neural_sparse": {"sv": {"query_tokens": {hello.to_string(): 1.0},
+            "method_parameters": {"top_n": 10, "heap_factor": 1.0, "k": 10}}}}}),
+        )
+        .await;
+    assert_eq!(ids(&r), vec!["a", "b"]);
+    assert_eq!(score_of(&r, "a"), 2.0);
+    let (status, value) = h
+        .json("PUT", "/ann/_doc/c", json!({"sv": {"99999": 1.0}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&value, 400, "mapper_parsing_exception");
+    assert!(value["error"]["reason"].as_str().unwrap().contains("99999"));
+}
