@@ -328,7 +328,12 @@ fn handle(app: &App, method: &Method, path: &str, query: &str, body: &[u8]) -> A
             ))
         }
         ("DELETE", [index]) => {
-            store.delete_index(index)?;
+            match store.delete_index(index) {
+                Err(e)
+                    if e.status == StatusCode::NOT_FOUND
+                        && params.flag("ignore_unavailable")? => {}
+                other => other?,
+            }
             Ok(Reply::ok(json!({"acknowledged": true})))
         }
         ("HEAD", [index]) => Ok(match store.index(index) {

@@ -249,6 +249,8 @@ async fn cluster_info_and_index_lifecycle() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&value, 404, "index_not_found_exception");
     assert_eq!(value["error"]["index"], "docs");
+    let (status, _) = h.call("DELETE", "/docs?ignore_unavailable=true", "").await;
+    assert_eq!(status, StatusCode::OK);
     // The name is free again.
     let (status, _) = h.call("PUT", "/docs", MAPPING).await;
     assert_eq!(status, StatusCode::OK);
