@@ -117,28 +117,38 @@
 //! All exact modes compute a document's score as the f32 sum, in ascending
 //! token order, of `query weight × dequantized doc weight`, so they agree with
 //! brute force bit for bit; ties are broken by segment then document order.
-//! * [`SearchMode::Exact`] — term-at-a-time with a dense f32 accumulator per
-//!   segment, then one pass selecting the top k. Chosen by measurement (see
-//!   the bench): on learned-sparse vectors, where query tokens are frequent in
-//!   documents and every document has ~100–400 non-zeros, the sequential
-//!   posting scan beat both pruning strategies below on this machine.
+//! * [`SearchMode::Exact`] — tiled MaxScore, chosen by measurement (see
+//!   BENCHMARKS.md): documents are scanned in tiles of 32,768 ids so the dense
+//!   f32 accumulator stays in L2; per tile, the query terms with the lowest
+//!   upper bounds (`query weight × the token's largest weight in the
+//!   segment`) whose bounds sum to at most the current k-th score are
+//!   non-essential: only the essential terms' postings are scattered,
+//!   documents whose partial score plus the non-essential bound can still
+//!   qualify are completed by binary search (dropping out early), and the
+//!   survivors are rescored in canonical token order. A tile whose total
+//!   bound cannot beat the k-th score is skipped.
+//! * [`SearchMode::ExactTaat`] — plain term-at-a-time over a dense
+//!   accumulator, no pruning (the previous default; benchmark baseline).
 //! * [`SearchMode::ExactMaxScore`] — term-at-a-time MaxScore: terms are
 //!   accumulated by decreasing upper bound, and the remaining terms are skipped
 //!   once their summed bound cannot lift an untouched document past the k-th
 //!   partial score; surviving candidates are rescored exactly.
 //! * [`SearchMode::ExactBlockMax`] — BMP-style: per-token maxima over blocks of
-//!   64 consecutive documents give block upper bounds; blocks are visited by
-//!   decreasing bound until none can beat the k-th score.
-//! * [`SearchMode::Approximate`] — the block-max search with OpenSearch's knobs:
-//!   `top_n` query tokens bound the blocks and `heap_factor` scales the bar a
-//!   block's bound must clear (`1.0` exact, `> 1` skips more).
+//!   64 consecutive documents (built on first use) give block upper bounds;
+//!   blocks are visited by decreasing bound until none can beat the k-th score.
+//! * [`SearchMode::Approximate`] — the tiled MaxScore with OpenSearch's knobs:
+//!   only the `top_n` heaviest query tokens can make a document a candidate
+//!   (the others only add to candidates' scores), and the k-th score a
+//!   candidate must beat is multiplied by `heap_factor` (`> 1` prunes more).
+//!   Scores of returned documents are exact; recall is what is traded.
 //! * [`SearchMode::TwoPhase`] — OpenSearch's two-phase: tokens below
-//!   `prune_ratio × max weight` are deferred; phase 1 retrieves
+//!   `prune_ratio × max weight` are deferred; phase 1 (tiled MaxScore) retrieves
 //!   `k × expansion_rate` (capped by `max_window_size`), phase 2 rescores
 //!   that window with all tokens.
 //!
-//! Derived in-memory structures (block maxima, `_id` map) are rebuilt from
-//! the postings at open, so they cannot disagree with the files.
+//! Derived in-memory structures (per-token maxima, `_id` map, and the block
+//! maxima on first use) are rebuilt from the postings, so they cannot
+//! disagree with the files.
 //!
 //! ## BM25
 //! Documents may carry a token-id sequence; segments store term frequencies and

@@ -56,21 +56,26 @@ pub(crate) struct Snapshot {
 /// How to run a sparse-vector query.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SearchMode {
-    /// Exact top-k with the default algorithm: term-at-a-time with a dense
-    /// accumulator (chosen by measurement, see crate docs).
+    /// Exact top-k with the default algorithm: tiled MaxScore (chosen by
+    /// measurement, see crate docs and BENCHMARKS.md).
     Exact,
+    /// Exact top-k by plain term-at-a-time over a dense accumulator (no
+    /// pruning; the previous default, kept as a benchmark baseline).
+    ExactTaat,
     /// Exact top-k, term-at-a-time MaxScore (benchmark alternative).
     ExactMaxScore,
     /// Exact top-k by block-max pruning over 64-doc blocks (BMP-style; benchmark alternative).
     ExactBlockMax,
     /// Score every live document through the forward index (testing/verification).
     BruteForce,
-    /// Approximate top-k (block-max pruning with a relaxed bound).
+    /// Approximate top-k (tiled MaxScore with relaxed pruning; returned scores are exact).
     Approximate {
-        /// Keep only the query's `top_n` highest-weight tokens to bound blocks (all tokens still score).
+        /// Only the query's `top_n` highest-weight tokens can make a document a
+        /// candidate; the other tokens still add to candidates' scores.
         top_n: usize,
-        /// Skip a block unless its upper bound exceeds `heap_factor` × the current k-th score;
-        /// `1.0` is exact, `> 1` skips more aggressively (faster, lower recall).
+        /// A candidate must be able to exceed `heap_factor` × the current k-th
+        /// score; `1.0` (with `top_n` ≥ query tokens) is exact, `> 1` prunes
+        /// more aggressively (faster, lower recall).
         heap_factor: f32,
     },
     /// OpenSearch-style two-phase search.
@@ -306,6 +311,8 @@ struct Scratch {
     zacc: Vec<f32>,
     touched: Vec<u32>,
     tmp: Vec<f32>,
+    terms: Vec<TileTerm>,
+    cands: Vec<(u32, f32)>,
     ub: Vec<f32>,
     blocks: Vec<(f32, u32)>,
 }
@@ -505,7 +512,8 @@ impl Searcher {
         let q = self.canon(query)?;
         let f = filter;
         let cands = match req.mode {
-            SearchMode::Exact => self.run_taat(&q, req.k, f),
+            SearchMode::Exact => self.run_tiled(&q, req.k, f, 1.0, usize::MAX),
+            SearchMode::ExactTaat => self.run_taat(&q, req.k, f),
             SearchMode::ExactMaxScore => self.run_maxscore(&q, req.k, f),
             SearchMode::ExactBlockMax => self.run_bmp(&q, &q, 1.0, req.k, f),
             SearchMode::BruteForce => self.run_brute(&q, req.k, f),
@@ -516,11 +524,7 @@ impl Searcher {
                         "heap_factor must be finite and > 0 (1.0 = exact)",
                     ));
                 }
-                let mut sel = q.clone();
-                sel.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                sel.truncate(top_n.max(1));
-                sel.sort_by_key(|p| p.0);
-                self.run_bmp(&q, &sel, heap_factor, req.k, f)
+                self.run_tiled(&q, req.k, f, heap_factor, top_n.max(1))
             }
             SearchMode::TwoPhase {
                 prune_ratio,
@@ -738,6 +742,45 @@ impl Searcher {
         top.into_sorted()
     }
 
+    /// Tiled MaxScore (see [`tiled_segment`]); `heap_factor` and `top_n`
+    /// relax it into the approximate mode (1.0 and all tokens: exact).
+    fn run_tiled(
+        &self,
+        q: &[(u32, f32)],
+        k: usize,
+        filter: Option<DocFilter<'_>>,
+        heap_factor: f32,
+        top_n: usize,
+    ) -> Vec<Cand> {
+        let mut top = TopK::new(k);
+        if k == 0 || q.is_empty() {
+            return Vec::new();
+        }
+        // Tokens that may generate candidates: the `top_n` heaviest.
+        let mut gen = vec![true; q.len()];
+        if top_n < q.len() {
+            let mut by_w: Vec<usize> = (0..q.len()).collect();
+            by_w.sort_by(|&a, &b| q[b].1.total_cmp(&q[a].1).then(a.cmp(&b)));
+            for &i in &by_w[top_n..] {
+                gen[i] = false;
+            }
+        }
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            for (si, ss) in self.snap.segs.iter().enumerate() {
+                let p = TileParams {
+                    q,
+                    gen: &gen,
+                    heap_factor,
+                    filter,
+                    tile_shift: TILE_SHIFT,
+                };
+                tiled_segment(ss, si as u32, &p, &mut top, sc);
+            }
+        });
+        top.into_sorted()
+    }
+
     fn run_taat(&self, q: &[(u32, f32)], k: usize, filter: Option<DocFilter<'_>>) -> Vec<Cand> {
         let mut top = TopK::new(k);
         SCRATCH.with(|sc| {
@@ -808,12 +851,12 @@ impl Searcher {
             .filter(|p| p.1 >= prune_ratio * maxw)
             .collect();
         if hi.len() == q.len() {
-            return self.run_bmp(q, q, 1.0, k, filter);
+            return self.run_tiled(q, k, filter, 1.0, usize::MAX);
         }
         let window = ((k as f64 * expansion as f64).ceil() as usize)
             .max(k)
             .min(max_window.max(k));
-        let first = self.run_bmp(&hi, &hi, 1.0, window, filter);
+        let first = self.run_tiled(&hi, window, filter, 1.0, usize::MAX);
         let mut top = TopK::new(k);
         for c in first {
             top.push(Cand {
@@ -1074,6 +1117,7 @@ fn bmp_segment(
     filter: Option<DocFilter<'_>>,
 ) {
     let seg = &*ss.seg;
+    let bm = seg.block_max();
     let nb = (seg.n_docs as usize).div_ceil(BLOCK_DOCS);
     if nb == 0 {
         return;
@@ -1082,8 +1126,8 @@ fn bmp_segment(
     ub.clear();
     ub.resize(nb, 0.0);
     for &(t, w) in ub_q {
-        let r = seg.bm_start[t as usize]..seg.bm_start[t as usize + 1];
-        for (&b, &m) in seg.bm_block[r.clone()].iter().zip(&seg.bm_max[r]) {
+        let r = bm.start[t as usize]..bm.start[t as usize + 1];
+        for (&b, &m) in bm.block[r.clone()].iter().zip(&bm.max[r]) {
             ub[b as usize] += w * m;
         }
     }
@@ -1137,18 +1181,19 @@ fn score_block(
     filter: Option<DocFilter<'_>>,
 ) {
     let seg = &*ss.seg;
+    let bm = seg.block_max();
     let base = b << DOC_BLOCK_SHIFT;
     let mut acc = [0f32; BLOCK_DOCS];
     let mut mask = 0u64;
     for &(t, w) in q {
-        let (s, e) = (seg.bm_start[t as usize], seg.bm_start[t as usize + 1]);
-        let Ok(i) = seg.bm_block[s..e].binary_search(&b) else {
+        let (s, e) = (bm.start[t as usize], bm.start[t as usize + 1]);
+        let Ok(i) = bm.block[s..e].binary_search(&b) else {
             continue;
         };
         let ei = s + i;
-        let ps = seg.bm_pos[ei] as usize;
+        let ps = bm.pos[ei] as usize;
         let pe = if ei + 1 < e {
-            seg.bm_pos[ei + 1] as usize
+            bm.pos[ei + 1] as usize
         } else {
             seg.term_start[t as usize + 1]
         };
@@ -1254,6 +1299,325 @@ impl Iterator for DocumentIter<'_> {
             Err(e) => {
                 self.done = true;
                 Some(Err(e))
+            }
+        }
+    }
+}
+
+/// log2 of the documents per tile of [`tiled_segment`]: the tile's f32
+/// accumulator (128 KiB) stays in L2 while the postings stream through.
+const TILE_SHIFT: u32 = 15;
+/// Non-essential terms' bounds may sum to at most this share of the k-th
+/// score. Measured on the SciFact-fitted vectors (BENCHMARKS.md): query
+/// weights barely depend on token frequency and top scores are close, so
+/// MaxScore's candidate completion (binary searches) cost more than the
+/// postings it saved; 0 makes every term essential (tiled term-at-a-time).
+const NON_ESSENTIAL_SHARE: f32 = 0.0;
+/// Relative float slack for comparing bounds summed in different orders.
+const BOUND_SLACK: f32 = 1e-4;
+
+/// A query term's state while a segment is scanned tile by tile.
+#[derive(Clone, Copy, Debug, Default)]
+struct TileTerm {
+    w: f32,
+    /// `w ×` the token's largest weight in the segment.
+    ub: f32,
+    /// May generate candidates (among the `top_n` heaviest tokens).
+    gen: bool,
+    /// Postings of the current tile: `pos..tile_end`; the list ends at `end`.
+    pos: usize,
+    tile_end: usize,
+    end: usize,
+}
+
+struct TileParams<'a, 'f> {
+    q: &'a [(u32, f32)],
+    gen: &'a [bool],
+    heap_factor: f32,
+    filter: Option<DocFilter<'f>>,
+    /// log2 of the tile width (`TILE_SHIFT`; smaller in tests to cross many tiles).
+    tile_shift: u32,
+}
+
+/// Exact top-k by MaxScore over doc-id tiles.
+///
+/// Documents are processed in tiles of 2^`TILE_SHIFT` ids so the dense
+/// accumulator stays in L2. Per tile, with θ the current k-th score, the
+/// lowest-bound terms whose bounds sum to at most θ are *non-essential*: a
+/// document matching only them cannot beat θ, so only the essential terms'
+/// postings are scattered. Documents whose partial score plus the
+/// non-essential bound can still beat θ are completed by binary search in
+/// the non-essential lists (dropping out as soon as they cannot make it), and
+/// survivors are rescored in canonical token order, so scores equal brute
+/// force bit for bit. While every term is essential (e.g. the first tile),
+/// the accumulator is summed in canonical order and used as is.
+///
+/// Approximate mode: terms outside the `top_n` heaviest are never essential
+/// and their bounds are ignored (they only add to the score of documents
+/// found by the others), and θ is multiplied by `heap_factor`.
+fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, sc: &mut Scratch) {
+    let seg = &*ss.seg;
+    let n = seg.n_docs;
+    if n == 0 {
+        return;
+    }
+    let terms = &mut sc.terms;
+    terms.clear();
+    for (&(t, w), &gen) in p.q.iter().zip(p.gen) {
+        let (s, e) = (seg.term_start[t as usize], seg.term_start[t as usize + 1]);
+        if s < e {
+            terms.push(TileTerm {
+                w,
+                ub: w * seg.term_max[t as usize],
+                gen,
+                pos: s,
+                tile_end: s,
+                end: e,
+            });
+        }
+    }
+    if terms.is_empty() {
+        return;
+    }
+    // Ascending bound; the non-essential set is a prefix of this order.
+    let mut by_ub: Vec<usize> = (0..terms.len()).collect();
+    by_ub.sort_by(|&a, &b| terms[a].ub.total_cmp(&terms[b].ub));
+    let tile = 1usize << p.tile_shift;
+    let acc = &mut sc.acc;
+    acc.clear();
+    acc.resize(tile, 0.0);
+    let mut essential: Vec<usize> = Vec::with_capacity(terms.len());
+    let mut non_essential: Vec<usize> = Vec::with_capacity(terms.len());
+    let cands = &mut sc.cands;
+    let mut lo = 0u32;
+    while lo < n {
+        let hi = (lo as usize + tile).min(n as usize) as u32;
+        for tm in terms.iter_mut() {
+            tm.tile_end = tm.pos + seg.post_doc[tm.pos..tm.end].partition_point(|&d| d < hi);
+        }
+        let theta = top.theta();
+        let bar = if top.full() {
+            theta * p.heap_factor
+        } else {
+            f32::NEG_INFINITY
+        };
+        // Split terms: non-essential while the bounds' sum stays below the bar.
+        essential.clear();
+        non_essential.clear();
+        let mut ne_ub = 0f32;
+        for &i in &by_ub {
+            let tm = &terms[i];
+            if !top.full() {
+                // No bar yet: score everything exactly.
+                essential.push(i);
+            } else if !tm.gen {
+                non_essential.push(i);
+            } else if (ne_ub + tm.ub) * (1.0 + BOUND_SLACK) < bar * NON_ESSENTIAL_SHARE {
+                ne_ub += tm.ub;
+                non_essential.push(i);
+            } else {
+                essential.push(i);
+            }
+        }
+        if !essential.is_empty() {
+            essential.sort_unstable(); // canonical order
+            for &i in &essential {
+                let tm = &terms[i];
+                let r = tm.pos..tm.tile_end;
+                for (&d, &qw) in seg.post_doc[r.clone()].iter().zip(&seg.post_w[r]) {
+                    acc[(d - lo) as usize] += tm.w * dequantize(qw);
+                }
+            }
+            let width = (hi - lo) as usize;
+            if non_essential.is_empty() {
+                // Every term is in `acc`, summed in canonical order: exact scores.
+                let mut theta = top.theta().max(0.0);
+                for (c, chunk) in acc[..width].chunks_mut(16).enumerate() {
+                    // Branch-free chunk maximum (vectorised): most chunks hold nothing above θ.
+                    let m = chunk.iter().fold(0f32, |m, &x| m.max(x));
+                    if m > 0.0 && m >= theta {
+                        for (x, &s) in chunk.iter().enumerate() {
+                            let d = lo + (c * 16 + x) as u32;
+                            if s > 0.0 && s >= theta && ss.accepts(d, p.filter) {
+                                top.push(Cand {
+                                    score: s,
+                                    seg: si,
+                                    doc: d,
+                                });
+                                theta = top.theta().max(0.0);
+                            }
+                        }
+                    }
+                    chunk.fill(0.0);
+                }
+            } else {
+                // Candidates: partial + non-essential bound can reach the bar.
+                let need = (bar - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK;
+                cands.clear();
+                for (x, a) in acc[..width].iter_mut().enumerate() {
+                    let s = std::mem::take(a);
+                    if s > 0.0 && s >= need {
+                        cands.push((lo + x as u32, s));
+                    }
+                }
+                non_essential.sort_by(|&a, &b| terms[b].ub.total_cmp(&terms[a].ub));
+                for &(d, partial) in cands.iter() {
+                    let mut part = partial;
+                    let mut rest = ne_ub;
+                    let mut alive = true;
+                    for &i in &non_essential {
+                        let tm = &terms[i];
+                        if !tm.gen {
+                            continue;
+                        }
+                        rest -= tm.ub;
+                        let sl = &seg.post_doc[tm.pos..tm.tile_end];
+                        if let Ok(j) = sl.binary_search(&d) {
+                            part += tm.w * dequantize(seg.post_w[tm.pos + j]);
+                        }
+                        let bar_now = if top.full() {
+                            top.theta() * p.heap_factor
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                        if (part + rest.max(0.0)) * (1.0 + BOUND_SLACK) < bar_now {
+                            alive = false;
+                            break;
+                        }
+                    }
+                    if !alive || !ss.accepts(d, p.filter) {
+                        continue;
+                    }
+                    // Exact score in canonical order over every query term.
+                    let mut s = 0f32;
+                    for tm in terms.iter() {
+                        let sl = &seg.post_doc[tm.pos..tm.tile_end];
+                        if let Ok(j) = sl.binary_search(&d) {
+                            s += tm.w * dequantize(seg.post_w[tm.pos + j]);
+                        }
+                    }
+                    if s > 0.0 {
+                        top.push(Cand {
+                            score: s,
+                            seg: si,
+                            doc: d,
+                        });
+                    }
+                }
+            }
+        }
+        for tm in terms.iter_mut() {
+            tm.pos = tm.tile_end;
+        }
+        lo = hi;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::quantize;
+    use crate::segment::DocRecord;
+    use crate::synth::{Synth, SynthParams};
+
+    fn snapshot(segs: Vec<Vec<Vec<(u32, f32)>>>, deleted_every: u32) -> Searcher {
+        let mut out = Vec::new();
+        for (si, docs) in segs.into_iter().enumerate() {
+            let recs: Vec<DocRecord> = docs
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| DocRecord {
+                    id: format!("s{si}-d{i}"),
+                    vec: v
+                        .iter()
+                        .map(|&(t, w)| (t as u16, quantize(w)))
+                        .filter(|p| p.1 != 0)
+                        .collect(),
+                    tf: Vec::new(),
+                    len: 0,
+                    source: Vec::new(),
+                })
+                .collect();
+            let seg = Segment::build(&recs, 30_522);
+            let mut del = Bitset::new(seg.n_docs);
+            for d in (0..seg.n_docs).step_by(deleted_every as usize) {
+                del.set(d);
+            }
+            out.push(SnapSeg {
+                seg: Arc::new(seg),
+                del: Some(Arc::new(del)),
+                path: PathBuf::from(format!("seg{si}")),
+            });
+        }
+        Searcher::new(Snapshot {
+            segs: out,
+            info: Arc::new(SnapInfo {
+                model: "m".into(),
+                metadata: serde_json::Value::Null,
+                vocab: 30_522,
+                bm25: Bm25Params::default(),
+            }),
+        })
+    }
+
+    fn tiled(
+        s: &Searcher,
+        q: &[(u32, f32)],
+        k: usize,
+        shift: u32,
+        f: Option<DocFilter<'_>>,
+    ) -> Vec<Cand> {
+        let gen = vec![true; q.len()];
+        let mut top = TopK::new(k);
+        let mut sc = Scratch::default();
+        for (si, ss) in s.snap.segs.iter().enumerate() {
+            let p = TileParams {
+                q,
+                gen: &gen,
+                heap_factor: 1.0,
+                filter: f,
+                tile_shift: shift,
+            };
+            tiled_segment(ss, si as u32, &p, &mut top, &mut sc);
+        }
+        top.into_sorted()
+    }
+
+    /// The test corpora are far smaller than a production tile, so small
+    /// tiles make the pruning (non-essential terms, candidates, skipped
+    /// tiles) run across many tiles. Results must equal brute force exactly:
+    /// the top-k under the (score, position) order is unique.
+    #[test]
+    fn tiled_maxscore_equals_brute_force_across_many_tiles() {
+        let mut g = Synth::new(SynthParams::default(), 11);
+        let segs: Vec<Vec<Vec<(u32, f32)>>> = [1500usize, 900, 40]
+            .iter()
+            .map(|&n| (0..n).map(|_| g.doc()).collect())
+            .collect();
+        let s = snapshot(segs, 13);
+        let accept = |id: &str| !id.len().is_multiple_of(3);
+        let key = |c: &[Cand]| {
+            c.iter()
+                .map(|c| (c.score, c.seg, c.doc))
+                .collect::<Vec<_>>()
+        };
+        for _ in 0..30 {
+            let q = s.canon(&g.query()).unwrap();
+            for k in [1, 10, 50] {
+                let want = key(&s.run_brute(&q, k, None));
+                let want_f = key(&s.run_brute(&q, k, Some(&accept)));
+                for shift in [3, 6, 9, 15] {
+                    assert_eq!(
+                        key(&tiled(&s, &q, k, shift, None)),
+                        want,
+                        "shift {shift} k {k}"
+                    );
+                    assert_eq!(
+                        key(&tiled(&s, &q, k, shift, Some(&accept))),
+                        want_f,
+                        "filtered, shift {shift} k {k}"
+                    );
+                }
             }
         }
     }

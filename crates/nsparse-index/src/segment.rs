@@ -52,11 +52,9 @@ pub(crate) struct Segment {
     pub term_start: Vec<usize>,
     pub post_doc: Vec<u32>,
     pub post_w: Vec<u16>,
-    // Block-max table: per token, one entry per doc block the token occurs in.
-    pub bm_start: Vec<usize>,
-    pub bm_block: Vec<u32>,
-    pub bm_max: Vec<f32>,
-    pub bm_pos: Vec<u32>,
+    /// Block-max table, built on first use (only the block-max and BMP-style
+    /// modes need it; it costs about as much memory as the doc ids).
+    pub block_max: std::sync::OnceLock<BlockMax>,
     /// Per token, the largest dequantized weight in this segment.
     pub term_max: Vec<f32>,
     // BM25.
@@ -170,10 +168,7 @@ impl Segment {
             term_start: df,
             post_doc,
             post_w,
-            bm_start: Vec::new(),
-            bm_block: Vec::new(),
-            bm_max: Vec::new(),
-            bm_pos: Vec::new(),
+            block_max: std::sync::OnceLock::new(),
             term_max: Vec::new(),
             tf_start: tdf,
             tf_doc,
@@ -187,7 +182,7 @@ impl Segment {
         s
     }
 
-    /// Compute the in-memory derived structures (id map, block maxima).
+    /// Compute the in-memory derived structures (id map, per-token maxima).
     fn derive(&mut self) {
         let v = self.vocab as usize;
         self.id_map = self
@@ -196,44 +191,49 @@ impl Segment {
             .enumerate()
             .map(|(i, s)| (s.clone(), i as u32))
             .collect();
-        let mut bm_start = Vec::with_capacity(v + 1);
-        let mut bm_block = Vec::new();
-        let mut bm_max = Vec::new();
-        let mut bm_pos = Vec::new();
-        for t in 0..v {
-            bm_start.push(bm_block.len());
-            let mut last = u32::MAX;
-            let r = self.term_start[t]..self.term_start[t + 1];
-            for (p, (&d, &w)) in self.post_doc[r.clone()]
-                .iter()
-                .zip(&self.post_w[r.clone()])
-                .enumerate()
-            {
-                let b = d >> DOC_BLOCK_SHIFT;
-                if b != last {
-                    last = b;
-                    bm_block.push(b);
-                    bm_max.push(0.0f32);
-                    bm_pos.push((r.start + p) as u32);
-                }
-                if let Some(m) = bm_max.last_mut() {
-                    *m = m.max(dequantize(w));
-                }
-            }
-        }
-        bm_start.push(bm_block.len());
+        // Quantized weights are positive f16 bits: their order is the order of the values.
         self.term_max = (0..v)
             .map(|t| {
-                bm_max[bm_start[t]..bm_start[t + 1]]
-                    .iter()
-                    .copied()
-                    .fold(0.0, f32::max)
+                let r = self.term_start[t]..self.term_start[t + 1];
+                self.post_w[r].iter().copied().max().map_or(0.0, dequantize)
             })
             .collect();
-        self.bm_start = bm_start;
-        self.bm_block = bm_block;
-        self.bm_max = bm_max;
-        self.bm_pos = bm_pos;
+    }
+
+    /// The block-max table (built on first call).
+    pub(crate) fn block_max(&self) -> &BlockMax {
+        self.block_max.get_or_init(|| {
+            let v = self.vocab as usize;
+            let mut bm = BlockMax {
+                start: Vec::with_capacity(v + 1),
+                block: Vec::new(),
+                max: Vec::new(),
+                pos: Vec::new(),
+            };
+            for t in 0..v {
+                bm.start.push(bm.block.len());
+                let mut last = u32::MAX;
+                let r = self.term_start[t]..self.term_start[t + 1];
+                for (p, (&d, &w)) in self.post_doc[r.clone()]
+                    .iter()
+                    .zip(&self.post_w[r.clone()])
+                    .enumerate()
+                {
+                    let b = d >> DOC_BLOCK_SHIFT;
+                    if b != last {
+                        last = b;
+                        bm.block.push(b);
+                        bm.max.push(0.0f32);
+                        bm.pos.push((r.start + p) as u32);
+                    }
+                    if let Some(m) = bm.max.last_mut() {
+                        *m = m.max(dequantize(w));
+                    }
+                }
+            }
+            bm.start.push(bm.block.len());
+            bm
+        })
     }
 
     /// Quantized weight of token `t` in `doc` (binary search in the posting list).
@@ -511,10 +511,7 @@ impl Segment {
             term_start,
             post_doc,
             post_w,
-            bm_start: Vec::new(),
-            bm_block: Vec::new(),
-            bm_max: Vec::new(),
-            bm_pos: Vec::new(),
+            block_max: std::sync::OnceLock::new(),
             term_max: Vec::new(),
             tf_start,
             tf_doc,
@@ -698,6 +695,19 @@ impl Segment {
         }
         Ok(out)
     }
+}
+
+/// Per token, one entry per block of 2^`DOC_BLOCK_SHIFT` doc ids the token occurs in.
+#[derive(Debug)]
+pub(crate) struct BlockMax {
+    /// Token `t`'s entries are `start[t]..start[t + 1]`.
+    pub start: Vec<usize>,
+    /// Block number.
+    pub block: Vec<u32>,
+    /// Largest dequantized weight of the token in the block.
+    pub max: Vec<f32>,
+    /// Position of the block's first posting in the token's list.
+    pub pos: Vec<u32>,
 }
 
 /// Per-token read positions for [`Segment::forward_window`].
