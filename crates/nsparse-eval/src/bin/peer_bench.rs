@@ -564,3 +564,82 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_files_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = Csr::new();
+        m.push(&[(1, 0.5), (7, 2.0)]);
+        m.push(&[]);
+        m.push(&[(3, 1.25)]);
+        m.write(dir.path(), "docs").expect("write");
+        let back = Csr::read(dir.path(), "docs").expect("read");
+        assert_eq!(back.rows(), 3);
+        assert_eq!(back.row(0), vec![(1, 0.5), (7, 2.0)]);
+        assert!(back.row(1).is_empty());
+        assert_eq!(back.row(2), vec![(3, 1.25)]);
+        std::fs::write(dir.path().join("docs.values"), [0u8; 4]).expect("truncate");
+        let err = Csr::read(dir.path(), "docs")
+            .err()
+            .expect("inconsistent files are refused");
+        assert!(err.to_string().contains("inconsistent CSR"), "{err}");
+    }
+
+    #[test]
+    fn brute_force_matches_naive_dot_products_with_ties_to_lower_rows() {
+        let mut gen = Synth::new(SynthParams::default(), 7);
+        let mut docs = Csr::new();
+        for _ in 0..300 {
+            docs.push(&gen.doc());
+        }
+        // Rows 300 and 301 duplicate row 5, so they tie with it and must follow it.
+        for _ in 0..2 {
+            docs.push(&docs.row(5));
+        }
+        let mut queries = Csr::new();
+        for _ in 0..20 {
+            queries.push(&gen.query());
+        }
+        queries.push(&docs.row(5));
+        let (ids, scores) = brute_force_top_k(&docs, &queries, DEFAULT_VOCAB_SIZE as usize);
+        for q in 0..queries.rows() {
+            let qv: HashMap<u32, f64> = queries
+                .row(q)
+                .into_iter()
+                .map(|(t, w)| (t, w as f64))
+                .collect();
+            let mut all: Vec<(f64, u32)> = (0..docs.rows())
+                .map(|d| {
+                    let s = docs
+                        .row(d)
+                        .iter()
+                        .map(|&(t, w)| qv.get(&t).map_or(0.0, |q| q * w as f64))
+                        .sum();
+                    (s, d as u32)
+                })
+                .filter(|p| p.0 > 0.0)
+                .collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            all.truncate(K);
+            let got: Vec<u32> = ids[q * K..(q + 1) * K]
+                .iter()
+                .copied()
+                .filter(|&d| d != NO_DOC)
+                .collect();
+            assert_eq!(
+                got,
+                all.iter().map(|p| p.1).collect::<Vec<_>>(),
+                "query {q}"
+            );
+            for (r, p) in all.iter().enumerate() {
+                assert!((scores[q * K + r] as f64 - p.0).abs() <= 1e-5 * p.0.max(1.0));
+            }
+        }
+        let last = queries.rows() - 1;
+        assert_eq!(&ids[last * K..last * K + 3], &[5, 300, 301]);
+    }
+}
