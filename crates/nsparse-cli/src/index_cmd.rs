@@ -128,6 +128,8 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
     );
     let started = Instant::now();
     let (mut done, mut truncated) = (0usize, 0usize);
+    const BULK_DOCS: usize = 100_000;
+    let mut pending: Vec<Document> = Vec::new();
     loop {
         let chunk = reader.next_chunk(1024)?;
         if chunk.is_empty() {
@@ -180,9 +182,22 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
                 source: serde_json::to_vec(&source)?,
             });
         }
-        index.upsert_batch(&docs)?;
         done += docs.len();
+        if args.vectors.is_some() {
+            // Pre-encoded vectors: build segments directly (one commit per
+            // BULK_DOCS documents) instead of logging every document in the WAL.
+            pending.extend(docs);
+            if pending.len() >= BULK_DOCS {
+                index.bulk_upsert(&pending)?;
+                pending.clear();
+            }
+        } else {
+            index.upsert_batch(&docs)?;
+        }
         bar.set_position(done as u64);
+    }
+    if !pending.is_empty() {
+        index.bulk_upsert(&pending)?;
     }
     index.commit()?;
     bar.finish_and_clear();
