@@ -47,9 +47,9 @@ pub struct ExportArgs {
     #[arg(long)]
     index_name: Option<String>,
     /// Field of the `rank_features` vector in the exported documents (replaces a source field of
-    /// that name).
-    #[arg(long, default_value = "embedding")]
-    vector_field: String,
+    /// that name). Default: the served index's `rank_features` field, else `embedding`.
+    #[arg(long)]
+    vector_field: Option<String>,
     /// Source fields to map as `text` (default: every top-level field whose values are all
     /// strings). Other fields are left to OpenSearch's dynamic mapping.
     #[arg(long, value_delimiter = ',')]
@@ -93,8 +93,58 @@ struct Tally {
     empty_vectors: u64,
 }
 
+impl ExportArgs {
+    fn vector_field(&self) -> &str {
+        self.vector_field.as_deref().unwrap_or("embedding")
+    }
+}
+
+/// The OpenSearch mapping of an index that `nsparse serve` keeps (`DATA/indices/NAME/index`,
+/// with the mapping in `DATA/indices/NAME/meta.json`): its `properties`, and NAME.
+fn served_mapping(index_dir: &Path) -> Result<Option<(Map<String, Value>, String)>> {
+    let Some(parent) = index_dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_path_buf))
+    else {
+        return Ok(None);
+    };
+    let meta_path = parent.join("meta.json");
+    if !meta_path.is_file() || !parent.parent().is_some_and(|p| p.ends_with("indices")) {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&meta_path)
+        .with_context(|| format!("cannot read {}", meta_path.display()))?;
+    let meta: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", meta_path.display()))?;
+    let Some(properties) = meta
+        .pointer("/mappings/properties")
+        .and_then(Value::as_object)
+    else {
+        return Ok(None);
+    };
+    let name = parent
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Some((properties.clone(), name)))
+}
+
 /// Runs `nsparse export`.
-pub fn run(args: ExportArgs) -> Result<()> {
+pub fn run(mut args: ExportArgs) -> Result<()> {
+    let served = served_mapping(&args.index)?;
+    if args.vector_field.is_none() {
+        // A served index names its vector field in its mapping.
+        args.vector_field = served.as_ref().and_then(|(properties, _)| {
+            let mut vectors = properties.iter().filter(|(_, p)| {
+                matches!(p["type"].as_str(), Some("rank_features" | "sparse_vector"))
+            });
+            match (vectors.next(), vectors.next()) {
+                (Some((name, _)), None) => Some(name.clone()),
+                _ => None,
+            }
+        });
+    }
     let ExportFormat::OpensearchBulk = args.format;
     anyhow::ensure!(
         args.max_file_bytes >= 1024,
@@ -102,9 +152,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
         args.max_file_bytes
     );
     anyhow::ensure!(
-        !args.vector_field.is_empty() && !args.vector_field.starts_with('_'),
+        !args.vector_field().is_empty() && !args.vector_field().starts_with('_'),
         "--vector-field {:?}: OpenSearch field names must be non-empty and not start with '_'",
-        args.vector_field
+        args.vector_field()
     );
     let searcher = open_reader(&args.index)?;
     let encoder = vocabulary_model(&searcher, &args)?;
@@ -114,7 +164,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
             check_index_name(name)?;
             name.clone()
         }
-        None => default_index_name(&args.index)?,
+        None => match &served {
+            Some((_, name)) => name.clone(),
+            None => default_index_name(&args.index)?,
+        },
     };
     let mut fields = FieldKinds::default();
     let mut tally = Tally::default();
@@ -134,7 +187,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 .context("cannot write to stdout")?;
         }
         out.flush().context("cannot write to stdout")?;
-        let mapping = mapping(&searcher, &args, &fields)?;
+        let mapping = mapping(&searcher, &args, &fields, served.as_ref().map(|s| &s.0))?;
         eprintln!(
             "exported {} documents ({} weights) as one _bulk body; create the index first:\n  curl -XPUT \"$OPENSEARCH_URL/{index_name}\" -H 'Content-Type: application/json' -d '{}'",
             tally.documents,
@@ -149,6 +202,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             vocabulary,
             &mut fields,
             &mut tally,
+            served.as_ref().map(|s| &s.0),
         )?;
         eprintln!(
             "exported {} documents ({} weights) of {} to {}: mapping.json, {files} bulk file(s), load.sh\n  load into OpenSearch: OPENSEARCH_URL=http://localhost:9200 sh {}/load.sh",
@@ -174,7 +228,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if tally.empty_vectors > 0 && tally.empty_vectors < tally.documents {
         eprintln!(
             "note: {} documents have no weights and were written without a {} field",
-            tally.empty_vectors, args.vector_field
+            tally.empty_vectors,
+            args.vector_field()
         );
     }
     Ok(())
@@ -233,6 +288,7 @@ fn write_directory(
     vocabulary: &TextTokenizer,
     fields: &mut FieldKinds,
     tally: &mut Tally,
+    served: Option<&Map<String, Value>>,
 ) -> Result<usize> {
     let dir = PathBuf::from(&args.output);
     if dir.exists() {
@@ -260,7 +316,7 @@ fn write_directory(
         files.write(&pair)?;
     }
     let count = files.finish()?;
-    let mapping = mapping(searcher, args, fields)?;
+    let mapping = mapping(searcher, args, fields, served)?;
     write_file(
         &partial.join("mapping.json"),
         &(serde_json::to_string_pretty(&mapping)? + "\n"),
@@ -387,7 +443,7 @@ fn bulk_pair(
             tally.dropped_metadata += 1;
         }
     }
-    source.remove(&args.vector_field);
+    source.remove(args.vector_field());
     fields.observe(&source);
     let mut features = Vec::with_capacity(doc.vector.len());
     for &(id, weight) in &doc.vector {
@@ -413,7 +469,7 @@ fn bulk_pair(
     let action = json!({"index": {"_index": index_name, "_id": doc.id}});
     let body = ExportedSource {
         fields: &source,
-        vector_field: &args.vector_field,
+        vector_field: args.vector_field(),
         features: &features,
     };
     let mut out = String::with_capacity(64 + doc.source.len() + features.len() * 16);
@@ -484,21 +540,34 @@ impl FieldKinds {
 }
 
 /// The body of `PUT /{index}`.
-fn mapping(searcher: &Searcher, args: &ExportArgs, fields: &FieldKinds) -> Result<Value> {
-    let mut properties = Map::new();
-    properties.insert(args.vector_field.clone(), json!({"type": "rank_features"}));
+///
+/// A served index's own mapping is kept (its keyword, numeric, … fields); otherwise string
+/// fields become `text` and the rest is left to OpenSearch's dynamic mapping.
+fn mapping(
+    searcher: &Searcher,
+    args: &ExportArgs,
+    fields: &FieldKinds,
+    served: Option<&Map<String, Value>>,
+) -> Result<Value> {
+    let mut properties = served.cloned().unwrap_or_default();
+    // nsparse's `sparse_vector` (ANN) field becomes a plain `rank_features` field.
+    properties.insert(
+        args.vector_field().to_string(),
+        json!({"type": "rank_features"}),
+    );
     let text_fields: Vec<String> = match &args.text_fields {
         Some(list) => {
             for name in list {
                 if fields.not_string.contains(name) {
                     bail!("--text-fields {name}: some documents hold a non-string value there; OpenSearch would reject them as text");
                 }
-                if name == &args.vector_field {
+                if name == args.vector_field() {
                     bail!("--text-fields {name} is the --vector-field");
                 }
             }
             list.clone()
         }
+        None if served.is_some() => Vec::new(),
         None => fields.string_fields().cloned().collect(),
     };
     for name in text_fields {

@@ -40,6 +40,21 @@ fn cranfield_head(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
+/// `export --index INDEX --format opensearch-bulk EXTRA...`.
+fn export_args<'a>(index: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["export", "--index", s(index), "--format", "opensearch-bulk"];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn export(index: &Path, extra: &[&str]) -> Output {
+    run_nsparse(&export_args(index, extra))
+}
+
+fn export_ok(index: &Path, extra: &[&str]) -> (String, String) {
+    succeed(&export_args(index, extra))
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -135,17 +150,7 @@ fn export_round_trips_documents_sources_and_vectors() {
 
     // A small file limit forces several bulk files, split between documents.
     let out = dir.path().join("export");
-    let (_, stderr) = succeed(&[
-        "export",
-        "--index",
-        s(&index),
-        "--format",
-        "opensearch-bulk",
-        "--output",
-        s(&out),
-        "--max-file-bytes",
-        "100000",
-    ]);
+    let (_, stderr) = export_ok(&index, &["--output", s(&out), "--max-file-bytes", "100000"]);
     assert!(stderr.contains("exported 59 documents"), "{stderr}");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
         .unwrap()
@@ -207,33 +212,23 @@ fn export_round_trips_documents_sources_and_vectors() {
     assert!(load.contains("/_bulk") && load.contains("cranfield-tiny.idx"));
 
     // Exporting again into the same non-empty directory is refused, the files stay.
-    let again = run_nsparse(&[
-        "export",
-        "--index",
-        s(&index),
-        "--format",
-        "opensearch-bulk",
-        "--output",
-        s(&out),
-    ]);
+    let again = export(&index, &["--output", s(&out)]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
     assert!(out.join("mapping.json").exists());
 
     // `-`: one body on stdout, the same documents; names and fields as asked.
-    let (stdout, stderr) = succeed(&[
-        "export",
-        "--index",
-        s(&index),
-        "--format",
-        "opensearch-bulk",
-        "--index-name",
-        "papers",
-        "--vector-field",
-        "sparse",
-        "--text-fields",
-        "title",
-    ]);
+    let (stdout, stderr) = export_ok(
+        &index,
+        &[
+            "--index-name",
+            "papers",
+            "--vector-field",
+            "sparse",
+            "--text-fields",
+            "title",
+        ],
+    );
     let streamed = parse_bulk(&stdout, "papers");
     assert_eq!(streamed.len(), 59);
     assert_eq!(streamed["1"]["sparse"], docs["1"]["embedding"]);
@@ -269,13 +264,7 @@ fn pre_encoded_vectors_export_with_their_token_strings() {
         s(&index),
         "--no-bm25-tokens",
     ]);
-    let (stdout, stderr) = succeed(&[
-        "export",
-        "--index",
-        s(&index),
-        "--format",
-        "opensearch-bulk",
-    ]);
+    let (stdout, stderr) = export_ok(&index, &[]);
     let docs = parse_bulk(&stdout, "pre");
     let a = docs["a"]["embedding"].as_object().unwrap();
     assert_eq!(a.len(), 3);
@@ -310,13 +299,7 @@ fn bm25_index_exports_sources_without_vectors() {
         "--index",
         s(&index),
     ]);
-    let (stdout, stderr) = succeed(&[
-        "export",
-        "--index",
-        s(&index),
-        "--format",
-        "opensearch-bulk",
-    ]);
+    let (stdout, stderr) = export_ok(&index, &[]);
     let docs = parse_bulk(&stdout, "bm25");
     assert_eq!(docs.len(), 5);
     assert!(docs
@@ -332,13 +315,7 @@ fn bm25_index_exports_sources_without_vectors() {
 fn export_errors_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
-    let out = run_nsparse(&[
-        "export",
-        "--index",
-        s(&missing),
-        "--format",
-        "opensearch-bulk",
-    ]);
+    let out = export(&missing, &[]);
     assert!(!out.status.success());
     let corpus = cranfield_head(dir.path(), 3);
     let index = dir.path().join("ok");
@@ -351,32 +328,49 @@ fn export_errors_name_the_problem() {
         "--index",
         s(&index),
     ]);
-    let out = run_nsparse(&[
-        "export",
-        "--index",
-        s(&index),
-        "--format",
-        "opensearch-bulk",
-        "--index-name",
-        "Bad Name",
-    ]);
+    let out = export(&index, &["--index-name", "Bad Name"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("index name \"Bad Name\""),
         "{stderr}"
     );
-    let out = run_nsparse(&[
-        "export",
-        "--index",
-        s(&index),
-        "--format",
-        "opensearch-bulk",
-        "--text-fields",
-        "metadata",
-    ]);
+    let out = export(&index, &["--text-fields", "metadata"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("non-string"),
+        "{stderr}"
+    );
+}
+
+/// An index kept by `nsparse serve` (DATA/indices/NAME/index, mapping in ../meta.json) exports
+/// with its own mapping, vector field and name.
+#[test]
+fn served_index_keeps_its_mapping_field_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("data/indices/papers");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::write(
+        served.join("meta.json"),
+        r#"{"mappings": {"properties": {"vec": {"type": "rank_features"},
+            "category": {"type": "keyword"}, "year": {"type": "integer"}}}}"#,
+    )
+    .unwrap();
+    let vectors = dir.path().join("v.jsonl");
+    std::fs::write(
+        &vectors,
+        r#"{"_id": "p1", "vector": {"wing": 2.0}, "text": "", "category": "aero", "year": 1958, "vec": {"wing": 2.0}}"#,
+    )
+    .unwrap();
+    let index = served.join("index");
+    succeed(&["index", "--vectors", s(&vectors), "--index", s(&index)]);
+    let (stdout, stderr) = export_ok(&index, &[]);
+    let docs = parse_bulk(&stdout, "papers");
+    assert_eq!(docs["p1"]["vec"]["wing"], 2.0);
+    assert!(!docs["p1"].contains_key("embedding"));
+    assert!(
+        stderr.contains(r#""category":{"type":"keyword"}"#)
+            && stderr.contains(r#""vec":{"type":"rank_features"}"#)
+            && stderr.contains(r#""year":{"type":"integer"}"#),
         "{stderr}"
     );
 }
