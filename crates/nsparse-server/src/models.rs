@@ -19,6 +19,8 @@ pub const BUILTIN_IDS: [&str; 3] = [
 #[derive(Clone)]
 pub struct Models {
     builtin: Arc<SparseEncoder>,
+    /// The built-in tokenizer's vocabulary size (asking the tokenizer copies its vocabulary).
+    vocab_size: usize,
     encoders: BTreeMap<String, Arc<SparseEncoder>>,
 }
 
@@ -39,8 +41,10 @@ impl Default for Models {
 impl Models {
     /// Only the built-in query model.
     pub fn new() -> Self {
+        let builtin = SparseEncoder::builtin_query_model();
         Models {
-            builtin: Arc::new(SparseEncoder::builtin_query_model()),
+            vocab_size: builtin.tokenizer().vocab_size(),
+            builtin: Arc::new(builtin),
             encoders: BTreeMap::new(),
         }
     }
@@ -98,7 +102,7 @@ impl Models {
         strict: bool,
     ) -> Result<SparseVector, String> {
         let tokenizer = self.builtin.tokenizer();
-        let vocab = tokenizer.vocab_size();
+        let vocab = self.vocab_size;
         let mut pairs = Vec::new();
         for (token, weight) in tokens {
             if !weight.is_finite() || weight < 0.0 {
