@@ -712,7 +712,7 @@ mod tests {
             let text =
                 std::fs::read_to_string(dir.path().join(format!("bulk-{n:05}.ndjson"))).unwrap();
             assert!(
-                text.len() <= 1024 && text.len() % pair.len() == 0,
+                text.len() <= 1024 && text.len().is_multiple_of(pair.len()),
                 "{n}: {}",
                 text.len()
             );
