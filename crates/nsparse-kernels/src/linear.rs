@@ -123,16 +123,7 @@ impl PackedLinear {
     /// # Panics
     /// If `x.len() != m * k` or `out.len() != m * n_out`.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        assert_eq!(
-            x.len(),
-            m * self.k,
-            "PackedLinear::forward: x.len() != m * k"
-        );
-        assert_eq!(
-            out.len(),
-            m * self.n_out,
-            "PackedLinear::forward: out.len() != m * n_out"
-        );
+        self.check_dense(x, m, out);
         self.forward_strided(x, m, self.k, out, self.n_out);
     }
 
@@ -144,6 +135,17 @@ impl PackedLinear {
     /// # Panics
     /// As [`PackedLinear::forward`].
     pub fn forward_gelu(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.check_dense(x, m, out);
+        let gelu: fn(&mut [f32]) = if self.portable {
+            crate::elementwise::gelu_erf_portable
+        } else {
+            crate::elementwise::gelu_erf_serial
+        };
+        self.run(x, m, self.k, out, self.n_out, Some(gelu));
+    }
+
+    /// The length checks of the unstrided entry points.
+    fn check_dense(&self, x: &[f32], m: usize, out: &[f32]) {
         assert_eq!(
             x.len(),
             m * self.k,
@@ -154,12 +156,6 @@ impl PackedLinear {
             m * self.n_out,
             "PackedLinear::forward: out.len() != m * n_out"
         );
-        let gelu: fn(&mut [f32]) = if self.portable {
-            crate::elementwise::gelu_erf_portable
-        } else {
-            crate::elementwise::gelu_erf_serial
-        };
-        self.run(x, m, self.k, out, self.n_out, Some(gelu));
     }
 
     /// As [`PackedLinear::forward`] but with row strides: row `r` of `x` is
