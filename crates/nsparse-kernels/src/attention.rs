@@ -59,7 +59,19 @@ fn attention_impl(
         let kt = PackedBF32::pack(&qkv[hidden + h * d..], m, d, ld, 1);
         let mut s = vec![0.0f32; m * m];
         // SAFETY: s is m × m with stride m, owned here; q/kt cover m rows/cols.
-        unsafe { block_f32(kern.f32k, &q, &kt, &zeros, s.as_mut_ptr(), m, 0..m, 0..m) };
+        unsafe {
+            block_f32(
+                kern.f32k,
+                &q,
+                &kt,
+                &zeros,
+                s.as_mut_ptr(),
+                m,
+                0..m,
+                0..m,
+                None,
+            )
+        };
         for row in s.chunks_exact_mut(m) {
             let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             // softmax(scale·s): exp(scale·(s − max)); scale > 0 keeps the max.
@@ -87,6 +99,7 @@ fn attention_impl(
                 hidden,
                 0..m,
                 0..d,
+                None,
             )
         };
     };

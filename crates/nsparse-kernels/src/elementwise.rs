@@ -268,7 +268,7 @@ pub fn gelu_erf(x: &mut [f32]) {
     }
 }
 
-fn gelu_erf_serial(x: &mut [f32]) {
+pub(crate) fn gelu_erf_serial(x: &mut [f32]) {
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     if has_avx2_fma() {
         // SAFETY: AVX2/FMA checked.

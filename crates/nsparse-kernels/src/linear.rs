@@ -1,6 +1,6 @@
 //! [`PackedLinear`]: a pre-packed `nn.Linear`.
 
-use crate::gemm::{self, Kernels, PackedAF32, PackedAI16, PackedBF32, PackedBI16, NR};
+use crate::gemm::{self, Kernels, PackedBF32, PackedBI16, NR};
 use crate::Precision;
 
 enum Weights {
@@ -26,6 +26,8 @@ pub struct PackedLinear {
     bias: Vec<f32>,
     weights: Weights,
     kernels: Kernels,
+    /// Portable kernels forced (the epilogue then uses the portable GELU too).
+    portable: bool,
 }
 
 impl PackedLinear {
@@ -87,6 +89,7 @@ impl PackedLinear {
             bias: b,
             weights,
             kernels: Kernels::select(portable),
+            portable,
         }
     }
 
@@ -120,6 +123,29 @@ impl PackedLinear {
     /// # Panics
     /// If `x.len() != m * k` or `out.len() != m * n_out`.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.check_dense(x, m, out);
+        self.forward_strided(x, m, self.k, out, self.n_out);
+    }
+
+    /// `out = gelu_erf(x · Wᵀ + b)`: [`PackedLinear::forward`] followed by
+    /// [`crate::gelu_erf`] (bit-identical to calling both), with the GELU
+    /// applied to each finished tile of the output while it is still in
+    /// cache instead of in a second pass over `out`.
+    ///
+    /// # Panics
+    /// As [`PackedLinear::forward`].
+    pub fn forward_gelu(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.check_dense(x, m, out);
+        let gelu: fn(&mut [f32]) = if self.portable {
+            crate::elementwise::gelu_erf_portable
+        } else {
+            crate::elementwise::gelu_erf_serial
+        };
+        self.run(x, m, self.k, out, self.n_out, Some(gelu));
+    }
+
+    /// The length checks of the unstrided entry points.
+    fn check_dense(&self, x: &[f32], m: usize, out: &[f32]) {
         assert_eq!(
             x.len(),
             m * self.k,
@@ -130,7 +156,6 @@ impl PackedLinear {
             m * self.n_out,
             "PackedLinear::forward: out.len() != m * n_out"
         );
-        self.forward_strided(x, m, self.k, out, self.n_out);
     }
 
     /// As [`PackedLinear::forward`] but with row strides: row `r` of `x` is
@@ -155,14 +180,24 @@ impl PackedLinear {
             out.len() >= (m - 1) * ldo + self.n_out,
             "forward_strided: out too short"
         );
+        self.run(x, m, ldx, out, ldo, None);
+    }
+
+    fn run(
+        &self,
+        x: &[f32],
+        m: usize,
+        ldx: usize,
+        out: &mut [f32],
+        ldo: usize,
+        epilogue: gemm::Epilogue,
+    ) {
         match &self.weights {
             Weights::F32(w) => {
-                let a = PackedAF32::pack(x, m, self.k, ldx);
-                gemm::gemm_f32(self.kernels, &a, w, &self.bias, out, ldo);
+                gemm::gemm_f32(self.kernels, x, m, ldx, w, &self.bias, out, ldo, epilogue);
             }
             Weights::I16(w) => {
-                let a = PackedAI16::pack(x, m, self.k, ldx);
-                gemm::gemm_i16(self.kernels, &a, w, &self.bias, out, ldo);
+                gemm::gemm_i16(self.kernels, x, m, ldx, w, &self.bias, out, ldo, epilogue);
             }
         }
     }

@@ -190,37 +190,103 @@ impl PackedVocabProjection {
         let k = self.k;
         assert_eq!(h.len(), m * k, "max_pool: h.len() != m * k");
         assert_eq!(out.len(), self.vocab, "max_pool: out.len() != vocab");
-        if m == 0 || self.vocab == 0 {
+        self.max_pool_batch_stats(h, &[0, m], out)
+    }
+
+    /// [`PackedVocabProjection::max_pool`] for several sequences at once:
+    /// sequence `s` is rows `offsets[s]..offsets[s + 1]` of `h`
+    /// (`offsets` non-decreasing, starting at 0) and its pooled vector goes
+    /// to `out[s·vocab..(s + 1)·vocab]`. Each vocabulary chunk is processed
+    /// for all sequences while its weights are in cache, so `W` is read from
+    /// memory once per batch instead of once per sequence. Results are
+    /// bit-identical to one [`PackedVocabProjection::max_pool`] call per
+    /// sequence.
+    ///
+    /// # Panics
+    /// If `offsets` is empty, does not start at 0 or decreases, if
+    /// `h.len() != offsets.last() · k` or `out.len() != (offsets.len() − 1) · vocab`.
+    pub fn max_pool_batch(&self, h: &[f32], offsets: &[usize], out: &mut [f32]) {
+        self.max_pool_batch_stats(h, offsets, out);
+    }
+
+    /// As [`PackedVocabProjection::max_pool_batch`], returning how many
+    /// (p, v) logits were recomputed in fp32 (always 0 in Fast mode).
+    ///
+    /// # Panics
+    /// As [`PackedVocabProjection::max_pool_batch`].
+    pub fn max_pool_batch_stats(&self, h: &[f32], offsets: &[usize], out: &mut [f32]) -> usize {
+        let k = self.k;
+        assert!(
+            offsets.first() == Some(&0) && offsets.windows(2).all(|w| w[0] <= w[1]),
+            "max_pool_batch: offsets must start at 0 and be non-decreasing"
+        );
+        let seqs = offsets.len() - 1;
+        let rows = offsets[seqs];
+        assert_eq!(h.len(), rows * k, "max_pool_batch: h.len() != rows * k");
+        assert_eq!(
+            out.len(),
+            seqs * self.vocab,
+            "max_pool_batch: out.len() != sequences * vocab"
+        );
+        if rows == 0 || self.vocab == 0 {
             out.fill(0.0);
             return 0;
         }
-        let a = PackedAI16::pack(h, m, k, k);
         let exact = self.precision == Precision::Exact;
-        let hn: Vec<RowNorms> = if exact {
-            (0..m)
-                .into_par_iter()
-                .map(|p| row_norms(&h[p * k..][..k], a.scales[p]))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let inputs: Vec<SeqInput> = offsets
+            .windows(2)
+            .map(|w| {
+                let hs = &h[w[0] * k..w[1] * k];
+                let m = w[1] - w[0];
+                let a = PackedAI16::pack(hs, m, k, k);
+                let hn = if exact {
+                    (0..m)
+                        .into_par_iter()
+                        .map(|p| row_norms(&hs[p * k..][..k], a.scales[p]))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                SeqInput { h: hs, m, a, hn }
+            })
+            .collect();
         let consts = Consts::new(k);
-        let work = m * self.vocab * k;
-        let run = |(ci, o): (usize, &mut [f32]), buf: &mut Vec<f32>| -> usize {
-            self.chunk(&a, &hn, &consts, h, m, ci * NCV, o, buf)
+        let vocab = self.vocab;
+        let chunks = vocab.div_ceil(NCV);
+        // One task per vocabulary chunk computes it for every sequence; the
+        // results are scattered afterwards (chunk-major → sequence-major).
+        let run = |ci: usize, buf: &mut Vec<f32>| -> (Vec<f32>, usize) {
+            let v0 = ci * NCV;
+            let nc = NCV.min(vocab - v0);
+            let mut res = vec![0.0f32; seqs * nc];
+            let mut recomputed = 0;
+            for (s, o) in inputs.iter().zip(res.chunks_exact_mut(nc)) {
+                if s.m == 0 {
+                    continue;
+                }
+                recomputed += self.chunk(&s.a, &s.hn, &consts, s.h, s.m, v0, o, buf);
+            }
+            (res, recomputed)
         };
-        if work < 1 << 22 {
+        let results: Vec<(Vec<f32>, usize)> = if rows * vocab * k < 1 << 22 {
             let mut buf = Vec::new();
-            out.chunks_mut(NCV)
-                .enumerate()
-                .map(|c| run(c, &mut buf))
-                .sum()
+            (0..chunks).map(|ci| run(ci, &mut buf)).collect()
         } else {
-            out.par_chunks_mut(NCV)
-                .enumerate()
-                .map_init(Vec::new, |buf, c| run(c, buf))
-                .sum()
+            (0..chunks)
+                .into_par_iter()
+                .map_init(Vec::new, |buf, ci| run(ci, buf))
+                .collect()
+        };
+        let mut recomputed = 0;
+        for (ci, (res, n)) in results.iter().enumerate() {
+            let v0 = ci * NCV;
+            let nc = NCV.min(vocab - v0);
+            for (s, r) in res.chunks_exact(nc).enumerate() {
+                out[s * vocab + v0..][..nc].copy_from_slice(r);
+            }
+            recomputed += n;
         }
+        recomputed
     }
 
     /// Int16 dot products of rows 0..m with vocabulary entries v0..v0+nc
@@ -354,26 +420,66 @@ impl PackedVocabProjection {
         }
         let mut recomputed = 0;
         if any {
+            // Candidates first, then their dot products with the next pair of
+            // rows prefetched: the fp32 rows of W are not in cache (only the
+            // int16 copy was just read), so a plain loop waits on memory.
+            let mut cands: Vec<(usize, usize)> = Vec::new();
             for p in 0..m {
                 let row: &[f32; NCV] = buf[p * NCV..][..NCV].try_into().expect("NCV row");
-                let hp = &h[p * self.k..][..self.k];
                 let mut mask = cand_mask(row, &thr, self.simd());
                 while mask != 0 {
                     let j = mask.trailing_zeros() as usize;
                     mask &= mask - 1;
-                    let v = v0 + j;
-                    let logit = dot_f64(hp, &self.w[v * self.k..][..self.k], self.portable)
-                        + bias[j] as f64;
-                    best[j] = best[j].max(logit);
-                    recomputed += 1;
+                    cands.push((p, j));
                 }
             }
+            let k = self.k;
+            for (i, &(p, j)) in cands.iter().enumerate() {
+                if let Some(&(pn, jn)) = cands.get(i + 1) {
+                    prefetch(&self.w[(v0 + jn) * k..][..k]);
+                    if pn != p {
+                        prefetch(&h[pn * k..][..k]);
+                    }
+                }
+                let logit = dot_f64(
+                    &h[p * k..][..k],
+                    &self.w[(v0 + j) * k..][..k],
+                    self.portable,
+                ) + bias[j] as f64;
+                best[j] = best[j].max(logit);
+            }
+            recomputed = cands.len();
         }
         for (o, &b) in out.iter_mut().zip(&best) {
             *o = b.ln_1p() as f32;
         }
         recomputed
     }
+}
+
+/// Asks the CPU to start loading `x` into cache (a hint; no effect on results).
+#[inline]
+fn prefetch(x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in x.chunks(16) {
+        // SAFETY: prefetching is a hint that cannot fault; the address is
+        // inside a live slice anyway. SSE is part of the x86_64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// One sequence of a batched max-pool, quantised and packed.
+struct SeqInput<'a> {
+    h: &'a [f32],
+    m: usize,
+    a: PackedAI16,
+    hn: Vec<RowNorms>,
 }
 
 /// Per-column factors of one chunk (padded to NCV).

@@ -569,3 +569,115 @@ fn packed_types_are_send_and_sync() {
     assert_send_sync::<PackedVocabProjection>();
     assert_send_sync::<Precision>();
 }
+
+fn lcg_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+#[test]
+fn pool_batch_matches_one_call_per_sequence() {
+    let (vocab, k) = (700, 200);
+    let lens = [17usize, 0, 40, 1, 6];
+    let rows: usize = lens.iter().sum();
+    let h = lcg_values(rows * k, 11, 1.0);
+    let w = lcg_values(vocab * k, 12, 0.1);
+    let b = lcg_values(vocab, 13, 0.5);
+    let mut offsets = vec![0];
+    for l in lens {
+        offsets.push(offsets.last().unwrap() + l);
+    }
+    for precision in [Precision::Exact, Precision::Fast] {
+        let proj = PackedVocabProjection::new(&w, vocab, k, &b, precision);
+        let mut batched = vec![f32::NAN; lens.len() * vocab];
+        proj.max_pool_batch(&h, &offsets, &mut batched);
+        for (s, win) in offsets.windows(2).enumerate() {
+            let mut single = vec![f32::NAN; vocab];
+            proj.max_pool(&h[win[0] * k..win[1] * k], win[1] - win[0], &mut single);
+            assert_eq!(
+                &batched[s * vocab..(s + 1) * vocab],
+                &single[..],
+                "{precision:?} sequence {s}"
+            );
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "offsets must start at 0")]
+fn pool_batch_panics_on_bad_offsets() {
+    let proj = PackedVocabProjection::new(&[0.0; 6], 2, 3, &[0.0; 2], Precision::Exact);
+    proj.max_pool_batch(&[0.0; 6], &[1, 2], &mut [0.0; 2]);
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    // Large enough for the parallel paths, with row counts that split into
+    // different task grids on 1 and 3 threads.
+    let (m, n, k, vocab) = (301, 400, 520, 900);
+    let x = lcg_values(m * k, 21, 1.0);
+    let w = lcg_values(n * k, 22, 0.05);
+    let wv = lcg_values(vocab * k, 23, 0.05);
+    let bv = lcg_values(vocab, 24, 0.3);
+    let offsets = [0, 120, 301];
+    let run = |threads: usize, precision: Precision| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let lin = PackedLinear::new(&w, n, k, Some(&bv[..n]), precision);
+            let proj = PackedVocabProjection::new(&wv, vocab, k, &bv, precision);
+            let mut y = vec![0.0; m * n];
+            lin.forward(&x, m, &mut y);
+            let mut p = vec![0.0; 2 * vocab];
+            proj.max_pool_batch(&x, &offsets, &mut p);
+            let mut att = vec![0.0; 120 * 160];
+            nsparse_kernels::attention(&x[..120 * 480], 120, 160, 4, &mut att);
+            (y, p, att)
+        })
+    };
+    for precision in [Precision::Exact, Precision::Fast] {
+        let one = run(1, precision);
+        let three = run(3, precision);
+        assert_eq!(one.0, three.0, "{precision:?} linear");
+        assert_eq!(one.1, three.1, "{precision:?} max_pool_batch");
+        assert_eq!(one.2, three.2, "{precision:?} attention");
+    }
+}
+
+#[test]
+fn forward_gelu_equals_forward_then_gelu() {
+    // Shapes with partial tiles/panels, on the serial and the parallel path.
+    for (m, n, k) in [(7usize, 37usize, 29usize), (150, 300, 130)] {
+        let x = lcg_values(m * k, 31, 1.0);
+        let w = lcg_values(n * k, 32, 0.2);
+        let b = lcg_values(n, 33, 0.5);
+        for precision in [Precision::Exact, Precision::Fast] {
+            for portable in [false, true] {
+                let layer = if portable {
+                    PackedLinear::new_portable(&w, n, k, Some(&b), precision)
+                } else {
+                    PackedLinear::new(&w, n, k, Some(&b), precision)
+                };
+                let mut want = vec![0.0; m * n];
+                layer.forward(&x, m, &mut want);
+                if portable {
+                    nsparse_kernels::gelu_erf_portable(&mut want);
+                } else {
+                    nsparse_kernels::gelu_erf(&mut want);
+                }
+                let mut got = vec![0.0; m * n];
+                layer.forward_gelu(&x, m, &mut got);
+                assert_eq!(got, want, "{m}x{n}x{k} {precision:?} portable={portable}");
+            }
+        }
+    }
+}

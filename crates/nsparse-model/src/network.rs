@@ -4,9 +4,7 @@
 //! tokens of the batch, attention runs per sequence, and the vocabulary projection is fused with
 //! the max over positions so the `tokens × vocab` logits are never materialised.
 
-use nsparse_kernels::{
-    add_layer_norm, attention, gelu_erf, PackedLinear, PackedVocabProjection, Precision,
-};
+use nsparse_kernels::{add_layer_norm, attention, PackedLinear, PackedVocabProjection, Precision};
 use rayon::prelude::*;
 
 use crate::config::{Architecture, ModelConfig};
@@ -303,26 +301,19 @@ impl MaskedLm {
             layer.attention_out.forward(&context, total, &mut scratch);
             norm(&mut scratch, Some(&x), &layer.attention_norm);
             std::mem::swap(&mut x, &mut scratch);
-            layer.ffn_in.forward(&x, total, &mut ffn);
-            gelu_erf(&mut ffn);
+            layer.ffn_in.forward_gelu(&x, total, &mut ffn);
             layer.ffn_out.forward(&ffn, total, &mut scratch);
             norm(&mut scratch, Some(&x), &layer.ffn_norm);
             std::mem::swap(&mut x, &mut scratch);
         }
-        self.head_transform.forward(&x, total, &mut scratch);
-        gelu_erf(&mut scratch);
+        self.head_transform.forward_gelu(&x, total, &mut scratch);
         norm(&mut scratch, None, &self.head_norm);
 
         let vocab = self.config.vocab_size;
-        let pooled = offsets
-            .windows(2)
-            .map(|w| {
-                let mut out = vec![0.0f32; vocab];
-                self.projection
-                    .max_pool(&scratch[w[0] * h..w[1] * h], w[1] - w[0], &mut out);
-                out
-            })
-            .collect();
+        let mut flat = vec![0.0f32; sequences.len() * vocab];
+        self.projection
+            .max_pool_batch(&scratch[..total * h], &offsets, &mut flat);
+        let pooled = flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
         Ok(pooled)
     }
 
