@@ -285,11 +285,10 @@ fn pre_encoded_vectors_export_with_their_token_strings() {
     assert!(stderr.contains("'\\''"), "{stderr}");
 }
 
-#[test]
-fn bm25_index_exports_sources_without_vectors() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = cranfield_head(dir.path(), 5);
-    let index = dir.path().join("bm25");
+/// A BM25 index `name` of the first `docs` Cranfield abstracts, in `dir`.
+fn bm25_index(dir: &Path, name: &str, docs: usize) -> PathBuf {
+    let corpus = cranfield_head(dir, docs);
+    let index = dir.join(name);
     succeed(&[
         "index",
         "--model",
@@ -299,6 +298,13 @@ fn bm25_index_exports_sources_without_vectors() {
         "--index",
         s(&index),
     ]);
+    index
+}
+
+#[test]
+fn bm25_index_exports_sources_without_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = bm25_index(dir.path(), "bm25", 5);
     let (stdout, stderr) = export_ok(&index, &[]);
     let docs = parse_bulk(&stdout, "bm25");
     assert_eq!(docs.len(), 5);
@@ -317,17 +323,7 @@ fn export_errors_name_the_problem() {
     let missing = dir.path().join("nope");
     let out = export(&missing, &[]);
     assert!(!out.status.success());
-    let corpus = cranfield_head(dir.path(), 3);
-    let index = dir.path().join("ok");
-    succeed(&[
-        "index",
-        "--model",
-        "bm25",
-        "--corpus",
-        s(&corpus),
-        "--index",
-        s(&index),
-    ]);
+    let index = bm25_index(dir.path(), "ok", 3);
     let out = export(&index, &["--index-name", "Bad Name"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
