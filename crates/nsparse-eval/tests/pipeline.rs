@@ -200,6 +200,39 @@ fn a_query_only_model_cannot_encode_the_corpus() {
     assert!(err.to_string().contains("query-only"), "{err}");
 }
 
+/// Checks every score of `run` against the f32 dot product of the encoder's query vector and
+/// its document vector pruned by `pruning` (the index stores f16 weights, hence the tolerance);
+/// returns the document vectors.
+fn assert_scores_are_dot_products(
+    ds: &BeirDataset,
+    encoder: &SparseEncoder,
+    run: &nsparse_eval::Run,
+    pruning: Pruning,
+) -> Vec<nsparse_model::SparseVector> {
+    let docs: Vec<_> = ds
+        .corpus
+        .iter()
+        .map(|r| {
+            let mut v = encoder.encode_document(&r.full_text()).unwrap();
+            v.prune(pruning);
+            v
+        })
+        .collect();
+    for q in &ds.queries {
+        let qv = encoder.encode_query(&q.text).unwrap();
+        for (doc, score) in run.ranked(&q.id) {
+            let i = ds.corpus.iter().position(|r| r.id == doc).unwrap();
+            let exact = f64::from(qv.dot(&docs[i]));
+            assert!(
+                (score - exact).abs() <= 2e-3 * exact.abs().max(1.0),
+                "{} {doc}: {score} vs {exact}",
+                q.id
+            );
+        }
+    }
+    docs
+}
+
 /// The committed random tiny DistilBERT of nsparse-model: a real document encoder that needs no
 /// download (its rankings are meaningless, its arithmetic is not).
 fn tiny_model() -> SparseEncoder {
@@ -233,23 +266,7 @@ fn sparse_end_to_end_scores_match_exact_dot_products() {
     assert_eq!(out.run.len(), 4);
 
     // Scores are the dot products of the encoder's vectors (documents stored as f16).
-    let docs: Vec<_> = ds
-        .corpus
-        .iter()
-        .map(|r| encoder.encode_document(&r.full_text()).unwrap())
-        .collect();
-    for q in &ds.queries {
-        let qv = encoder.encode_query(&q.text).unwrap();
-        for (doc, score) in out.run.ranked(&q.id) {
-            let i = ds.corpus.iter().position(|r| r.id == doc).unwrap();
-            let exact = f64::from(qv.dot(&docs[i]));
-            assert!(
-                (score - exact).abs() <= 2e-3 * exact.abs().max(1.0),
-                "{} {doc}: {score} vs {exact}",
-                q.id
-            );
-        }
-    }
+    let docs = assert_scores_are_dot_products(&ds, &encoder, &out.run, Pruning::None);
 
     // FLOPS from the encoder's own vectors agrees with the report.
     let mut qc = nsparse_eval::TokenCounts::new();
@@ -333,19 +350,7 @@ fn document_pruning_follows_opensearch_and_gets_its_own_cached_index() {
         s.avg_doc_nonzeros
     );
     // Scores are dot products with the pruned document vectors.
-    for q in &ds.queries {
-        let qv = encoder.encode_query(&q.text).unwrap();
-        for (doc, score) in out.run.ranked(&q.id) {
-            let r = ds.corpus.iter().find(|r| r.id == doc).unwrap();
-            let mut d = encoder.encode_document(&r.full_text()).unwrap();
-            d.prune(pruning);
-            let exact = f64::from(qv.dot(&d));
-            assert!(
-                (score - exact).abs() <= 2e-3 * exact.abs().max(1.0),
-                "{doc}: {score} vs {exact}"
-            );
-        }
-    }
+    assert_scores_are_dot_products(&ds, &encoder, &out.run, pruning);
     // The unpruned evaluation refuses the pruned cached index instead of reusing it silently.
     let err = evaluate_dataset(
         &ds,

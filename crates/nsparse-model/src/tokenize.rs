@@ -31,6 +31,9 @@ pub struct TextTokenizer {
     /// Configured with no truncation at all (chunked long documents).
     untruncated: Tokenizer,
     special_ids: Vec<u32>,
+    /// `get_vocab_size(true)` builds the whole vocabulary map; computed once here because
+    /// callers ask per document.
+    vocab_size: usize,
     max_length: usize,
 }
 
@@ -115,6 +118,7 @@ impl TextTokenizer {
             .with_truncation(None)
             .map_err(|e| ModelError::invalid(origin, format!("cannot unset truncation: {e}")))?;
         Ok(TextTokenizer {
+            vocab_size: tokenizer.get_vocab_size(true),
             untruncated,
             queries: tokenizer.clone(),
             documents: tokenizer,
@@ -125,7 +129,7 @@ impl TextTokenizer {
 
     /// Number of entries in the vocabulary, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.documents.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// The ids of special tokens (`[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`), sorted.
