@@ -19,8 +19,6 @@ pub const BUILTIN_IDS: [&str; 3] = [
 #[derive(Clone)]
 pub struct Models {
     builtin: Arc<SparseEncoder>,
-    /// The built-in tokenizer's vocabulary size (asking the tokenizer copies its vocabulary).
-    vocab_size: usize,
     encoders: BTreeMap<String, Arc<SparseEncoder>>,
 }
 
@@ -43,7 +41,6 @@ impl Models {
     pub fn new() -> Self {
         let builtin = SparseEncoder::builtin_query_model();
         Models {
-            vocab_size: builtin.tokenizer().vocab_size(),
             builtin: Arc::new(builtin),
             encoders: BTreeMap::new(),
         }
@@ -102,7 +99,7 @@ impl Models {
         strict: bool,
     ) -> Result<SparseVector, String> {
         let tokenizer = self.builtin.tokenizer();
-        let vocab = self.vocab_size;
+        let vocab = tokenizer.vocab_size();
         let mut pairs = Vec::new();
         for (token, weight) in tokens {
             if !weight.is_finite() || weight < 0.0 {
