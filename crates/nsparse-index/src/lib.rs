@@ -167,6 +167,7 @@ mod format;
 mod index;
 mod search;
 mod segment;
+mod simd;
 pub mod synth;
 mod synth_fitted;
 mod wal;

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::dequantize;
 use crate::index::Bm25Params;
 use crate::segment::{Bitset, ForwardCursor, Segment, DOC_BLOCK_SHIFT, SOURCE_CHUNK};
+use crate::simd::{accumulate_dense, chunks_reaching, SCAN_CHUNK};
 
 pub(crate) struct SnapInfo {
     pub model: String,
@@ -315,6 +316,8 @@ struct Scratch {
     cands: Vec<(u32, f32)>,
     ub: Vec<f32>,
     blocks: Vec<(f32, u32)>,
+    /// Chunk numbers from [`chunks_reaching`].
+    chunks: Vec<u32>,
 }
 
 thread_local! {
@@ -1307,6 +1310,8 @@ impl Iterator for DocumentIter<'_> {
 /// log2 of the documents per tile of [`tiled_segment`]: the tile's f32
 /// accumulator (128 KiB) stays in L2 while the postings stream through.
 const TILE_SHIFT: u32 = 15;
+/// Largest tile any caller may ask for (tests use smaller ones).
+const MAX_TILE: usize = 1 << 16;
 /// Non-essential terms' bounds may sum to at most this share of the k-th
 /// score. Measured on the SciFact-fitted vectors (BENCHMARKS.md): query
 /// weights barely depend on token frequency and top scores are close, so
@@ -1316,18 +1321,53 @@ const NON_ESSENTIAL_SHARE: f32 = 0.0;
 /// Relative float slack for comparing bounds summed in different orders.
 const BOUND_SLACK: f32 = 1e-4;
 
+/// Number of leading elements of the ascending `list` that are below `bound`.
+///
+/// Exponential search from the front: a tile's run is a small prefix of the
+/// rest of the list, so this touches only cache lines the scan reads next,
+/// where a binary search over the whole rest misses the cache at every probe.
+fn gallop_below(list: &[u32], bound: u32) -> usize {
+    let mut lo = 0; // list[..lo] < bound
+    let mut step = 1;
+    while lo + step <= list.len() && list[lo + step - 1] < bound {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(list.len());
+    lo + list[lo..hi].partition_point(|&d| d < bound)
+}
+
 /// A query term's state while a segment is scanned tile by tile.
 #[derive(Clone, Copy, Debug, Default)]
 struct TileTerm {
+    token: u32,
     w: f32,
     /// `w ×` the token's largest weight in the segment.
     ub: f32,
     /// May generate candidates (among the `top_n` heaviest tokens).
     gen: bool,
-    /// Postings of the current tile: `pos..tile_end`; the list ends at `end`.
+    /// Postings before `pos` are below the current tile. Once [`TileTerm::locate`]
+    /// ran for the tile, its postings are `pos..tile_end` (`tile_end` is
+    /// `UNLOCATED` until then: dense-column terms skip it). The list ends at `end`.
     pos: usize,
     tile_end: usize,
     end: usize,
+}
+
+/// `TileTerm::tile_end` before the term's run in the tile was located.
+const UNLOCATED: usize = usize::MAX;
+
+impl TileTerm {
+    /// Find this tile's run `pos..tile_end` (docs in `lo..hi`), skipping
+    /// postings of earlier tiles left behind while the term was scored from
+    /// its dense column.
+    #[inline]
+    fn locate(&mut self, post_doc: &[u32], lo: u32, hi: u32) {
+        if self.tile_end == UNLOCATED {
+            self.pos += gallop_below(&post_doc[self.pos..self.end], lo);
+            self.tile_end = self.pos + gallop_below(&post_doc[self.pos..self.end], hi);
+        }
+    }
 }
 
 struct TileParams<'a, 'f> {
@@ -1367,6 +1407,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
         let (s, e) = (seg.term_start[t as usize], seg.term_start[t as usize + 1]);
         if s < e {
             terms.push(TileTerm {
+                token: t,
                 w,
                 ub: w * seg.term_max[t as usize],
                 gen,
@@ -1383,9 +1424,15 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
     let mut by_ub: Vec<usize> = (0..terms.len()).collect();
     by_ub.sort_by(|&a, &b| terms[a].ub.total_cmp(&terms[b].ub));
     let tile = 1usize << p.tile_shift;
-    let acc = &mut sc.acc;
-    acc.clear();
-    acc.resize(tile, 0.0);
+    let dense = seg.dense();
+    assert!(
+        tile <= MAX_TILE,
+        "tile of {tile} documents exceeds {MAX_TILE}"
+    );
+    sc.acc.clear();
+    sc.acc.resize(MAX_TILE, 0.0);
+    // A fixed-size view: masked indexes need no bounds checks in the scatter.
+    let acc: &mut [f32; MAX_TILE] = (&mut sc.acc[..MAX_TILE]).try_into().expect("MAX_TILE");
     let mut essential: Vec<usize> = Vec::with_capacity(terms.len());
     let mut non_essential: Vec<usize> = Vec::with_capacity(terms.len());
     let cands = &mut sc.cands;
@@ -1393,7 +1440,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
     while lo < n {
         let hi = (lo as usize + tile).min(n as usize) as u32;
         for tm in terms.iter_mut() {
-            tm.tile_end = tm.pos + seg.post_doc[tm.pos..tm.end].partition_point(|&d| d < hi);
+            tm.tile_end = UNLOCATED;
         }
         let theta = top.theta();
         let bar = if top.full() {
@@ -1421,35 +1468,46 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
         }
         if !essential.is_empty() {
             essential.sort_unstable(); // canonical order
+            let width = (hi - lo) as usize;
             for &i in &essential {
                 let tm = &terms[i];
+                if let Some(col) = dense.column(tm.token) {
+                    accumulate_dense(&mut acc[..width], tm.w, &col[lo as usize..hi as usize]);
+                    continue;
+                }
+                let tm = &mut terms[i];
+                tm.locate(&seg.post_doc, lo, hi);
                 let r = tm.pos..tm.tile_end;
+                let w = tm.w;
                 for (&d, &qw) in seg.post_doc[r.clone()].iter().zip(&seg.post_w[r]) {
-                    acc[(d - lo) as usize] += tm.w * dequantize(qw);
+                    // The run holds docs in lo..hi, so the mask never changes the index.
+                    acc[(d - lo) as usize & (MAX_TILE - 1)] += w * dequantize(qw);
                 }
             }
-            let width = (hi - lo) as usize;
             if non_essential.is_empty() {
                 // Every term is in `acc`, summed in canonical order: exact scores.
                 let mut theta = top.theta().max(0.0);
-                for (c, chunk) in acc[..width].chunks_mut(16).enumerate() {
-                    // Branch-free chunk maximum (vectorised): most chunks hold nothing above θ.
-                    let m = chunk.iter().fold(0f32, |m, &x| m.max(x));
-                    if m > 0.0 && m >= theta {
-                        for (x, &s) in chunk.iter().enumerate() {
-                            let d = lo + (c * 16 + x) as u32;
-                            if s > 0.0 && s >= theta && ss.accepts(d, p.filter) {
-                                top.push(Cand {
-                                    score: s,
-                                    seg: si,
-                                    doc: d,
-                                });
-                                theta = top.theta().max(0.0);
-                            }
+                // Vectorised pre-filter at the tile's starting θ (θ only grows,
+                // so no chunk that could enter the top-k is missed).
+                let chunks = &mut sc.chunks;
+                chunks.clear();
+                chunks_reaching(&acc[..width], theta, chunks);
+                for &c in chunks.iter() {
+                    let start = c as usize * SCAN_CHUNK;
+                    let end = (start + SCAN_CHUNK).min(width);
+                    for (x, &s) in acc[start..end].iter().enumerate() {
+                        let d = lo + (start + x) as u32;
+                        if s > 0.0 && s >= theta && ss.accepts(d, p.filter) {
+                            top.push(Cand {
+                                score: s,
+                                seg: si,
+                                doc: d,
+                            });
+                            theta = top.theta().max(0.0);
                         }
                     }
-                    chunk.fill(0.0);
                 }
+                acc[..width].fill(0.0);
             } else {
                 // Candidates: partial + non-essential bound can reach the bar.
                 let need = (bar - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK;
@@ -1459,6 +1517,9 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     if s > 0.0 && s >= need {
                         cands.push((lo + x as u32, s));
                     }
+                }
+                for tm in terms.iter_mut() {
+                    tm.locate(&seg.post_doc, lo, hi);
                 }
                 non_essential.sort_by(|&a, &b| terms[b].ub.total_cmp(&terms[a].ub));
                 for &(d, partial) in cands.iter() {
@@ -1507,7 +1568,9 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
             }
         }
         for tm in terms.iter_mut() {
-            tm.pos = tm.tile_end;
+            if tm.tile_end != UNLOCATED {
+                tm.pos = tm.tile_end;
+            }
         }
         lo = hi;
     }
@@ -1620,5 +1683,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gallop_below_matches_partition_point() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for len in [0usize, 1, 2, 3, 5, 64, 1000] {
+            let mut v: Vec<u32> = (0..len).map(|_| rng.random_range(0..5000)).collect();
+            v.sort_unstable();
+            for bound in [0u32, 1, 17, 2500, 4999, 5000, u32::MAX] {
+                assert_eq!(gallop_below(&v, bound), v.partition_point(|&d| d < bound));
+            }
+        }
+    }
+
+    /// A segment large enough for dense columns: frequent tokens are scored
+    /// from their columns, the rest from postings, and the scores still equal
+    /// brute force bit for bit (also with deletions and a filter).
+    #[test]
+    fn dense_columns_keep_tiled_search_exact() {
+        let mut g = Synth::new(SynthParams::default(), 5);
+        let n = crate::segment::DENSE_MIN_DOCS as usize + 1000;
+        let s = snapshot(vec![(0..n).map(|_| g.doc()).collect()], 7);
+        let cols = s.snap.segs[0].seg.dense();
+        assert!(
+            cols.len() > 20,
+            "expected dense columns, got {}",
+            cols.len()
+        );
+        let accept = |id: &str| !id.ends_with('3');
+        let key = |c: &[Cand]| {
+            c.iter()
+                .map(|c| (c.score.to_bits(), c.seg, c.doc))
+                .collect::<Vec<_>>()
+        };
+        let mut dense_terms = 0;
+        for _ in 0..12 {
+            let q = s.canon(&g.query()).unwrap();
+            dense_terms += q.iter().filter(|p| cols.column(p.0).is_some()).count();
+            for k in [1, 10, 100] {
+                let want = key(&s.run_brute(&q, k, None));
+                let want_f = key(&s.run_brute(&q, k, Some(&accept)));
+                for shift in [9, 15] {
+                    assert_eq!(
+                        key(&tiled(&s, &q, k, shift, None)),
+                        want,
+                        "shift {shift} k {k}"
+                    );
+                    assert_eq!(
+                        key(&tiled(&s, &q, k, shift, Some(&accept))),
+                        want_f,
+                        "filtered, shift {shift} k {k}"
+                    );
+                }
+            }
+        }
+        assert!(
+            dense_terms > 12,
+            "queries used only {dense_terms} dense tokens"
+        );
     }
 }
