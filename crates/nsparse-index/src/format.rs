@@ -37,6 +37,121 @@ pub(crate) fn write_container(magic: &[u8; 8], version: u32, sections: &[(u32, &
     out
 }
 
+/// Streams a container (the same bytes as [`write_container`]) into
+/// `dir/name` without holding the sections in memory: a zeroed header first,
+/// then each section through a CRC, then the real header written in place;
+/// fsync, atomic rename, fsync of the directory. Until [`ContainerFile::finish`]
+/// the data lives under a `.tmp` name that readers never open.
+pub(crate) struct ContainerFile {
+    file: std::io::BufWriter<File>,
+    dir: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    dst: std::path::PathBuf,
+    magic: [u8; 8],
+    version: u32,
+    n_sections: usize,
+    /// (kind, offset, len, crc) of finished sections.
+    done: Vec<(u32, u64, u64, u32)>,
+    /// The open section: kind, offset, running CRC.
+    open: Option<(u32, u64, crc32fast::Hasher)>,
+    pos: u64,
+}
+
+impl ContainerFile {
+    /// Create `dir/name.tmp` for a container of exactly `n_sections` sections.
+    pub(crate) fn create(
+        dir: &Path,
+        name: &str,
+        magic: &[u8; 8],
+        version: u32,
+        n_sections: usize,
+    ) -> Result<ContainerFile> {
+        let tmp = dir.join(format!("{name}.tmp"));
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut c = ContainerFile {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            dir: dir.to_path_buf(),
+            dst: dir.join(name),
+            tmp,
+            magic: *magic,
+            version,
+            n_sections,
+            done: Vec::with_capacity(n_sections),
+            open: None,
+            pos: 0,
+        };
+        let header = vec![0u8; HEADER_FIXED + n_sections * ENTRY + 4];
+        c.raw(&header)?;
+        Ok(c)
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.tmp, e))?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Start the next section.
+    pub(crate) fn begin(&mut self, kind: u32) {
+        assert!(self.open.is_none(), "section {kind} begun inside another");
+        self.open = Some((kind, self.pos, crc32fast::Hasher::new()));
+    }
+
+    /// Append bytes to the open section.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some((_, _, crc)) = self.open.as_mut() else {
+            panic!("ContainerFile::write outside a section");
+        };
+        crc.update(bytes);
+        self.raw(bytes)
+    }
+
+    /// Append the buffered bytes of `buf` to the open section and clear it.
+    pub(crate) fn drain(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.write(buf)?;
+        buf.clear();
+        Ok(())
+    }
+
+    /// Close the open section.
+    pub(crate) fn end(&mut self) {
+        let (kind, off, crc) = self.open.take().expect("ContainerFile::end without begin");
+        self.done.push((kind, off, self.pos - off, crc.finalize()));
+    }
+
+    /// Write the header, make the file durable and move it to its final name.
+    pub(crate) fn finish(self) -> Result<()> {
+        assert!(self.open.is_none() && self.done.len() == self.n_sections);
+        let mut header = Vec::with_capacity(HEADER_FIXED + self.n_sections * ENTRY + 4);
+        header.extend_from_slice(&self.magic);
+        header.extend_from_slice(&self.version.to_le_bytes());
+        header.extend_from_slice(&(self.n_sections as u32).to_le_bytes());
+        for &(kind, off, len, crc) in &self.done {
+            header.extend_from_slice(&kind.to_le_bytes());
+            header.extend_from_slice(&off.to_le_bytes());
+            header.extend_from_slice(&len.to_le_bytes());
+            header.extend_from_slice(&crc.to_le_bytes());
+        }
+        let hcrc = crc32fast::hash(&header);
+        header.extend_from_slice(&hcrc.to_le_bytes());
+        let tmp = self.tmp;
+        let mut file = self
+            .file
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        use std::io::{Seek, SeekFrom};
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&header))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, &self.dst).map_err(|e| Error::io(&self.dst, e))?;
+        fsync_dir(&self.dir)
+    }
+}
+
 /// Parse and fully verify a container written by [`write_container`].
 /// Returns the sections as `(kind, bytes)` in file order.
 pub(crate) fn read_container<'a>(
@@ -227,9 +342,27 @@ pub const MIN_WEIGHT: f32 = 6.103_515_6e-5;
 /// Errors are detected by the caller (weights must be finite, ≥ 0, ≤ [`MAX_WEIGHT`]).
 #[inline]
 pub fn quantize(w: f32) -> u16 {
+    let x = w.to_bits() & 0x7fff_ffff;
+    if x < 0x3880_0000 {
+        // Below the smallest normal half (2^-14): snap to 0 or the smallest normal.
+        return if w.abs() >= MIN_WEIGHT / 2.0 {
+            0x0400
+        } else {
+            0
+        };
+    }
+    // Rebias the exponent (127 -> 15) and round the mantissa from 23 to 10
+    // bits, to nearest even; a carry out of the mantissa bumps the exponent.
+    // Callers keep weights at or below MAX_WEIGHT, so the result stays finite.
+    (((x - 0x3800_0000) + 0x0fff + ((x >> 13) & 1)) >> 13) as u16
+}
+
+/// The reference definition of [`quantize`] (`half`'s conversion plus the
+/// subnormal snapping), kept for the equivalence test.
+#[cfg(test)]
+fn quantize_reference(w: f32) -> u16 {
     let h = half::f16::from_f32(w).to_bits() & 0x7fff;
     if h != 0 && h < 0x0400 {
-        // Subnormal half: snap to 0 or the smallest normal.
         if w >= MIN_WEIGHT / 2.0 {
             0x0400
         } else {
@@ -277,6 +410,54 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_container_equals_the_in_memory_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let b = b"second".to_vec();
+        let want = write_container(b"TESTMAG\0", 3, &[(1, &a), (2, &[]), (9, &b)]);
+        let mut c = ContainerFile::create(dir.path(), "x.bin", b"TESTMAG\0", 3, 3).unwrap();
+        c.begin(1);
+        c.write(&a[..1000]).unwrap();
+        let mut rest = a[1000..].to_vec();
+        c.drain(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        c.end();
+        c.begin(2);
+        c.end();
+        c.begin(9);
+        c.write(&b).unwrap();
+        c.end();
+        c.finish().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), want);
+        assert!(!dir.path().join("x.bin.tmp").exists());
+    }
+
+    #[test]
+    fn quantize_equals_the_half_crate_on_every_valid_weight_pattern() {
+        // Every 61st f32 bit pattern from 0 to MAX_WEIGHT, plus the edges.
+        let max = MAX_WEIGHT.to_bits();
+        let mut x = 0u32;
+        while x <= max {
+            let w = f32::from_bits(x);
+            assert_eq!(quantize(w), quantize_reference(w), "w = {w:e} ({x:#x})");
+            x += 61;
+        }
+        for w in [
+            0.0,
+            MIN_WEIGHT,
+            MIN_WEIGHT / 2.0,
+            2f32.powi(-14),
+            2f32.powi(-15),
+            1.0,
+            MAX_WEIGHT,
+        ] {
+            assert_eq!(quantize(w), quantize_reference(w), "w = {w:e}");
+            let below = f32::from_bits(w.to_bits().saturating_sub(1));
+            assert_eq!(quantize(below), quantize_reference(below), "w = {below:e}");
+        }
+    }
 
     #[test]
     fn quantize_roundtrip_error_is_small() {

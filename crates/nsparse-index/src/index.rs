@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::format::{self, quantize, MAX_WEIGHT};
 use crate::search::{Searcher, SnapSeg, Snapshot};
-use crate::segment::{Bitset, DocRecord, Segment};
+use crate::segment::{Bitset, DocRecord, Segment, SegmentInput};
 use crate::wal::{self, WalOp, WalWriter};
 
 const MANIFEST: &str = "MANIFEST";
@@ -325,7 +325,7 @@ impl State {
         if self.buf_live > 0 {
             let recs: Vec<DocRecord> = self.buffer.iter().flatten().cloned().collect();
             segs.push(SnapSeg {
-                seg: Arc::new(Segment::build(&recs, self.vocab)),
+                seg: Arc::new(Segment::build(&recs[..], self.vocab)),
                 del: None,
                 path: self.dir.join("<uncommitted buffer>"),
             });
@@ -349,9 +349,8 @@ fn check_name(dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Validate and quantize a document.
-pub(crate) fn prepare(doc: &Document, vocab: u32) -> Result<DocRecord> {
-    let what = || format!("document {:?}", doc.id);
+/// Check a document's `_id` and source size.
+fn check_id(doc: &Document) -> Result<()> {
     if doc.id.is_empty() {
         return Err(Error::invalid(
             "document",
@@ -360,26 +359,41 @@ pub(crate) fn prepare(doc: &Document, vocab: u32) -> Result<DocRecord> {
     }
     if doc.id.len() > MAX_ID_BYTES {
         return Err(Error::invalid(
-            what(),
+            format!("document {:?}", doc.id),
             format!("_id is {} bytes, the limit is {MAX_ID_BYTES}", doc.id.len()),
         ));
     }
-    let mut v: Vec<(u32, f32)> = doc.vector.clone();
-    if !v.is_sorted_by_key(|p| p.0) {
-        v.sort_unstable_by_key(|p| p.0);
+    if doc.source.len() > u32::MAX as usize {
+        return Err(Error::invalid(
+            format!("document {:?}", doc.id),
+            "source larger than 4 GiB",
+        ));
     }
-    let mut vec = Vec::with_capacity(v.len());
-    for (i, &(t, w)) in v.iter().enumerate() {
+    Ok(())
+}
+
+/// Validate a vector whose tokens are ascending (`v` may be the caller's own
+/// slice: no copy); `false` when they are not ascending, nothing else checked.
+fn check_sorted_vector(id: &str, v: &[(u32, f32)], vocab: u32) -> Result<bool> {
+    let what = || format!("document {id:?}");
+    let mut prev: Option<u32> = None;
+    for &(t, w) in v {
+        if let Some(p) = prev {
+            if t < p {
+                return Ok(false);
+            }
+            if t == p {
+                return Err(Error::invalid(
+                    what(),
+                    format!("token id {t} appears twice (merge duplicate tokens first)"),
+                ));
+            }
+        }
+        prev = Some(t);
         if t >= vocab {
             return Err(Error::invalid(
                 what(),
                 format!("token id {t} is outside the vocabulary (size {vocab})"),
-            ));
-        }
-        if i > 0 && v[i - 1].0 == t {
-            return Err(Error::invalid(
-                what(),
-                format!("token id {t} appears twice (merge duplicate tokens first)"),
             ));
         }
         if !w.is_finite() || !(0.0..=MAX_WEIGHT).contains(&w) {
@@ -388,38 +402,65 @@ pub(crate) fn prepare(doc: &Document, vocab: u32) -> Result<DocRecord> {
                 format!("weight {w} of token {t} must be finite and in [0, {MAX_WEIGHT}]"),
             ));
         }
-        let q = quantize(w);
-        if q != 0 {
-            vec.push((t as u16, q));
-        }
     }
-    let (tf, len) = match &doc.tokens {
-        None => (Vec::new(), 0),
-        Some(ts) => {
-            if ts.len() > u32::MAX as usize {
-                return Err(Error::invalid(what(), "too many tokens"));
-            }
-            let mut s = ts.clone();
-            s.sort_unstable();
-            let mut tf: Vec<(u16, u32)> = Vec::new();
-            for &t in &s {
-                if t >= vocab {
-                    return Err(Error::invalid(
-                        what(),
-                        format!("BM25 token id {t} is outside the vocabulary (size {vocab})"),
-                    ));
-                }
-                match tf.last_mut() {
-                    Some(l) if l.0 as u32 == t => l.1 += 1,
-                    _ => tf.push((t as u16, 1)),
-                }
-            }
-            (tf, ts.len() as u32)
-        }
+    Ok(true)
+}
+
+/// Validate and quantize a vector: (token, quantized weight), tokens
+/// ascending, zero-quantized weights dropped.
+fn quantized_vector(doc: &Document, vocab: u32) -> Result<Vec<(u16, u16)>> {
+    let sorted_copy;
+    let v: &[(u32, f32)] = if check_sorted_vector(&doc.id, &doc.vector, vocab)? {
+        &doc.vector
+    } else {
+        let mut c = doc.vector.clone();
+        c.sort_unstable_by_key(|p| p.0);
+        sorted_copy = c;
+        check_sorted_vector(&doc.id, &sorted_copy, vocab)?;
+        &sorted_copy
     };
-    if doc.source.len() > u32::MAX as usize {
-        return Err(Error::invalid(what(), "source larger than 4 GiB"));
+    Ok(v.iter()
+        .filter_map(|&(t, w)| {
+            let q = quantize(w);
+            (q != 0).then_some((t as u16, q))
+        })
+        .collect())
+}
+
+/// BM25 term frequencies and length from a document's token list.
+fn term_frequencies(doc: &Document, vocab: u32) -> Result<(Vec<(u16, u32)>, u32)> {
+    let Some(ts) = &doc.tokens else {
+        return Ok((Vec::new(), 0));
+    };
+    if ts.len() > u32::MAX as usize {
+        return Err(Error::invalid(
+            format!("document {:?}", doc.id),
+            "too many tokens",
+        ));
     }
+    let mut s = ts.clone();
+    s.sort_unstable();
+    let mut tf: Vec<(u16, u32)> = Vec::new();
+    for &t in &s {
+        if t >= vocab {
+            return Err(Error::invalid(
+                format!("document {:?}", doc.id),
+                format!("BM25 token id {t} is outside the vocabulary (size {vocab})"),
+            ));
+        }
+        match tf.last_mut() {
+            Some(l) if l.0 as u32 == t => l.1 += 1,
+            _ => tf.push((t as u16, 1)),
+        }
+    }
+    Ok((tf, ts.len() as u32))
+}
+
+/// Validate and quantize a document.
+pub(crate) fn prepare(doc: &Document, vocab: u32) -> Result<DocRecord> {
+    check_id(doc)?;
+    let vec = quantized_vector(doc, vocab)?;
+    let (tf, len) = term_frequencies(doc, vocab)?;
     Ok(DocRecord {
         id: doc.id.clone(),
         vec,
@@ -427,6 +468,66 @@ pub(crate) fn prepare(doc: &Document, vocab: u32) -> Result<DocRecord> {
         len,
         source: doc.source.clone(),
     })
+}
+
+/// The documents of one [`Index::bulk_upsert`], validated, read in place by
+/// the segment builder: vectors whose tokens arrive ascending (the usual
+/// case) are quantized on the fly and never copied.
+struct BulkInput<'a> {
+    docs: Vec<&'a Document>,
+    /// Quantized copies of the vectors that were not in token order, by position in `docs`.
+    resorted: HashMap<usize, Vec<(u16, u16)>>,
+    tf: Vec<(Vec<(u16, u32)>, u32)>,
+}
+
+impl<'a> BulkInput<'a> {
+    fn new(docs: Vec<&'a Document>, vocab: u32) -> Result<BulkInput<'a>> {
+        let mut resorted = HashMap::new();
+        let mut tf = Vec::with_capacity(docs.len());
+        for (i, d) in docs.iter().enumerate() {
+            check_id(d)?;
+            if !check_sorted_vector(&d.id, &d.vector, vocab)? {
+                resorted.insert(i, quantized_vector(d, vocab)?);
+            }
+            tf.push(term_frequencies(d, vocab)?);
+        }
+        Ok(BulkInput { docs, resorted, tf })
+    }
+}
+
+impl SegmentInput for BulkInput<'_> {
+    fn n_docs(&self) -> usize {
+        self.docs.len()
+    }
+    fn id(&self, i: usize) -> &str {
+        &self.docs[i].id
+    }
+    #[inline]
+    fn for_each_posting(&self, i: usize, mut f: impl FnMut(u16, u16)) {
+        if !self.resorted.is_empty() {
+            if let Some(v) = self.resorted.get(&i) {
+                for &(t, w) in v {
+                    f(t, w);
+                }
+                return;
+            }
+        }
+        for &(t, w) in &self.docs[i].vector {
+            let q = quantize(w);
+            if q != 0 {
+                f(t as u16, q);
+            }
+        }
+    }
+    fn tf(&self, i: usize) -> &[(u16, u32)] {
+        &self.tf[i].0
+    }
+    fn doc_len(&self, i: usize) -> u32 {
+        self.tf[i].1
+    }
+    fn source(&self, i: usize) -> &[u8] {
+        &self.docs[i].source
+    }
 }
 
 fn seg_file(id: u64) -> String {
@@ -639,28 +740,27 @@ impl Index {
     /// replaced; within `docs` the last duplicate wins. The fast path for
     /// building an index from a file of vectors.
     pub fn bulk_upsert(&mut self, docs: &[Document]) -> Result<()> {
-        let mut recs = docs
-            .iter()
-            .map(|d| prepare(d, self.manifest.vocab_size))
-            .collect::<Result<Vec<_>>>()?;
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(recs.len());
+        // Last duplicate wins: keep a document only if no later one has its `_id`.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(docs.len());
         for (i, d) in docs.iter().enumerate() {
             last.insert(d.id.as_str(), i);
         }
-        if last.len() != recs.len() {
-            let mut i = 0;
-            recs.retain(|r| {
-                let keep = last.get(r.id.as_str()) == Some(&i);
-                i += 1;
-                keep
-            });
-        }
+        let kept: Vec<&Document> = if last.len() == docs.len() {
+            docs.iter().collect()
+        } else {
+            docs.iter()
+                .enumerate()
+                .filter(|(i, d)| last.get(d.id.as_str()) == Some(i))
+                .map(|(_, d)| d)
+                .collect()
+        };
         drop(last);
-        for r in &recs {
-            self.state.remove(&r.id);
+        let input = BulkInput::new(kept, self.manifest.vocab_size)?;
+        for d in &input.docs {
+            self.state.remove(&d.id);
         }
-        if !recs.is_empty() {
-            self.add_segment(recs, None)?;
+        if !input.docs.is_empty() {
+            self.add_segment(&input, None)?;
         }
         // Persist together with any buffered writes and the deletions above.
         self.commit_forced()
@@ -700,7 +800,7 @@ impl Index {
             .collect();
         self.state.buf_live = 0;
         if !recs.is_empty() {
-            self.add_segment(recs, None)?;
+            self.add_segment(&recs[..], None)?;
         }
         // Drop fully deleted segments; persist changed deletion bitmaps.
         let gen = self.manifest.generation + 1;
@@ -753,14 +853,28 @@ impl Index {
         self.switch_manifest(gen, obsolete)
     }
 
-    fn add_segment(&mut self, recs: Vec<DocRecord>, replace: Option<usize>) -> Result<u64> {
+    fn add_segment<D: SegmentInput + ?Sized>(
+        &mut self,
+        docs: &D,
+        replace: Option<usize>,
+    ) -> Result<u64> {
         let id = self.manifest.next_segment;
         self.manifest.next_segment += 1;
-        let seg = Segment::build(&recs, self.manifest.vocab_size);
+        let t0 = std::time::Instant::now();
+        let seg = Segment::build(docs, self.manifest.vocab_size);
+        let built = t0.elapsed();
         let name = seg_file(id);
-        format::write_atomic(&self.dir, &name, &seg.to_bytes())?;
-        for (i, r) in recs.iter().enumerate() {
-            self.state.ids.insert(r.id.clone(), Loc::Seg(id, i as u32));
+        seg.write_file(&self.dir, &name)?;
+        tracing::debug!(
+            segment = id,
+            docs = seg.n_docs,
+            build_ms = built.as_millis() as u64,
+            write_ms = (t0.elapsed() - built).as_millis() as u64,
+            "built and wrote segment"
+        );
+        self.state.ids.reserve(seg.ids.len());
+        for (i, sid) in seg.ids.iter().enumerate() {
+            self.state.ids.insert(sid.clone(), Loc::Seg(id, i as u32));
         }
         let n = seg.n_docs;
         let e = SegEntry {
@@ -776,7 +890,6 @@ impl Index {
             None => self.state.segments.push(e),
         }
         self.state.cached = None;
-        tracing::debug!(segment = id, docs = n, "wrote segment");
         Ok(id)
     }
 
@@ -804,7 +917,7 @@ impl Index {
         }
         let n = recs.len();
         if n > 0 {
-            self.add_segment(recs, Some(pos.min(self.state.segments.len())))?;
+            self.add_segment(&recs[..], Some(pos.min(self.state.segments.len())))?;
         }
         self.state.cached = None;
         tracing::info!(merged = ids.len(), docs = n, "merged segments");

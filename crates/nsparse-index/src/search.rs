@@ -1512,12 +1512,19 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                 // Candidates: partial + non-essential bound can reach the bar.
                 let need = (bar - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK;
                 cands.clear();
-                for (x, a) in acc[..width].iter_mut().enumerate() {
-                    let s = std::mem::take(a);
-                    if s > 0.0 && s >= need {
-                        cands.push((lo + x as u32, s));
+                let chunks = &mut sc.chunks;
+                chunks.clear();
+                chunks_reaching(&acc[..width], need.max(0.0), chunks);
+                for &c in chunks.iter() {
+                    let start = c as usize * SCAN_CHUNK;
+                    let end = (start + SCAN_CHUNK).min(width);
+                    for (x, &s) in acc[start..end].iter().enumerate() {
+                        if s > 0.0 && s >= need {
+                            cands.push((lo + (start + x) as u32, s));
+                        }
                     }
                 }
+                acc[..width].fill(0.0);
                 for tm in terms.iter_mut() {
                     tm.locate(&seg.post_doc, lo, hi);
                 }
@@ -1601,7 +1608,7 @@ mod tests {
                     source: Vec::new(),
                 })
                 .collect();
-            let seg = Segment::build(&recs, 30_522);
+            let seg = Segment::build(&recs[..], 30_522);
             let mut del = Bitset::new(seg.n_docs);
             for d in (0..seg.n_docs).step_by(deleted_every as usize) {
                 del.set(d);

@@ -71,18 +71,60 @@ pub(crate) struct Segment {
     pub src_data: Vec<u8>,
 }
 
+/// What a segment is built from: validated documents in doc-id order.
+///
+/// The bulk loader implements it straight over the caller's documents, so a
+/// large load never holds a second, quantized copy of every vector.
+pub(crate) trait SegmentInput {
+    /// Number of documents.
+    fn n_docs(&self) -> usize;
+    /// `_id` of document `i`.
+    fn id(&self, i: usize) -> &str;
+    /// Calls `f(token, quantized weight)` for document `i`'s non-zero
+    /// quantized weights, tokens strictly ascending.
+    fn for_each_posting(&self, i: usize, f: impl FnMut(u16, u16));
+    /// BM25 term frequencies of document `i`, tokens ascending.
+    fn tf(&self, i: usize) -> &[(u16, u32)];
+    /// BM25 length of document `i` in tokens.
+    fn doc_len(&self, i: usize) -> u32;
+    /// Uncompressed source bytes of document `i`.
+    fn source(&self, i: usize) -> &[u8];
+}
+
+impl SegmentInput for [DocRecord] {
+    fn n_docs(&self) -> usize {
+        self.len()
+    }
+    fn id(&self, i: usize) -> &str {
+        &self[i].id
+    }
+    #[inline]
+    fn for_each_posting(&self, i: usize, mut f: impl FnMut(u16, u16)) {
+        for &(t, w) in &self[i].vec {
+            f(t, w);
+        }
+    }
+    fn tf(&self, i: usize) -> &[(u16, u32)] {
+        &self[i].tf
+    }
+    fn doc_len(&self, i: usize) -> u32 {
+        self[i].len
+    }
+    fn source(&self, i: usize) -> &[u8] {
+        &self[i].source
+    }
+}
+
 impl Segment {
     /// Build a segment from documents (doc ids are positions in `docs`).
-    pub(crate) fn build(docs: &[DocRecord], vocab: u32) -> Segment {
+    pub(crate) fn build<D: SegmentInput + ?Sized>(docs: &D, vocab: u32) -> Segment {
         let v = vocab as usize;
-        let n = docs.len();
+        let n = docs.n_docs();
         let mut df = vec![0usize; v + 1];
         let mut tdf = vec![0usize; v + 1];
-        for d in docs {
-            for &(t, _) in &d.vec {
-                df[t as usize + 1] += 1;
-            }
-            for &(t, _) in &d.tf {
+        for i in 0..n {
+            docs.for_each_posting(i, |t, _| df[t as usize + 1] += 1);
+            for &(t, _) in docs.tf(i) {
                 tdf[t as usize + 1] += 1;
             }
         }
@@ -94,75 +136,101 @@ impl Segment {
         let mut post_doc = vec![0u32; total];
         let mut post_w = vec![0u16; total];
         let mut fill = df.clone();
+        // Invert in chunks of documents: gather each chunk's postings (doc
+        // order), counting-sort them by token in a cache-resident buffer, then
+        // copy every token's run to its place in one go. A direct scatter into
+        // the full arrays costs a cache (and TLB) miss per posting at millions
+        // of documents.
+        const CHUNK_POSTINGS: usize = 1 << 17;
+        // u32 positions keep the per-token counters (120 KiB) in L2.
+        let mut local_cnt = vec![0u32; v + 1];
+        let mut gathered: Vec<(u16, u16, u32)> = Vec::with_capacity(CHUNK_POSTINGS + 1024);
+        let mut local_doc: Vec<u32> = Vec::new();
+        let mut local_w: Vec<u16> = Vec::new();
+        let mut i = 0usize;
+        // Fault the output pages in with one write per page before the
+        // scatter: page faults taken in a tight loop cost less than the same
+        // faults spread over the inversion (measured: ~10 % of the build).
+        for x in post_doc.iter_mut().step_by(1024) {
+            *x = 0;
+        }
+        for x in post_w.iter_mut().step_by(2048) {
+            *x = 0;
+        }
+        while i < n {
+            gathered.clear();
+            while i < n && gathered.len() < CHUNK_POSTINGS {
+                let d = i as u32;
+                docs.for_each_posting(i, |t, w| gathered.push((t, w, d)));
+                i += 1;
+            }
+            for &(t, _, _) in &gathered {
+                local_cnt[t as usize] += 1;
+            }
+            // Exclusive prefix sums: local_cnt[t] = start of t's run.
+            let mut run = 0u32;
+            for c in local_cnt[..v].iter_mut() {
+                let k = *c;
+                *c = run;
+                run += k;
+            }
+            local_doc.resize(gathered.len(), 0);
+            local_w.resize(gathered.len(), 0);
+            for &(t, w, d) in &gathered {
+                let p = &mut local_cnt[t as usize];
+                local_doc[*p as usize] = d;
+                local_w[*p as usize] = w;
+                *p += 1;
+            }
+            // Now local_cnt[t] is the end of t's run, which starts where
+            // the previous token's ended.
+            let mut s0 = 0usize;
+            for (t, c) in local_cnt[..v].iter_mut().enumerate() {
+                let e = std::mem::take(c) as usize;
+                if e > s0 {
+                    let g = fill[t];
+                    post_doc[g..g + e - s0].copy_from_slice(&local_doc[s0..e]);
+                    post_w[g..g + e - s0].copy_from_slice(&local_w[s0..e]);
+                    fill[t] += e - s0;
+                    s0 = e;
+                }
+            }
+        }
+        drop((gathered, local_doc, local_w));
         let mut tf_doc = vec![0u32; tdf[v]];
         let mut tf_val = vec![0u32; tdf[v]];
         let mut tfill = tdf.clone();
         let mut doc_len = Vec::with_capacity(n);
         let mut total_len = 0u64;
-        // Invert in chunks of documents: scatter each chunk into a small
-        // cache-resident buffer grouped by token, then copy every token's run
-        // to its place in one go. A direct scatter into the full arrays costs
-        // a cache (and TLB) miss per posting at millions of documents.
-        const CHUNK: usize = 4096;
-        let mut local_cnt = vec![0usize; v + 1];
-        let mut local_doc: Vec<u32> = Vec::new();
-        let mut local_w: Vec<u16> = Vec::new();
-        for (ci, chunk) in docs.chunks(CHUNK).enumerate() {
-            local_cnt.iter_mut().for_each(|c| *c = 0);
-            for d in chunk {
-                for &(t, _) in &d.vec {
-                    local_cnt[t as usize + 1] += 1;
-                }
-            }
-            for i in 0..v {
-                local_cnt[i + 1] += local_cnt[i];
-            }
-            let m = local_cnt[v];
-            local_doc.resize(m, 0);
-            local_w.resize(m, 0);
-            let mut lf = local_cnt.clone();
-            for (j, d) in chunk.iter().enumerate() {
-                let i = (ci * CHUNK + j) as u32;
-                for &(t, w) in &d.vec {
-                    let p = &mut lf[t as usize];
-                    local_doc[*p] = i;
-                    local_w[*p] = w;
-                    *p += 1;
-                }
-            }
-            for t in 0..v {
-                let (s, e) = (local_cnt[t], local_cnt[t + 1]);
-                if s < e {
-                    let g = fill[t];
-                    post_doc[g..g + e - s].copy_from_slice(&local_doc[s..e]);
-                    post_w[g..g + e - s].copy_from_slice(&local_w[s..e]);
-                    fill[t] += e - s;
-                }
-            }
-        }
-        for (i, d) in docs.iter().enumerate() {
-            for &(t, f) in &d.tf {
+        for i in 0..n {
+            for &(t, f) in docs.tf(i) {
                 let p = &mut tfill[t as usize];
                 tf_doc[*p] = i as u32;
                 tf_val[*p] = f;
                 *p += 1;
             }
-            doc_len.push(d.len);
-            total_len += d.len as u64;
+            let l = docs.doc_len(i);
+            doc_len.push(l);
+            total_len += l as u64;
         }
-        let mut src_chunks = Vec::new();
+        let mut src_chunks = Vec::with_capacity(n.div_ceil(SOURCE_CHUNK));
         let mut src_data = Vec::new();
-        for chunk in docs.chunks(SOURCE_CHUNK) {
-            let mut raw = Vec::new();
-            for d in chunk {
-                put_varint(&mut raw, d.source.len() as u64);
-                raw.extend_from_slice(&d.source);
+        let mut raw = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let end = (start + SOURCE_CHUNK).min(n);
+            raw.clear();
+            for i in start..end {
+                let src = docs.source(i);
+                put_varint(&mut raw, src.len() as u64);
+                raw.extend_from_slice(src);
             }
             let c = lz4_flex::block::compress(&raw);
             src_chunks.push((src_data.len(), c.len(), raw.len()));
             src_data.extend_from_slice(&c);
+            start = end;
         }
-        let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
+        let ids: Vec<String> = (0..n).map(|i| docs.id(i).to_string()).collect();
         let mut s = Segment {
             n_docs: n as u32,
             vocab,
@@ -260,89 +328,113 @@ impl Segment {
         self.post_doc.len()
     }
 
-    /// Serialize to the on-disk format.
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+    /// Write the segment to `dir/name` (atomically, fsynced), streaming each
+    /// section through a small buffer instead of materialising the file.
+    pub(crate) fn write_file(&self, dir: &Path, name: &str) -> Result<()> {
+        const FLUSH: usize = 1 << 20;
         let v = self.vocab as usize;
-        let mut meta = Vec::new();
-        meta.extend_from_slice(&self.n_docs.to_le_bytes());
-        meta.extend_from_slice(&self.vocab.to_le_bytes());
-        meta.extend_from_slice(&self.total_len.to_le_bytes());
-        meta.extend_from_slice(&(self.post_doc.len() as u64).to_le_bytes());
-        meta.extend_from_slice(&(self.tf_doc.len() as u64).to_le_bytes());
-        let mut ids = Vec::new();
+        let mut out = format::ContainerFile::create(dir, name, SEG_MAGIC, SEG_VERSION, 5)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(FLUSH + 4096);
+
+        out.begin(SEC_META);
+        buf.extend_from_slice(&self.n_docs.to_le_bytes());
+        buf.extend_from_slice(&self.vocab.to_le_bytes());
+        buf.extend_from_slice(&self.total_len.to_le_bytes());
+        buf.extend_from_slice(&(self.post_doc.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&(self.tf_doc.len() as u64).to_le_bytes());
+        out.drain(&mut buf)?;
+        out.end();
+
+        out.begin(SEC_IDS);
         for id in &self.ids {
-            put_varint(&mut ids, id.len() as u64);
-            ids.extend_from_slice(id.as_bytes());
+            put_varint(&mut buf, id.len() as u64);
+            buf.extend_from_slice(id.as_bytes());
+            if buf.len() >= FLUSH {
+                out.drain(&mut buf)?;
+            }
         }
-        let mut post = Vec::with_capacity(self.post_doc.len() * 4);
+        out.drain(&mut buf)?;
+        out.end();
+
+        out.begin(SEC_POSTINGS);
         let n_terms = (0..v)
             .filter(|&t| self.term_start[t + 1] > self.term_start[t])
             .count();
-        put_varint(&mut post, n_terms as u64);
+        put_varint(&mut buf, n_terms as u64);
         for t in 0..v {
             let (s, e) = (self.term_start[t], self.term_start[t + 1]);
             if s == e {
                 continue;
             }
-            put_varint(&mut post, t as u64);
-            put_varint(&mut post, (e - s) as u64);
+            put_varint(&mut buf, t as u64);
+            put_varint(&mut buf, (e - s) as u64);
             let mut prev = 0u32;
             let mut first = true;
             let mut b = s;
             while b < e {
                 let be = (b + POSTING_BLOCK).min(e);
                 for &d in &self.post_doc[b..be] {
-                    put_varint(&mut post, (if first { d } else { d - prev - 1 }) as u64);
+                    put_varint(&mut buf, (if first { d } else { d - prev - 1 }) as u64);
                     prev = d;
                     first = false;
                 }
                 for &w in &self.post_w[b..be] {
-                    post.extend_from_slice(&w.to_le_bytes());
+                    buf.extend_from_slice(&w.to_le_bytes());
                 }
                 b = be;
+                if buf.len() >= FLUSH {
+                    out.drain(&mut buf)?;
+                }
             }
         }
-        let mut bm = Vec::new();
+        out.drain(&mut buf)?;
+        out.end();
+
+        out.begin(SEC_BM25);
         for &l in &self.doc_len {
-            put_varint(&mut bm, l as u64);
+            put_varint(&mut buf, l as u64);
+            if buf.len() >= FLUSH {
+                out.drain(&mut buf)?;
+            }
         }
         let n_tf_terms = (0..v)
             .filter(|&t| self.tf_start[t + 1] > self.tf_start[t])
             .count();
-        put_varint(&mut bm, n_tf_terms as u64);
+        put_varint(&mut buf, n_tf_terms as u64);
         for t in 0..v {
             let (s, e) = (self.tf_start[t], self.tf_start[t + 1]);
             if s == e {
                 continue;
             }
-            put_varint(&mut bm, t as u64);
-            put_varint(&mut bm, (e - s) as u64);
+            put_varint(&mut buf, t as u64);
+            put_varint(&mut buf, (e - s) as u64);
             let mut prev = 0u32;
             for p in s..e {
                 let d = self.tf_doc[p];
-                put_varint(&mut bm, (if p == s { d } else { d - prev - 1 }) as u64);
-                put_varint(&mut bm, self.tf_val[p] as u64);
+                put_varint(&mut buf, (if p == s { d } else { d - prev - 1 }) as u64);
+                put_varint(&mut buf, self.tf_val[p] as u64);
                 prev = d;
             }
+            if buf.len() >= FLUSH {
+                out.drain(&mut buf)?;
+            }
         }
-        let mut src = Vec::with_capacity(self.src_data.len() + 16);
-        put_varint(&mut src, self.src_chunks.len() as u64);
+        out.drain(&mut buf)?;
+        out.end();
+
+        out.begin(SEC_SOURCE);
+        put_varint(&mut buf, self.src_chunks.len() as u64);
         for &(o, c, u) in &self.src_chunks {
-            put_varint(&mut src, u as u64);
-            put_varint(&mut src, c as u64);
-            src.extend_from_slice(&self.src_data[o..o + c]);
+            put_varint(&mut buf, u as u64);
+            put_varint(&mut buf, c as u64);
+            buf.extend_from_slice(&self.src_data[o..o + c]);
+            if buf.len() >= FLUSH {
+                out.drain(&mut buf)?;
+            }
         }
-        format::write_container(
-            SEG_MAGIC,
-            SEG_VERSION,
-            &[
-                (SEC_META, &meta),
-                (SEC_IDS, &ids),
-                (SEC_POSTINGS, &post),
-                (SEC_BM25, &bm),
-                (SEC_SOURCE, &src),
-            ],
-        )
+        out.drain(&mut buf)?;
+        out.end();
+        out.finish()
     }
 
     /// Parse and verify a segment file's bytes (checksums and structure).

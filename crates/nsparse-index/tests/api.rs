@@ -299,3 +299,133 @@ fn searcher_is_shareable_across_threads() {
     let got: Vec<&str> = results[0].iter().map(|h| h.id.as_str()).collect();
     assert_eq!(got, want);
 }
+
+/// `bulk_upsert` (documents read in place, one segment) must index exactly
+/// what the write-ahead-log path indexes: unsorted vectors, weights that
+/// quantize to zero, duplicate `_id`s in the batch (the last wins), documents
+/// replacing live ones, BM25 tokens and sources. A bad document rejects the
+/// whole batch and leaves the index as it was.
+#[test]
+fn bulk_upsert_equals_the_logged_path_and_rejects_bad_batches_whole() {
+    let mut g = synth::Synth::new(
+        synth::SynthParams {
+            vocab: 500,
+            ..synth::SynthParams::zipf()
+        },
+        21,
+    );
+    let docs: Vec<Document> = (0..400)
+        .map(|i| {
+            let mut vector = g.doc();
+            if i % 5 == 0 {
+                vector.reverse(); // not in token order
+            }
+            if i % 7 == 0 {
+                vector.push((29_999, 1e-9)); // quantizes to zero: dropped
+                if i % 5 != 0 {
+                    vector.sort_by_key(|p| p.0);
+                }
+            }
+            Document {
+                id: format!("d{}", i % 350), // ids 0..50 appear twice: the later wins
+                vector,
+                tokens: (i % 2 == 0).then(|| g.text(4 + i % 9)),
+                source: format!("{{\"i\":{i}}}").into_bytes(),
+            }
+        })
+        .collect();
+    let existing: Vec<Document> = (0..30)
+        .map(|i| Document {
+            id: format!("d{}", i * 10), // replaced by the batch
+            vector: vec![(1, 1.0)],
+            tokens: None,
+            source: b"old".to_vec(),
+        })
+        .chain((0..5).map(|i| Document {
+            id: format!("keep{i}"),
+            vector: vec![(2, 0.5), (3, 0.25)],
+            tokens: None,
+            source: b"kept".to_vec(),
+        }))
+        .collect();
+
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut bulk = Index::create(da.path(), &CreateOptions::new("m"), opts()).unwrap();
+    let mut logged = Index::create(db.path(), &CreateOptions::new("m"), opts()).unwrap();
+    bulk.upsert_batch(&existing).unwrap();
+    logged.upsert_batch(&existing).unwrap();
+    bulk.bulk_upsert(&docs).unwrap();
+    logged.upsert_batch(&docs).unwrap();
+    logged.commit().unwrap();
+    let (sa, sb) = (bulk.searcher(), logged.searcher());
+    assert_eq!(sa.num_docs(), 355);
+    assert_eq!(sa.num_docs(), sb.num_docs());
+    for i in 0..350 {
+        let id = format!("d{i}");
+        assert_eq!(sa.get(&id).unwrap(), sb.get(&id).unwrap(), "{id}");
+        assert_eq!(sa.vector(&id), sb.vector(&id), "{id}");
+    }
+    assert_eq!(sa.get("d60").unwrap().unwrap(), b"{\"i\":60}");
+    assert_eq!(sa.get("d10").unwrap().unwrap(), b"{\"i\":360}");
+    assert_eq!(sa.get("keep3").unwrap().unwrap(), b"kept");
+    let key = |h: &[Hit]| {
+        h.iter()
+            .map(|h| (h.id.clone(), h.score))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..10 {
+        let (v, t) = (g.query(), g.text(3));
+        let r = SearchRequest::new(50);
+        assert_eq!(
+            key(&sa.search(&v, &r).unwrap()),
+            key(&sb.search(&v, &r).unwrap())
+        );
+        assert_eq!(
+            key(&sa.search_bm25(&t, 50, false, false).unwrap()),
+            key(&sb.search_bm25(&t, 50, false, false).unwrap())
+        );
+    }
+
+    // Bad batches: each error names the document and nothing is written.
+    let files = |p: &std::path::Path| {
+        let mut f: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        f.sort();
+        f
+    };
+    let before = files(da.path());
+    let good = Document {
+        id: "new-good".into(),
+        vector: vec![(5, 1.0)],
+        ..Default::default()
+    };
+    let bad = [
+        (vec![(7u32, 1.0f32), (7, 2.0)], "appears twice"),
+        (vec![(40_000, 1.0)], "outside the vocabulary"),
+        (vec![(3, f32::NAN)], "must be finite"),
+        (vec![(9, 1.0), (3, -1.0)], "must be finite and in"),
+    ];
+    for (vector, want) in bad {
+        let batch = vec![
+            good.clone(),
+            Document {
+                id: "bad".into(),
+                vector,
+                ..Default::default()
+            },
+        ];
+        let err = bulk.bulk_upsert(&batch).unwrap_err().to_string();
+        assert!(err.contains("\"bad\"") && err.contains(want), "{err}");
+    }
+    let err = bulk
+        .bulk_upsert(&[good.clone(), Document::default()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty _id"), "{err}");
+    assert_eq!(files(da.path()), before);
+    let s = bulk.searcher();
+    assert!(!s.contains("new-good") && s.contains("keep0"));
+    assert_eq!(s.num_docs(), 355);
+}

@@ -1,0 +1,65 @@
+//! Profiling harness: generate N fitted synthetic docs, bulk-load them into a
+//! fresh index and time the phases; then time exact queries.
+//! `cargo run --release -p nsparse-index --example build_profile -- 1000000 /tmp/idx`
+use std::time::Instant;
+
+use nsparse_index::synth::{Synth, SynthParams};
+use nsparse_index::{
+    open_reader, CreateOptions, Document, Index, SearchMode, SearchRequest, WriterOptions,
+};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
+    let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/tmp/nsparse-prof".into()));
+    let mut qg = Synth::new(SynthParams::default(), 2);
+    let queries: Vec<Vec<(u32, f32)>> = (0..200).map(|_| qg.query()).collect();
+    if !dir.exists() {
+        let mut g = Synth::new(SynthParams::default(), 1);
+        let t = Instant::now();
+        let docs: Vec<Document> = (0..n)
+            .map(|i| Document {
+                id: format!("doc-{i}"),
+                vector: g.doc(),
+                tokens: None,
+                source: Vec::new(),
+            })
+            .collect();
+        eprintln!("generated in {:?}", t.elapsed());
+        let mut idx = Index::create(&dir, &CreateOptions::new("bench"), WriterOptions::default())
+            .expect("create");
+        let t = Instant::now();
+        idx.bulk_upsert(&docs).expect("bulk");
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("bulk_upsert {s:.2}s = {:.0} docs/s", n as f64 / s);
+    }
+    let t = Instant::now();
+    let s = open_reader(&dir).expect("open");
+    eprintln!("open {:?}", t.elapsed());
+    let modes = [
+        ("exact", SearchMode::Exact),
+        ("taat", SearchMode::ExactTaat),
+    ];
+    let mut lat = vec![Vec::new(); modes.len()];
+    let _ = s.search(&queries[0], &SearchRequest::new(10));
+    // Interleave the modes so machine noise hits both alike.
+    for q in &queries {
+        for (m, (_, mode)) in modes.iter().enumerate() {
+            let t = Instant::now();
+            let h = s
+                .search(q, &SearchRequest::new(10).mode(*mode))
+                .expect("search");
+            lat[m].push(t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(h);
+        }
+    }
+    for (m, (name, _)) in modes.iter().enumerate() {
+        let l = &mut lat[m];
+        l.sort_by(f64::total_cmp);
+        eprintln!(
+            "{name} p50 {:.3} ms p99 {:.3} ms",
+            l[l.len() / 2],
+            l[l.len() * 99 / 100]
+        );
+    }
+}
