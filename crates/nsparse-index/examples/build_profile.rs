@@ -9,6 +9,11 @@ use nsparse_index::{
 };
 
 fn main() {
+    // RUST_LOG=nsparse_index=debug shows the phases of the bulk load.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/tmp/nsparse-prof".into()));

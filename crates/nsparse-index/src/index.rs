@@ -755,15 +755,27 @@ impl Index {
                 .collect()
         };
         drop(last);
+        let t0 = std::time::Instant::now();
         let input = BulkInput::new(kept, self.manifest.vocab_size)?;
+        let validated = t0.elapsed();
         for d in &input.docs {
             self.state.remove(&d.id);
         }
         if !input.docs.is_empty() {
             self.add_segment(&input, None)?;
         }
+        let added = t0.elapsed();
+        drop(input);
         // Persist together with any buffered writes and the deletions above.
-        self.commit_forced()
+        self.commit_forced()?;
+        tracing::debug!(
+            docs = docs.len(),
+            validate_ms = validated.as_millis() as u64,
+            segment_ms = (added - validated).as_millis() as u64,
+            commit_ms = (t0.elapsed() - added).as_millis() as u64,
+            "bulk upsert"
+        );
+        Ok(())
     }
 
     /// Delete by `_id`; returns whether it existed. Durable and invisible to new searchers on return.

@@ -137,11 +137,12 @@ impl Segment {
         let mut post_w = vec![0u16; total];
         let mut fill = df.clone();
         // Invert in chunks of documents: gather each chunk's postings (doc
-        // order), counting-sort them by token in a cache-resident buffer, then
-        // copy every token's run to its place in one go. A direct scatter into
-        // the full arrays costs a cache (and TLB) miss per posting at millions
-        // of documents.
-        const CHUNK_POSTINGS: usize = 1 << 17;
+        // order), counting-sort them by token in a buffer that stays in the
+        // last-level cache, then copy every token's run to its place in one
+        // go. A direct scatter into the full arrays costs a cache and TLB miss
+        // per posting at millions of documents; each copied run costs one, so
+        // chunks are large (1M postings: 1.6x faster than 128k at 1M docs).
+        const CHUNK_POSTINGS: usize = 1 << 20;
         // u32 positions keep the per-token counters (120 KiB) in L2.
         let mut local_cnt = vec![0u32; v + 1];
         let mut gathered: Vec<(u16, u16, u32)> = Vec::with_capacity(CHUNK_POSTINGS + 1024);
