@@ -1525,9 +1525,24 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     }
                 }
                 acc[..width].fill(0.0);
-                for tm in terms.iter_mut() {
-                    tm.locate(&seg.post_doc, lo, hi);
+                if !cands.is_empty() {
+                    // Dense-column terms are looked up directly; only the
+                    // others need their run in this tile.
+                    for tm in terms.iter_mut() {
+                        if dense.column(tm.token).is_none() {
+                            tm.locate(&seg.post_doc, lo, hi);
+                        }
+                    }
                 }
+                let weight_in = |tm: &TileTerm, d: u32| -> Option<u16> {
+                    match dense.column(tm.token) {
+                        Some(col) => Some(col[d as usize]).filter(|&w| w != 0),
+                        None => {
+                            let sl = &seg.post_doc[tm.pos..tm.tile_end];
+                            sl.binary_search(&d).ok().map(|j| seg.post_w[tm.pos + j])
+                        }
+                    }
+                };
                 non_essential.sort_by(|&a, &b| terms[b].ub.total_cmp(&terms[a].ub));
                 for &(d, partial) in cands.iter() {
                     let mut part = partial;
@@ -1539,9 +1554,8 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                             continue;
                         }
                         rest -= tm.ub;
-                        let sl = &seg.post_doc[tm.pos..tm.tile_end];
-                        if let Ok(j) = sl.binary_search(&d) {
-                            part += tm.w * dequantize(seg.post_w[tm.pos + j]);
+                        if let Some(w) = weight_in(tm, d) {
+                            part += tm.w * dequantize(w);
                         }
                         let bar_now = if top.full() {
                             top.theta() * p.heap_factor
@@ -1559,9 +1573,8 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     // Exact score in canonical order over every query term.
                     let mut s = 0f32;
                     for tm in terms.iter() {
-                        let sl = &seg.post_doc[tm.pos..tm.tile_end];
-                        if let Ok(j) = sl.binary_search(&d) {
-                            s += tm.w * dequantize(seg.post_w[tm.pos + j]);
+                        if let Some(w) = weight_in(tm, d) {
+                            s += tm.w * dequantize(w);
                         }
                     }
                     if s > 0.0 {
@@ -1750,5 +1763,22 @@ mod tests {
             dense_terms > 12,
             "queries used only {dense_terms} dense tokens"
         );
+
+        // Approximate mode (candidates completed from dense columns and
+        // postings): every returned score is the document's exact score, and
+        // with all tokens generating candidates it is the exact top-k.
+        for _ in 0..8 {
+            let q = s.canon(&g.query()).unwrap();
+            let exact = key(&s.run_brute(&q, 10, None));
+            assert_eq!(key(&s.run_tiled(&q, 10, None, 1.0, q.len())), exact);
+            for (top_n, hf) in [(3usize, 1.0f32), (6, 0.9), (10, 0.8)] {
+                let got = s.run_tiled(&q, 10, None, hf, top_n);
+                assert_eq!(got.len(), 10.min(exact.len()));
+                for c in &got {
+                    assert_eq!(c.score.to_bits(), s.dot(&q, c.seg, c.doc).to_bits());
+                }
+                assert!(got.windows(2).all(|w| w[0].score >= w[1].score));
+            }
+        }
     }
 }
