@@ -117,16 +117,17 @@
 //! All exact modes compute a document's score as the f32 sum, in ascending
 //! token order, of `query weight × dequantized doc weight`, so they agree with
 //! brute force bit for bit; ties are broken by segment then document order.
-//! * [`SearchMode::Exact`] — tiled MaxScore, chosen by measurement (see
-//!   BENCHMARKS.md): documents are scanned in tiles of 32,768 ids so the dense
-//!   f32 accumulator stays in L2; per tile, the query terms with the lowest
-//!   upper bounds (`query weight × the token's largest weight in the
-//!   segment`) whose bounds sum to at most the current k-th score are
-//!   non-essential: only the essential terms' postings are scattered,
-//!   documents whose partial score plus the non-essential bound can still
-//!   qualify are completed by binary search (dropping out early), and the
-//!   survivors are rescored in canonical token order. A tile whose total
-//!   bound cannot beat the k-th score is skipped.
+//! * [`SearchMode::Exact`] — tiled term-at-a-time, chosen by measurement
+//!   (see BENCHMARKS.md): documents are scanned in tiles of 32,768 ids so the
+//!   f32 accumulator stays in L2. Per tile, each query token is added in
+//!   canonical order either from its *dense column* (tokens in ≥ 1/8 of the
+//!   segment's documents: one f16 weight per document, a vectorised
+//!   multiply-add) or by scattering its postings in the tile (found by
+//!   galloping); a vectorised pre-filter finds the accumulator chunks that can
+//!   enter the top-k. The same code holds a MaxScore split (terms whose upper
+//!   bounds sum below the k-th score are completed only for candidates), off
+//!   for exact search because flat-weight learned-sparse queries made it
+//!   slower; the approximate mode uses it.
 //! * [`SearchMode::ExactTaat`] — plain term-at-a-time over a dense
 //!   accumulator, no pruning (the previous default; benchmark baseline).
 //! * [`SearchMode::ExactMaxScore`] — term-at-a-time MaxScore: terms are
@@ -146,9 +147,10 @@
 //!   `k × expansion_rate` (capped by `max_window_size`), phase 2 rescores
 //!   that window with all tokens.
 //!
-//! Derived in-memory structures (per-token maxima, `_id` map, and the block
-//! maxima on first use) are rebuilt from the postings, so they cannot
-//! disagree with the files.
+//! Derived in-memory structures (per-token maxima, `_id` map, and on first
+//! use the block maxima and the dense columns) are rebuilt from the postings,
+//! so they cannot disagree with the files. Dense columns cost 2 bytes per
+//! document per dense token (about 1 GB at 1M SPLADE-like documents).
 //!
 //! ## BM25
 //! Documents may carry a token-id sequence; segments store term frequencies and

@@ -1666,6 +1666,38 @@ mod tests {
         top.into_sorted()
     }
 
+    /// Tiled search at every tile width in `shifts` and every k in `ks`, with
+    /// and without the filter, equals brute force bit for bit.
+    fn assert_tiled_equals_brute(
+        s: &Searcher,
+        q: &[(u32, f32)],
+        ks: &[usize],
+        shifts: &[u32],
+        accept: DocFilter<'_>,
+    ) {
+        let key = |c: &[Cand]| {
+            c.iter()
+                .map(|c| (c.score.to_bits(), c.seg, c.doc))
+                .collect::<Vec<_>>()
+        };
+        for &k in ks {
+            let want = key(&s.run_brute(q, k, None));
+            let want_f = key(&s.run_brute(q, k, Some(accept)));
+            for &shift in shifts {
+                assert_eq!(
+                    key(&tiled(s, q, k, shift, None)),
+                    want,
+                    "shift {shift} k {k}"
+                );
+                assert_eq!(
+                    key(&tiled(s, q, k, shift, Some(accept))),
+                    want_f,
+                    "filtered, shift {shift} k {k}"
+                );
+            }
+        }
+    }
+
     /// The test corpora are far smaller than a production tile, so small
     /// tiles make the pruning (non-essential terms, candidates, skipped
     /// tiles) run across many tiles. Results must equal brute force exactly:
@@ -1679,29 +1711,9 @@ mod tests {
             .collect();
         let s = snapshot(segs, 13);
         let accept = |id: &str| !id.len().is_multiple_of(3);
-        let key = |c: &[Cand]| {
-            c.iter()
-                .map(|c| (c.score, c.seg, c.doc))
-                .collect::<Vec<_>>()
-        };
         for _ in 0..30 {
             let q = s.canon(&g.query()).unwrap();
-            for k in [1, 10, 50] {
-                let want = key(&s.run_brute(&q, k, None));
-                let want_f = key(&s.run_brute(&q, k, Some(&accept)));
-                for shift in [3, 6, 9, 15] {
-                    assert_eq!(
-                        key(&tiled(&s, &q, k, shift, None)),
-                        want,
-                        "shift {shift} k {k}"
-                    );
-                    assert_eq!(
-                        key(&tiled(&s, &q, k, shift, Some(&accept))),
-                        want_f,
-                        "filtered, shift {shift} k {k}"
-                    );
-                }
-            }
+            assert_tiled_equals_brute(&s, &q, &[1, 10, 50], &[3, 6, 9, 15], &accept);
         }
     }
 
@@ -1742,22 +1754,7 @@ mod tests {
         for _ in 0..12 {
             let q = s.canon(&g.query()).unwrap();
             dense_terms += q.iter().filter(|p| cols.column(p.0).is_some()).count();
-            for k in [1, 10, 100] {
-                let want = key(&s.run_brute(&q, k, None));
-                let want_f = key(&s.run_brute(&q, k, Some(&accept)));
-                for shift in [9, 15] {
-                    assert_eq!(
-                        key(&tiled(&s, &q, k, shift, None)),
-                        want,
-                        "shift {shift} k {k}"
-                    );
-                    assert_eq!(
-                        key(&tiled(&s, &q, k, shift, Some(&accept))),
-                        want_f,
-                        "filtered, shift {shift} k {k}"
-                    );
-                }
-            }
+            assert_tiled_equals_brute(&s, &q, &[1, 10, 100], &[9, 15], &accept);
         }
         assert!(
             dense_terms > 12,
