@@ -22,14 +22,7 @@ fn main() {
     if !dir.exists() {
         let mut g = Synth::new(SynthParams::default(), 1);
         let t = Instant::now();
-        let docs: Vec<Document> = (0..n)
-            .map(|i| Document {
-                id: format!("doc-{i}"),
-                vector: g.doc(),
-                tokens: None,
-                source: Vec::new(),
-            })
-            .collect();
+        let docs: Vec<Document> = g.documents(n);
         eprintln!("generated in {:?}", t.elapsed());
         let mut idx = Index::create(&dir, &CreateOptions::new("bench"), WriterOptions::default())
             .expect("create");

@@ -164,6 +164,19 @@ impl Synth {
         n.clamp(1, self.p.nnz_max.max(1))
     }
 
+    /// `n` documents `doc-0`, `doc-1`, … with vectors from [`Synth::doc`]
+    /// (no BM25 tokens, empty sources): the benchmark and profiling corpus.
+    pub fn documents(&mut self, n: usize) -> Vec<crate::Document> {
+        (0..n)
+            .map(|i| crate::Document {
+                id: format!("doc-{i}"),
+                vector: self.doc(),
+                tokens: None,
+                source: Vec::new(),
+            })
+            .collect()
+    }
+
     /// A document vector (token ids unique, sorted).
     pub fn doc(&mut self) -> Vec<(u32, f32)> {
         if self.fit.is_some() {
