@@ -1600,7 +1600,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
 mod tests {
     use super::*;
     use crate::format::quantize;
-    use crate::segment::DocRecord;
+    use crate::segment::{DenseColumns, DocRecord};
     use crate::synth::{Synth, SynthParams};
 
     fn snapshot(segs: Vec<Vec<Vec<(u32, f32)>>>, deleted_every: u32) -> Searcher {
@@ -1745,6 +1745,38 @@ mod tests {
             cols.len()
         );
         let accept = |id: &str| !id.ends_with('3');
+        // A memory cap keeps the most frequent tokens' columns, and search
+        // stays exact with the rest scored from postings.
+        {
+            let seg = &s.snap.segs[0].seg;
+            let n = seg.n_docs as u64;
+            let capped = DenseColumns::build_within(seg, 5 * 2 * n + 1);
+            assert_eq!(capped.len(), 5);
+            let df = |t: u32| seg.term_start[t as usize + 1] - seg.term_start[t as usize];
+            let min_kept = (0..30_522u32)
+                .filter(|&t| capped.column(t).is_some())
+                .map(df)
+                .min()
+                .unwrap();
+            let max_dropped = (0..30_522u32)
+                .filter(|&t| cols.column(t).is_some() && capped.column(t).is_none())
+                .map(df)
+                .max()
+                .unwrap();
+            assert!(min_kept >= max_dropped);
+            assert_eq!(DenseColumns::build_within(seg, 0).len(), 0);
+            let mut tiny = Synth::new(SynthParams::default(), 5);
+            let s2 = snapshot(vec![(0..n).map(|_| tiny.doc()).collect()], 7);
+            assert!(s2.snap.segs[0]
+                .seg
+                .dense
+                .set(DenseColumns::build_within(&s2.snap.segs[0].seg, 5 * 2 * n))
+                .is_ok());
+            for _ in 0..6 {
+                let q = s2.canon(&g.query()).unwrap();
+                assert_tiled_equals_brute(&s2, &q, &[10], &[15], &accept);
+            }
+        }
         let key = |c: &[Cand]| {
             c.iter()
                 .map(|c| (c.score.to_bits(), c.seg, c.doc))

@@ -906,6 +906,28 @@ pub(crate) const DENSE_MIN_DOCS: u32 = 1 << 14;
 /// (BENCHMARKS.md), so past ~1/8 density the dense pass wins.
 pub(crate) const DENSE_DF_DIVISOR: u32 = 8;
 
+/// Environment variable capping the dense columns' memory per segment, in MiB
+/// (`0` turns them off; unset: no cap). Read once per process.
+pub const DENSE_COLUMNS_MAX_MB_ENV: &str = "NSPARSE_DENSE_COLUMNS_MAX_MB";
+
+/// The per-segment byte budget for dense columns (from [`DENSE_COLUMNS_MAX_MB_ENV`]).
+fn dense_columns_max_bytes() -> u64 {
+    static BUDGET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| match std::env::var(DENSE_COLUMNS_MAX_MB_ENV) {
+        Err(_) => u64::MAX,
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(mb) => mb.saturating_mul(1 << 20),
+            Err(_) => {
+                tracing::warn!(
+                    value = %v,
+                    "{DENSE_COLUMNS_MAX_MB_ENV} is not a whole number of MiB; ignoring it (no cap)"
+                );
+                u64::MAX
+            }
+        },
+    })
+}
+
 /// Dense weight columns for a segment's most frequent tokens: one f16 weight
 /// per document (0 = absent), derived from the postings.
 ///
@@ -925,15 +947,27 @@ pub(crate) struct DenseColumns {
 
 impl DenseColumns {
     fn build(seg: &Segment) -> DenseColumns {
+        DenseColumns::build_within(seg, dense_columns_max_bytes())
+    }
+
+    /// Columns for the segment's frequent tokens, at most `max_bytes` of them
+    /// (the most frequent first).
+    pub(crate) fn build_within(seg: &Segment, max_bytes: u64) -> DenseColumns {
         let n = seg.n_docs as usize;
         let v = seg.vocab as usize;
         if seg.n_docs < DENSE_MIN_DOCS {
             return DenseColumns::default();
         }
         let min_df = n.div_ceil(DENSE_DF_DIVISOR as usize);
-        let dense: Vec<usize> = (0..v)
-            .filter(|&t| seg.term_start[t + 1] - seg.term_start[t] >= min_df)
-            .collect();
+        let df = |t: usize| seg.term_start[t + 1] - seg.term_start[t];
+        let mut dense: Vec<usize> = (0..v).filter(|&t| df(t) >= min_df).collect();
+        // Within the memory budget, the most frequent tokens save the most scatters.
+        let max_cols = (max_bytes / (2 * n as u64).max(1)).min(v as u64) as usize;
+        if dense.len() > max_cols {
+            dense.sort_by_key(|&t| (std::cmp::Reverse(df(t)), t));
+            dense.truncate(max_cols);
+            dense.sort_unstable();
+        }
         if dense.is_empty() {
             return DenseColumns::default();
         }
