@@ -12,48 +12,68 @@ const HEADER_FIXED: usize = 16;
 /// Bytes per section-table entry: kind u32, offset u64, len u64, crc32 u32.
 const ENTRY: usize = 24;
 
-/// Serialize a checksummed container: magic, version, section table (each
-/// section has its own crc32), a crc32 over the header, then the sections.
-pub(crate) fn write_container(magic: &[u8; 8], version: u32, sections: &[(u32, &[u8])]) -> Vec<u8> {
-    let table_end = HEADER_FIXED + sections.len() * ENTRY + 4;
-    let total: usize = table_end + sections.iter().map(|s| s.1.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(total);
+/// A section-table entry: kind, offset, length, crc32 of the section's bytes.
+type SectionEntry = (u32, u64, u64, u32);
+
+/// The container header: magic, version, section table, and a crc32 over them.
+fn container_header(magic: &[u8; 8], version: u32, entries: &[SectionEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_FIXED + entries.len() * ENTRY + 4);
     out.extend_from_slice(magic);
     out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
-    let mut off = table_end as u64;
-    for (kind, data) in sections {
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for &(kind, off, len, crc) in entries {
         out.extend_from_slice(&kind.to_le_bytes());
         out.extend_from_slice(&off.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-        off += data.len() as u64;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
     }
     let hcrc = crc32fast::hash(&out);
     out.extend_from_slice(&hcrc.to_le_bytes());
+    out
+}
+
+/// Serialize a checksummed container: magic, version, section table (each
+/// section has its own crc32), a crc32 over the header, then the sections.
+pub(crate) fn write_container(magic: &[u8; 8], version: u32, sections: &[(u32, &[u8])]) -> Vec<u8> {
+    let mut off = (HEADER_FIXED + sections.len() * ENTRY + 4) as u64;
+    let entries: Vec<SectionEntry> = sections
+        .iter()
+        .map(|&(kind, data)| {
+            let e = (kind, off, data.len() as u64, crc32fast::hash(data));
+            off += data.len() as u64;
+            e
+        })
+        .collect();
+    let mut out = container_header(magic, version, &entries);
+    out.reserve(off as usize - out.len());
     for (_, data) in sections {
         out.extend_from_slice(data);
     }
     out
 }
 
+/// Bytes a [`ContainerFile`] section stages before writing them out.
+const SPILL: usize = 1 << 20;
+
 /// Streams a container (the same bytes as [`write_container`]) into
 /// `dir/name` without holding the sections in memory: a zeroed header first,
-/// then each section through a CRC, then the real header written in place;
-/// fsync, atomic rename, fsync of the directory. Until [`ContainerFile::finish`]
-/// the data lives under a `.tmp` name that readers never open.
+/// then each section, staged in a 1 MiB buffer and checksummed as it is
+/// written, then the real header in place; fsync, atomic rename, fsync of the
+/// directory. Until [`ContainerFile::finish`] the data lives under a `.tmp`
+/// name that readers never open.
 pub(crate) struct ContainerFile {
-    file: std::io::BufWriter<File>,
+    file: File,
     dir: std::path::PathBuf,
     tmp: std::path::PathBuf,
     dst: std::path::PathBuf,
     magic: [u8; 8],
     version: u32,
     n_sections: usize,
-    /// (kind, offset, len, crc) of finished sections.
-    done: Vec<(u32, u64, u64, u32)>,
+    done: Vec<SectionEntry>,
     /// The open section: kind, offset, running CRC.
     open: Option<(u32, u64, crc32fast::Hasher)>,
+    /// Staged bytes of the open section, not yet written.
+    buf: Vec<u8>,
     pos: u64,
 }
 
@@ -69,7 +89,7 @@ impl ContainerFile {
         let tmp = dir.join(format!("{name}.tmp"));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut c = ContainerFile {
-            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            file,
             dir: dir.to_path_buf(),
             dst: dir.join(name),
             tmp,
@@ -78,19 +98,15 @@ impl ContainerFile {
             n_sections,
             done: Vec::with_capacity(n_sections),
             open: None,
+            buf: Vec::with_capacity(SPILL + 4096),
             pos: 0,
         };
         let header = vec![0u8; HEADER_FIXED + n_sections * ENTRY + 4];
-        c.raw(&header)?;
+        c.file
+            .write_all(&header)
+            .map_err(|e| Error::io(&c.tmp, e))?;
+        c.pos = header.len() as u64;
         Ok(c)
-    }
-
-    fn raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.tmp, e))?;
-        self.pos += bytes.len() as u64;
-        Ok(())
     }
 
     /// Start the next section.
@@ -99,56 +115,57 @@ impl ContainerFile {
         self.open = Some((kind, self.pos, crc32fast::Hasher::new()));
     }
 
-    /// Append bytes to the open section.
-    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let Some((_, _, crc)) = self.open.as_mut() else {
-            panic!("ContainerFile::write outside a section");
-        };
-        crc.update(bytes);
-        self.raw(bytes)
+    /// The open section's staging buffer: append its bytes here, and call
+    /// [`ContainerFile::spill`] now and then so it stays small.
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+        assert!(
+            self.open.is_some(),
+            "ContainerFile::buffer outside a section"
+        );
+        &mut self.buf
     }
 
-    /// Append the buffered bytes of `buf` to the open section and clear it.
-    pub(crate) fn drain(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        self.write(buf)?;
-        buf.clear();
+    /// Write the staged bytes out once there are at least 1 MiB of them.
+    pub(crate) fn spill(&mut self) -> Result<()> {
+        if self.buf.len() >= SPILL {
+            self.write_staged()?;
+        }
         Ok(())
     }
 
-    /// Close the open section.
-    pub(crate) fn end(&mut self) {
+    fn write_staged(&mut self) -> Result<()> {
+        let Some((_, _, crc)) = self.open.as_mut() else {
+            panic!("ContainerFile: bytes staged outside a section");
+        };
+        crc.update(&self.buf);
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| Error::io(&self.tmp, e))?;
+        self.pos += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Write the rest of the open section and close it.
+    pub(crate) fn end(&mut self) -> Result<()> {
+        self.write_staged()?;
         let (kind, off, crc) = self.open.take().expect("ContainerFile::end without begin");
         self.done.push((kind, off, self.pos - off, crc.finalize()));
+        Ok(())
     }
 
     /// Write the header, make the file durable and move it to its final name.
-    pub(crate) fn finish(self) -> Result<()> {
+    pub(crate) fn finish(mut self) -> Result<()> {
         assert!(self.open.is_none() && self.done.len() == self.n_sections);
-        let mut header = Vec::with_capacity(HEADER_FIXED + self.n_sections * ENTRY + 4);
-        header.extend_from_slice(&self.magic);
-        header.extend_from_slice(&self.version.to_le_bytes());
-        header.extend_from_slice(&(self.n_sections as u32).to_le_bytes());
-        for &(kind, off, len, crc) in &self.done {
-            header.extend_from_slice(&kind.to_le_bytes());
-            header.extend_from_slice(&off.to_le_bytes());
-            header.extend_from_slice(&len.to_le_bytes());
-            header.extend_from_slice(&crc.to_le_bytes());
-        }
-        let hcrc = crc32fast::hash(&header);
-        header.extend_from_slice(&hcrc.to_le_bytes());
-        let tmp = self.tmp;
-        let mut file = self
-            .file
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let header = container_header(&self.magic, self.version, &self.done);
         use std::io::{Seek, SeekFrom};
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.write_all(&header))
-            .and_then(|_| file.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        drop(file);
-        std::fs::rename(&tmp, &self.dst).map_err(|e| Error::io(&self.dst, e))?;
-        fsync_dir(&self.dir)
+        self.file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.file.write_all(&header))
+            .and_then(|_| self.file.sync_all())
+            .map_err(|e| Error::io(&self.tmp, e))?;
+        drop(self.file);
+        publish(&self.dir, &self.tmp, &self.dst)
     }
 }
 
@@ -389,7 +406,13 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     }
-    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    publish(dir, &tmp, &dst)
+}
+
+/// Rename the fsynced `tmp` over `dst` and fsync `dir`, so the new file
+/// replaces the old one atomically and durably.
+fn publish(dir: &Path, tmp: &Path, dst: &Path) -> Result<()> {
+    std::fs::rename(tmp, dst).map_err(|e| Error::io(dst, e))?;
     fsync_dir(dir)
 }
 
@@ -419,19 +442,33 @@ mod tests {
         let want = write_container(b"TESTMAG\0", 3, &[(1, &a), (2, &[]), (9, &b)]);
         let mut c = ContainerFile::create(dir.path(), "x.bin", b"TESTMAG\0", 3, 3).unwrap();
         c.begin(1);
-        c.write(&a[..1000]).unwrap();
-        let mut rest = a[1000..].to_vec();
-        c.drain(&mut rest).unwrap();
-        assert!(rest.is_empty());
-        c.end();
+        c.buffer().extend_from_slice(&a[..1000]);
+        c.spill().unwrap(); // below the threshold: stays staged
+        c.buffer().extend_from_slice(&a[1000..]);
+        c.end().unwrap();
         c.begin(2);
-        c.end();
+        c.end().unwrap();
         c.begin(9);
-        c.write(&b).unwrap();
-        c.end();
+        c.buffer().extend_from_slice(&b);
+        c.end().unwrap();
         c.finish().unwrap();
         assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), want);
         assert!(!dir.path().join("x.bin.tmp").exists());
+
+        // A section larger than the staging buffer is written in pieces.
+        let big: Vec<u8> = (0..(SPILL as u32 * 2 + 77))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let want = write_container(b"TESTMAG\0", 3, &[(4, &big)]);
+        let mut c = ContainerFile::create(dir.path(), "y.bin", b"TESTMAG\0", 3, 1).unwrap();
+        c.begin(4);
+        for piece in big.chunks(4096) {
+            c.buffer().extend_from_slice(piece);
+            c.spill().unwrap();
+        }
+        c.end().unwrap();
+        c.finish().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("y.bin")).unwrap(), want);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::dequantize;
 use crate::index::Bm25Params;
 use crate::segment::{Bitset, ForwardCursor, Segment, DOC_BLOCK_SHIFT, SOURCE_CHUNK};
-use crate::simd::{accumulate_dense, chunks_reaching, SCAN_CHUNK};
+use crate::simd::{accumulate_dense, chunks_reaching, values_in_chunks};
 
 pub(crate) struct SnapInfo {
     pub model: String,
@@ -1489,22 +1489,16 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                 let mut theta = top.theta().max(0.0);
                 // Vectorised pre-filter at the tile's starting θ (θ only grows,
                 // so no chunk that could enter the top-k is missed).
-                let chunks = &mut sc.chunks;
-                chunks.clear();
-                chunks_reaching(&acc[..width], theta, chunks);
-                for &c in chunks.iter() {
-                    let start = c as usize * SCAN_CHUNK;
-                    let end = (start + SCAN_CHUNK).min(width);
-                    for (x, &s) in acc[start..end].iter().enumerate() {
-                        let d = lo + (start + x) as u32;
-                        if s > 0.0 && s >= theta && ss.accepts(d, p.filter) {
-                            top.push(Cand {
-                                score: s,
-                                seg: si,
-                                doc: d,
-                            });
-                            theta = top.theta().max(0.0);
-                        }
+                chunks_reaching(&acc[..width], theta, &mut sc.chunks);
+                for (x, s) in values_in_chunks(&acc[..width], &sc.chunks) {
+                    let d = lo + x as u32;
+                    if s > 0.0 && s >= theta && ss.accepts(d, p.filter) {
+                        top.push(Cand {
+                            score: s,
+                            seg: si,
+                            doc: d,
+                        });
+                        theta = top.theta().max(0.0);
                     }
                 }
                 acc[..width].fill(0.0);
@@ -1512,18 +1506,12 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                 // Candidates: partial + non-essential bound can reach the bar.
                 let need = (bar - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK;
                 cands.clear();
-                let chunks = &mut sc.chunks;
-                chunks.clear();
-                chunks_reaching(&acc[..width], need.max(0.0), chunks);
-                for &c in chunks.iter() {
-                    let start = c as usize * SCAN_CHUNK;
-                    let end = (start + SCAN_CHUNK).min(width);
-                    for (x, &s) in acc[start..end].iter().enumerate() {
-                        if s > 0.0 && s >= need {
-                            cands.push((lo + (start + x) as u32, s));
-                        }
-                    }
-                }
+                chunks_reaching(&acc[..width], need.max(0.0), &mut sc.chunks);
+                cands.extend(
+                    values_in_chunks(&acc[..width], &sc.chunks)
+                        .filter(|&(_, s)| s > 0.0 && s >= need)
+                        .map(|(x, s)| (lo + x as u32, s)),
+                );
                 acc[..width].fill(0.0);
                 if !cands.is_empty() {
                     // Dense-column terms are looked up directly; only the

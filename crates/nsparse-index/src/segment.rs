@@ -332,50 +332,48 @@ impl Segment {
     /// Write the segment to `dir/name` (atomically, fsynced), streaming each
     /// section through a small buffer instead of materialising the file.
     pub(crate) fn write_file(&self, dir: &Path, name: &str) -> Result<()> {
-        const FLUSH: usize = 1 << 20;
         let v = self.vocab as usize;
         let mut out = format::ContainerFile::create(dir, name, SEG_MAGIC, SEG_VERSION, 5)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(FLUSH + 4096);
 
         out.begin(SEC_META);
+        let buf = out.buffer();
         buf.extend_from_slice(&self.n_docs.to_le_bytes());
         buf.extend_from_slice(&self.vocab.to_le_bytes());
         buf.extend_from_slice(&self.total_len.to_le_bytes());
         buf.extend_from_slice(&(self.post_doc.len() as u64).to_le_bytes());
         buf.extend_from_slice(&(self.tf_doc.len() as u64).to_le_bytes());
-        out.drain(&mut buf)?;
-        out.end();
+        out.end()?;
 
         out.begin(SEC_IDS);
         for id in &self.ids {
-            put_varint(&mut buf, id.len() as u64);
+            let buf = out.buffer();
+            put_varint(buf, id.len() as u64);
             buf.extend_from_slice(id.as_bytes());
-            if buf.len() >= FLUSH {
-                out.drain(&mut buf)?;
-            }
+            out.spill()?;
         }
-        out.drain(&mut buf)?;
-        out.end();
+        out.end()?;
 
         out.begin(SEC_POSTINGS);
         let n_terms = (0..v)
             .filter(|&t| self.term_start[t + 1] > self.term_start[t])
             .count();
-        put_varint(&mut buf, n_terms as u64);
+        put_varint(out.buffer(), n_terms as u64);
         for t in 0..v {
             let (s, e) = (self.term_start[t], self.term_start[t + 1]);
             if s == e {
                 continue;
             }
-            put_varint(&mut buf, t as u64);
-            put_varint(&mut buf, (e - s) as u64);
+            let buf = out.buffer();
+            put_varint(buf, t as u64);
+            put_varint(buf, (e - s) as u64);
             let mut prev = 0u32;
             let mut first = true;
             let mut b = s;
             while b < e {
                 let be = (b + POSTING_BLOCK).min(e);
+                let buf = out.buffer();
                 for &d in &self.post_doc[b..be] {
-                    put_varint(&mut buf, (if first { d } else { d - prev - 1 }) as u64);
+                    put_varint(buf, (if first { d } else { d - prev - 1 }) as u64);
                     prev = d;
                     first = false;
                 }
@@ -383,58 +381,49 @@ impl Segment {
                     buf.extend_from_slice(&w.to_le_bytes());
                 }
                 b = be;
-                if buf.len() >= FLUSH {
-                    out.drain(&mut buf)?;
-                }
+                out.spill()?;
             }
         }
-        out.drain(&mut buf)?;
-        out.end();
+        out.end()?;
 
         out.begin(SEC_BM25);
         for &l in &self.doc_len {
-            put_varint(&mut buf, l as u64);
-            if buf.len() >= FLUSH {
-                out.drain(&mut buf)?;
-            }
+            put_varint(out.buffer(), l as u64);
+            out.spill()?;
         }
         let n_tf_terms = (0..v)
             .filter(|&t| self.tf_start[t + 1] > self.tf_start[t])
             .count();
-        put_varint(&mut buf, n_tf_terms as u64);
+        put_varint(out.buffer(), n_tf_terms as u64);
         for t in 0..v {
             let (s, e) = (self.tf_start[t], self.tf_start[t + 1]);
             if s == e {
                 continue;
             }
-            put_varint(&mut buf, t as u64);
-            put_varint(&mut buf, (e - s) as u64);
+            let buf = out.buffer();
+            put_varint(buf, t as u64);
+            put_varint(buf, (e - s) as u64);
             let mut prev = 0u32;
             for p in s..e {
                 let d = self.tf_doc[p];
-                put_varint(&mut buf, (if p == s { d } else { d - prev - 1 }) as u64);
-                put_varint(&mut buf, self.tf_val[p] as u64);
+                put_varint(buf, (if p == s { d } else { d - prev - 1 }) as u64);
+                put_varint(buf, self.tf_val[p] as u64);
                 prev = d;
             }
-            if buf.len() >= FLUSH {
-                out.drain(&mut buf)?;
-            }
+            out.spill()?;
         }
-        out.drain(&mut buf)?;
-        out.end();
+        out.end()?;
 
         out.begin(SEC_SOURCE);
-        put_varint(&mut buf, self.src_chunks.len() as u64);
+        put_varint(out.buffer(), self.src_chunks.len() as u64);
         for &(o, c, u) in &self.src_chunks {
-            put_varint(&mut buf, u as u64);
-            put_varint(&mut buf, c as u64);
+            let buf = out.buffer();
+            put_varint(buf, u as u64);
+            put_varint(buf, c as u64);
             buf.extend_from_slice(&self.src_data[o..o + c]);
-            if buf.len() >= FLUSH {
-                out.drain(&mut buf)?;
-            }
+            out.spill()?;
         }
-        out.drain(&mut buf)?;
-        out.end();
+        out.end()?;
         out.finish()
     }
 

@@ -64,13 +64,14 @@ unsafe fn accumulate_dense_avx2(acc: &mut [f32], w: f32, col: &[u16]) {
 /// Documents per chunk of [`chunks_reaching`].
 pub(crate) const SCAN_CHUNK: usize = 16;
 
-/// Append to `out` the index of every `SCAN_CHUNK`-element chunk of `acc`
+/// Set `out` to the index of every `SCAN_CHUNK`-element chunk of `acc`
 /// holding a value `s` with `s > 0` and `s >= theta` (`theta >= 0`).
 ///
 /// Non-negative floats order like their bit patterns read as `i32`, and
 /// negative ones read as negative integers, so the test is an integer
 /// maximum: vectorisable without assuming anything about NaN.
 pub(crate) fn chunks_reaching(acc: &[f32], theta: f32, out: &mut Vec<u32>) {
+    out.clear();
     let threshold = theta.max(0.0).to_bits().max(1) as i32;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
@@ -79,6 +80,19 @@ pub(crate) fn chunks_reaching(acc: &[f32], theta: f32, out: &mut Vec<u32>) {
         return;
     }
     chunks_reaching_scalar(acc, 0, threshold, out);
+}
+
+/// `(position, value)` of every element of `acc` in the given chunks (as
+/// found by [`chunks_reaching`]), in order.
+pub(crate) fn values_in_chunks<'a>(
+    acc: &'a [f32],
+    chunks: &'a [u32],
+) -> impl Iterator<Item = (usize, f32)> + 'a {
+    chunks.iter().flat_map(move |&c| {
+        let start = c as usize * SCAN_CHUNK;
+        let end = (start + SCAN_CHUNK).min(acc.len());
+        (start..end).map(move |i| (i, acc[i]))
+    })
 }
 
 fn chunks_reaching_scalar(acc: &[f32], first_chunk: usize, threshold: i32, out: &mut Vec<u32>) {
