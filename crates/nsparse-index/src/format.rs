@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::sink::FileSink;
 
 /// Size of the fixed container header before the section table.
 const HEADER_FIXED: usize = 16;
@@ -62,7 +63,7 @@ const SPILL: usize = 1 << 20;
 /// directory. Until [`ContainerFile::finish`] the data lives under a `.tmp`
 /// name that readers never open.
 pub(crate) struct ContainerFile {
-    file: File,
+    sink: FileSink,
     dir: std::path::PathBuf,
     tmp: std::path::PathBuf,
     dst: std::path::PathBuf,
@@ -87,9 +88,10 @@ impl ContainerFile {
         n_sections: usize,
     ) -> Result<ContainerFile> {
         let tmp = dir.join(format!("{name}.tmp"));
-        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        // Container files are large and written once: around the page cache.
+        let sink = FileSink::create(&tmp, true)?;
         let mut c = ContainerFile {
-            file,
+            sink,
             dir: dir.to_path_buf(),
             dst: dir.join(name),
             tmp,
@@ -102,9 +104,7 @@ impl ContainerFile {
             pos: 0,
         };
         let header = vec![0u8; HEADER_FIXED + n_sections * ENTRY + 4];
-        c.file
-            .write_all(&header)
-            .map_err(|e| Error::io(&c.tmp, e))?;
+        c.sink.write(&header)?;
         c.pos = header.len() as u64;
         Ok(c)
     }
@@ -138,11 +138,21 @@ impl ContainerFile {
             panic!("ContainerFile: bytes staged outside a section");
         };
         crc.update(&self.buf);
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| Error::io(&self.tmp, e))?;
+        self.sink.write(&self.buf)?;
         self.pos += self.buf.len() as u64;
         self.buf.clear();
+        Ok(())
+    }
+
+    /// Append `bytes` to the open section, after anything staged.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write_staged()?;
+        let Some((_, _, crc)) = self.open.as_mut() else {
+            panic!("ContainerFile: bytes appended outside a section");
+        };
+        crc.update(bytes);
+        self.sink.write(bytes)?;
+        self.pos += bytes.len() as u64;
         Ok(())
     }
 
@@ -155,16 +165,11 @@ impl ContainerFile {
     }
 
     /// Write the header, make the file durable and move it to its final name.
-    pub(crate) fn finish(mut self) -> Result<()> {
+    pub(crate) fn finish(self) -> Result<()> {
         assert!(self.open.is_none() && self.done.len() == self.n_sections);
         let header = container_header(&self.magic, self.version, &self.done);
-        use std::io::{Seek, SeekFrom};
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.file.write_all(&header))
-            .and_then(|_| self.file.sync_all())
-            .map_err(|e| Error::io(&self.tmp, e))?;
-        drop(self.file);
+        debug_assert_eq!(self.sink.len(), self.pos);
+        self.sink.finish(0, &header)?;
         publish(&self.dir, &self.tmp, &self.dst)
     }
 }

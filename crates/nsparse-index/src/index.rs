@@ -181,6 +181,16 @@ enum Loc {
     Buf(usize),
 }
 
+/// The segment holding `id` live, and its position there.
+fn live_in(segments: &[SegEntry], id: &str) -> Option<Loc> {
+    segments.iter().find_map(|e| {
+        e.seg
+            .lookup(id)
+            .filter(|&d| !e.del.get(d))
+            .map(|d| Loc::Seg(e.id, d))
+    })
+}
+
 /// In-memory state: committed segments + uncommitted buffer + `_id` map.
 struct State {
     dir: PathBuf,
@@ -188,15 +198,19 @@ struct State {
     segments: Vec<SegEntry>,
     buffer: Vec<Option<DocRecord>>,
     buf_live: usize,
-    ids: HashMap<String, Loc>,
+    /// `_id` → position in `buffer` of the buffered documents. Committed
+    /// documents are found through their segments' own `_id` indexes: an
+    /// `_id` is live in at most one place, so no global map is needed (it
+    /// had cost a String copy and a hash insert per document at every build
+    /// and open).
+    buf_ids: HashMap<String, usize>,
     cached: Option<Searcher>,
     info: Arc<crate::search::SnapInfo>,
 }
 
 impl State {
     fn load(dir: &Path, m: &Manifest) -> Result<State> {
-        let mut segments = Vec::with_capacity(m.segments.len());
-        let mut ids = HashMap::new();
+        let mut segments: Vec<SegEntry> = Vec::with_capacity(m.segments.len());
         for sm in &m.segments {
             check_name(dir, &sm.file)?;
             let path = dir.join(&sm.file);
@@ -220,13 +234,15 @@ impl State {
                     format!("deleted count of {} disagrees with its bitmap", sm.file),
                 ));
             }
-            for (i, id) in seg.ids.iter().enumerate() {
-                if !del.get(i as u32) && ids.insert(id.clone(), Loc::Seg(sm.id, i as u32)).is_some()
-                {
-                    return Err(Error::corrupt(
-                        &path,
-                        format!("_id {id:?} is live in two segments"),
-                    ));
+            // An `_id` is live in at most one segment.
+            if !segments.is_empty() {
+                for (i, id) in seg.ids.iter().enumerate() {
+                    if !del.get(i as u32) && live_in(&segments, id).is_some() {
+                        return Err(Error::corrupt(
+                            &path,
+                            format!("_id {id:?} is live in two segments"),
+                        ));
+                    }
                 }
             }
             segments.push(SegEntry {
@@ -244,7 +260,7 @@ impl State {
             segments,
             buffer: Vec::new(),
             buf_live: 0,
-            ids,
+            buf_ids: HashMap::new(),
             cached: None,
             info: Arc::new(crate::search::SnapInfo {
                 model: m.model.clone(),
@@ -255,12 +271,31 @@ impl State {
         })
     }
 
+    /// Where the live document `id` is, if anywhere.
+    fn locate(&self, id: &str) -> Option<Loc> {
+        if let Some(&i) = self.buf_ids.get(id) {
+            return Some(Loc::Buf(i));
+        }
+        live_in(&self.segments, id)
+    }
+
+    /// Number of live documents.
+    fn live_docs(&self) -> u64 {
+        let committed: u64 = self
+            .segments
+            .iter()
+            .map(|e| (e.seg.n_docs - e.del.count) as u64)
+            .sum();
+        committed + self.buf_live as u64
+    }
+
     fn remove(&mut self, id: &str) -> bool {
-        let Some(loc) = self.ids.remove(id) else {
+        let Some(loc) = self.locate(id) else {
             return false;
         };
         match loc {
             Loc::Buf(i) => {
+                self.buf_ids.remove(id);
                 self.buffer[i] = None;
                 self.buf_live -= 1;
             }
@@ -277,7 +312,7 @@ impl State {
 
     fn upsert(&mut self, rec: DocRecord) {
         self.remove(&rec.id);
-        self.ids.insert(rec.id.clone(), Loc::Buf(self.buffer.len()));
+        self.buf_ids.insert(rec.id.clone(), self.buffer.len());
         self.buffer.push(Some(rec));
         self.buf_live += 1;
         self.cached = None;
@@ -481,15 +516,45 @@ struct BulkInput<'a> {
 }
 
 impl<'a> BulkInput<'a> {
+    /// Validate every document (on all cores); the first bad one, in batch
+    /// order, is the error.
     fn new(docs: Vec<&'a Document>, vocab: u32) -> Result<BulkInput<'a>> {
+        type Checked = (HashMap<usize, Vec<(u16, u16)>>, Vec<(Vec<(u16, u32)>, u32)>);
+        let check = |range: std::ops::Range<usize>| -> Result<Checked> {
+            let mut resorted = HashMap::new();
+            let mut tf = Vec::with_capacity(range.len());
+            for i in range {
+                let d = docs[i];
+                check_id(d)?;
+                if !check_sorted_vector(&d.id, &d.vector, vocab)? {
+                    resorted.insert(i, quantized_vector(d, vocab)?);
+                }
+                tf.push(term_frequencies(d, vocab)?);
+            }
+            Ok((resorted, tf))
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |c| c.get().min(8));
+        let parts = threads.min(docs.len() / 65_536 + 1);
+        let bounds: Vec<usize> = (0..=parts).map(|p| docs.len() * p / parts).collect();
+        let results: Vec<Result<Checked>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let r = w[0]..w[1];
+                    sc.spawn(move || check(r))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
         let mut resorted = HashMap::new();
         let mut tf = Vec::with_capacity(docs.len());
-        for (i, d) in docs.iter().enumerate() {
-            check_id(d)?;
-            if !check_sorted_vector(&d.id, &d.vector, vocab)? {
-                resorted.insert(i, quantized_vector(d, vocab)?);
-            }
-            tf.push(term_frequencies(d, vocab)?);
+        for r in results {
+            let (re, t) = r?;
+            resorted.extend(re);
+            tf.extend(t);
         }
         Ok(BulkInput { docs, resorted, tf })
     }
@@ -673,7 +738,7 @@ impl Index {
             vocab_size: self.manifest.vocab_size,
             bm25: self.manifest.bm25,
             segments: self.state.segments.len(),
-            live_docs: self.state.ids.len() as u64,
+            live_docs: self.state.live_docs(),
             deleted_docs: deleted,
             buffered_docs: self.state.buf_live as u64,
         }
@@ -681,7 +746,7 @@ impl Index {
 
     /// True if `id` is a live document.
     pub fn contains(&self, id: &str) -> bool {
-        self.state.ids.contains_key(id)
+        self.state.locate(id).is_some()
     }
 
     /// Add a new document; fails with [`Error::DuplicateId`] if `_id` is live. Durable on return.
@@ -693,7 +758,7 @@ impl Index {
     pub fn add_batch(&mut self, docs: &[Document]) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         for d in docs {
-            if self.state.ids.contains_key(&d.id) || !seen.insert(d.id.as_str()) {
+            if self.state.locate(&d.id).is_some() || !seen.insert(d.id.as_str()) {
                 return Err(Error::DuplicateId { id: d.id.clone() });
             }
         }
@@ -740,22 +805,26 @@ impl Index {
     /// replaced; within `docs` the last duplicate wins. The fast path for
     /// building an index from a file of vectors.
     pub fn bulk_upsert(&mut self, docs: &[Document]) -> Result<()> {
-        // Last duplicate wins: keep a document only if no later one has its `_id`.
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(docs.len());
-        for (i, d) in docs.iter().enumerate() {
-            last.insert(d.id.as_str(), i);
-        }
-        let kept: Vec<&Document> = if last.len() == docs.len() {
-            docs.iter().collect()
-        } else {
-            docs.iter()
-                .enumerate()
-                .filter(|(i, d)| last.get(d.id.as_str()) == Some(i))
-                .map(|(_, d)| d)
-                .collect()
-        };
-        drop(last);
+        let started = std::time::Instant::now();
+        // Last duplicate wins: keep a document only if no later one has its
+        // `_id`. The common case, no duplicates, is settled by one `_id`
+        // index over the batch (no string copies).
+        let kept: Vec<&Document> =
+            if crate::id_index::IdIndex::build_with(docs.len(), |i| docs[i].id.as_str()).is_ok() {
+                docs.iter().collect()
+            } else {
+                let mut last: HashMap<&str, usize> = HashMap::with_capacity(docs.len());
+                for (i, d) in docs.iter().enumerate() {
+                    last.insert(d.id.as_str(), i);
+                }
+                docs.iter()
+                    .enumerate()
+                    .filter(|(i, d)| last.get(d.id.as_str()) == Some(i))
+                    .map(|(_, d)| d)
+                    .collect()
+            };
         let t0 = std::time::Instant::now();
+        let dedup = t0 - started;
         let input = BulkInput::new(kept, self.manifest.vocab_size)?;
         let validated = t0.elapsed();
         for d in &input.docs {
@@ -770,6 +839,7 @@ impl Index {
         self.commit_forced()?;
         tracing::debug!(
             docs = docs.len(),
+            dedup_ms = dedup.as_millis() as u64,
             validate_ms = validated.as_millis() as u64,
             segment_ms = (added - validated).as_millis() as u64,
             commit_ms = (t0.elapsed() - added).as_millis() as u64,
@@ -780,7 +850,7 @@ impl Index {
 
     /// Delete by `_id`; returns whether it existed. Durable and invisible to new searchers on return.
     pub fn delete(&mut self, id: &str) -> Result<bool> {
-        if !self.state.ids.contains_key(id) {
+        if self.state.locate(id).is_none() {
             return Ok(false);
         }
         self.wal.append(&[WalOp::Delete { id: id.to_string() }])?;
@@ -811,6 +881,7 @@ impl Index {
             .flatten()
             .collect();
         self.state.buf_live = 0;
+        self.state.buf_ids.clear();
         if !recs.is_empty() {
             self.add_segment(&recs[..], None)?;
         }
@@ -884,10 +955,6 @@ impl Index {
             write_ms = (t0.elapsed() - built).as_millis() as u64,
             "built and wrote segment"
         );
-        self.state.ids.reserve(seg.ids.len());
-        for (i, sid) in seg.ids.iter().enumerate() {
-            self.state.ids.insert(sid.clone(), Loc::Seg(id, i as u32));
-        }
         let n = seg.n_docs;
         let e = SegEntry {
             id,
@@ -1094,7 +1161,7 @@ fn open_reader_once(dir: &Path) -> Result<(Searcher, VerifyReport)> {
         segments: state.segments.len(),
         segment_docs: state.segments.iter().map(|e| e.seg.n_docs as u64).sum(),
         deleted_docs: state.segments.iter().map(|e| e.del.count as u64).sum(),
-        live_docs: state.ids.len() as u64,
+        live_docs: state.live_docs(),
         wal_ops,
         wal_torn_bytes: contents.torn_bytes,
         bytes,

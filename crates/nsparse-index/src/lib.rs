@@ -169,10 +169,12 @@
 
 mod error;
 mod format;
+mod id_index;
 mod index;
 mod search;
 mod segment;
 mod simd;
+mod sink;
 pub mod synth;
 mod synth_fitted;
 mod wal;

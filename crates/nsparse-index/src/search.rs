@@ -399,9 +399,7 @@ impl Searcher {
     fn find(&self, id: &str) -> Option<(u32, u32)> {
         self.snap.segs.iter().enumerate().rev().find_map(|(i, s)| {
             s.seg
-                .id_map
-                .get(id)
-                .copied()
+                .lookup(id)
                 .filter(|&d| !s.deleted(d))
                 .map(|d| (i as u32, d))
         })

@@ -5,11 +5,11 @@
 //! block-max table used for pruning are *derived* in memory at load time from
 //! the postings, so they cost no disk space and cannot disagree with them.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::{self, dequantize, put_varint, Cursor};
+use crate::id_index::IdIndex;
 
 pub(crate) const SEG_MAGIC: &[u8; 8] = b"NSPSEG\0\0";
 pub(crate) const SEG_VERSION: u32 = 1;
@@ -47,7 +47,8 @@ pub(crate) struct Segment {
     pub n_docs: u32,
     pub vocab: u32,
     pub ids: Vec<String>,
-    pub id_map: HashMap<String, u32>,
+    /// `_id` → position in `ids` (derived at build and load).
+    pub id_index: IdIndex,
     // Neural postings, grouped by token: docs ascending within a token.
     pub term_start: Vec<usize>,
     pub post_doc: Vec<u32>,
@@ -75,7 +76,7 @@ pub(crate) struct Segment {
 ///
 /// The bulk loader implements it straight over the caller's documents, so a
 /// large load never holds a second, quantized copy of every vector.
-pub(crate) trait SegmentInput {
+pub(crate) trait SegmentInput: Sync {
     /// Number of documents.
     fn n_docs(&self) -> usize;
     /// `_id` of document `i`.
@@ -115,135 +116,289 @@ impl SegmentInput for [DocRecord] {
     }
 }
 
-impl Segment {
-    /// Build a segment from documents (doc ids are positions in `docs`).
-    pub(crate) fn build<D: SegmentInput + ?Sized>(docs: &D, vocab: u32) -> Segment {
-        let v = vocab as usize;
-        let n = docs.n_docs();
-        let mut df = vec![0usize; v + 1];
-        let mut tdf = vec![0usize; v + 1];
-        for i in 0..n {
-            docs.for_each_posting(i, |t, _| df[t as usize + 1] += 1);
-            for &(t, _) in docs.tf(i) {
-                tdf[t as usize + 1] += 1;
-            }
+/// Threads a segment build uses: the machine's cores, at most 8, and one
+/// per 64k documents so small segments (tests, WAL flushes) stay serial.
+fn build_threads(n_docs: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    cores.clamp(1, 8).min(n_docs / 65_536 + 1)
+}
+
+/// Split `0..n` into `parts` contiguous ranges whose starts are multiples of
+/// `SOURCE_CHUNK`, so every part compresses whole source chunks.
+fn doc_ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let chunks = n.div_ceil(SOURCE_CHUNK);
+    (0..parts)
+        .map(|p| {
+            let a = (chunks * p / parts * SOURCE_CHUNK).min(n);
+            let b = (chunks * (p + 1) / parts * SOURCE_CHUNK).min(n);
+            a..b
+        })
+        .collect()
+}
+
+/// Inverts one kind of postings (neural or BM25) on several threads.
+///
+/// Each thread owns a contiguous range of documents; inside every token's
+/// list, part `p`'s postings go after those of parts `< p`, so the lists
+/// come out in ascending doc order with no merge.
+struct Inverter {
+    /// Exclusive prefix sums: `term_start[t]..term_start[t + 1]` is token
+    /// `t`'s run; `term_start[vocab]` is the number of postings.
+    term_start: Vec<usize>,
+    /// Per part, per token: postings of that part (document frequency).
+    part_df: Vec<Vec<u32>>,
+}
+
+impl Inverter {
+    /// Count postings per part and token with `each(i, f)` calling
+    /// `f(token)` for every posting of document `i`.
+    fn count(
+        ranges: &[std::ops::Range<usize>],
+        vocab: usize,
+        each: &(impl Fn(usize, &mut dyn FnMut(u16)) + Sync),
+    ) -> Inverter {
+        let part_df: Vec<Vec<u32>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|r| {
+                    let r = r.clone();
+                    sc.spawn(move || {
+                        let mut df = vec![0u32; vocab];
+                        for i in r {
+                            each(i, &mut |t| df[t as usize] += 1);
+                        }
+                        df
+                    })
+                })
+                .collect();
+            handles.into_iter().map(join_part).collect()
+        });
+        let mut term_start = vec![0usize; vocab + 1];
+        for t in 0..vocab {
+            let df: usize = part_df.iter().map(|d| d[t] as usize).sum();
+            term_start[t + 1] = term_start[t] + df;
         }
-        for i in 0..v {
-            df[i + 1] += df[i];
-            tdf[i + 1] += tdf[i];
+        Inverter {
+            term_start,
+            part_df,
         }
-        let total = df[v];
+    }
+
+    /// Fill `(doc ids, values)` of every token's list; `each(i, f)` calls
+    /// `f(token, value)` for document `i`'s postings, tokens ascending.
+    fn invert<V: Copy + Default + Send + Sync>(
+        &self,
+        ranges: &[std::ops::Range<usize>],
+        each: &(impl Fn(usize, &mut dyn FnMut(u16, V)) + Sync),
+    ) -> (Vec<u32>, Vec<V>) {
+        let vocab = self.term_start.len() - 1;
+        let total = self.term_start[vocab];
         let mut post_doc = vec![0u32; total];
-        let mut post_w = vec![0u16; total];
-        let mut fill = df.clone();
-        // Invert in chunks of documents: gather each chunk's postings (doc
-        // order), counting-sort them by token in a buffer that stays in the
-        // last-level cache, then copy every token's run to its place in one
-        // go. A direct scatter into the full arrays costs a cache and TLB miss
-        // per posting at millions of documents; each copied run costs one, so
-        // chunks are large (1M postings: 1.6x faster than 128k at 1M docs).
-        const CHUNK_POSTINGS: usize = 1 << 20;
-        // u32 positions keep the per-token counters (120 KiB) in L2.
-        let mut local_cnt = vec![0u32; v + 1];
-        let mut gathered: Vec<(u16, u16, u32)> = Vec::with_capacity(CHUNK_POSTINGS + 1024);
-        let mut local_doc: Vec<u32> = Vec::new();
-        let mut local_w: Vec<u16> = Vec::new();
-        let mut i = 0usize;
-        // Fault the output pages in with one write per page before the
-        // scatter: page faults taken in a tight loop cost less than the same
-        // faults spread over the inversion (measured: ~10 % of the build).
-        for x in post_doc.iter_mut().step_by(1024) {
-            *x = 0;
-        }
-        for x in post_w.iter_mut().step_by(2048) {
-            *x = 0;
-        }
-        while i < n {
-            gathered.clear();
-            while i < n && gathered.len() < CHUNK_POSTINGS {
-                let d = i as u32;
-                docs.for_each_posting(i, |t, w| gathered.push((t, w, d)));
-                i += 1;
-            }
-            for &(t, _, _) in &gathered {
-                local_cnt[t as usize] += 1;
-            }
-            // Exclusive prefix sums: local_cnt[t] = start of t's run.
-            let mut run = 0u32;
-            for c in local_cnt[..v].iter_mut() {
-                let k = *c;
-                *c = run;
-                run += k;
-            }
-            local_doc.resize(gathered.len(), 0);
-            local_w.resize(gathered.len(), 0);
-            for &(t, w, d) in &gathered {
-                let p = &mut local_cnt[t as usize];
-                local_doc[*p as usize] = d;
-                local_w[*p as usize] = w;
-                *p += 1;
-            }
-            // Now local_cnt[t] is the end of t's run, which starts where
-            // the previous token's ended.
-            let mut s0 = 0usize;
-            for (t, c) in local_cnt[..v].iter_mut().enumerate() {
-                let e = std::mem::take(c) as usize;
-                if e > s0 {
-                    let g = fill[t];
-                    post_doc[g..g + e - s0].copy_from_slice(&local_doc[s0..e]);
-                    post_w[g..g + e - s0].copy_from_slice(&local_w[s0..e]);
-                    fill[t] += e - s0;
-                    s0 = e;
+        let mut post_val = vec![V::default(); total];
+        // Per part, per token: the part's slice of the token's run. Carving
+        // the arrays into disjoint slices lets the threads write in parallel
+        // without sharing anything mutable.
+        let parts = ranges.len();
+        let mut doc_dst: Vec<Vec<&mut [u32]>> =
+            (0..parts).map(|_| Vec::with_capacity(vocab)).collect();
+        let mut val_dst: Vec<Vec<&mut [V]>> =
+            (0..parts).map(|_| Vec::with_capacity(vocab)).collect();
+        {
+            let (mut dr, mut vr) = (&mut post_doc[..], &mut post_val[..]);
+            for t in 0..vocab {
+                for p in 0..parts {
+                    let k = self.part_df[p][t] as usize;
+                    let (d, drest) = std::mem::take(&mut dr).split_at_mut(k);
+                    let (w, vrest) = std::mem::take(&mut vr).split_at_mut(k);
+                    doc_dst[p].push(d);
+                    val_dst[p].push(w);
+                    dr = drest;
+                    vr = vrest;
                 }
             }
         }
-        drop((gathered, local_doc, local_w));
-        let mut tf_doc = vec![0u32; tdf[v]];
-        let mut tf_val = vec![0u32; tdf[v]];
-        let mut tfill = tdf.clone();
-        let mut doc_len = Vec::with_capacity(n);
-        let mut total_len = 0u64;
-        for i in 0..n {
-            for &(t, f) in docs.tf(i) {
-                let p = &mut tfill[t as usize];
-                tf_doc[*p] = i as u32;
-                tf_val[*p] = f;
-                *p += 1;
-            }
-            let l = docs.doc_len(i);
-            doc_len.push(l);
-            total_len += l as u64;
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .zip(doc_dst)
+                .zip(val_dst)
+                .map(|((r, dd), vd)| {
+                    let r = r.clone();
+                    sc.spawn(move || invert_part(r, dd, vd, each))
+                })
+                .collect();
+            handles.into_iter().for_each(join_part);
+        });
+        (post_doc, post_val)
+    }
+}
+
+/// One thread's inversion of documents `range` into its slices of every
+/// token's run.
+///
+/// The postings of a chunk of documents are gathered (doc order),
+/// counting-sorted by token in buffers that stay in the last-level cache,
+/// and every token's run is then copied to its place in one go. A direct
+/// scatter into the full arrays costs a cache and TLB miss per posting at
+/// millions of documents; each copied run costs one, so chunks are large
+/// (1M postings: 1.6x faster than 128k at 1M docs).
+fn invert_part<V: Copy + Default>(
+    range: std::ops::Range<usize>,
+    mut doc_dst: Vec<&mut [u32]>,
+    mut val_dst: Vec<&mut [V]>,
+    each: &(impl Fn(usize, &mut dyn FnMut(u16, V)) + Sync),
+) {
+    const CHUNK_POSTINGS: usize = 1 << 20;
+    let vocab = doc_dst.len();
+    // Fault the output pages in with one write per page before the
+    // scatter: page faults taken in a tight loop cost less than the same
+    // faults spread over the inversion (measured: ~10 % of the build).
+    let page_elems = |size: usize| (4096 / size).max(1);
+    for run in doc_dst.iter_mut() {
+        for x in run.iter_mut().step_by(page_elems(4)) {
+            *x = 0;
         }
+    }
+    for run in val_dst.iter_mut() {
+        for x in run.iter_mut().step_by(page_elems(std::mem::size_of::<V>())) {
+            *x = V::default();
+        }
+    }
+    let mut filled = vec![0usize; vocab];
+    // u32 positions keep the per-token counters (120 KiB) in L2.
+    let mut local_cnt = vec![0u32; vocab + 1];
+    let mut gathered: Vec<(u16, V, u32)> = Vec::with_capacity(CHUNK_POSTINGS + 1024);
+    let mut local_doc: Vec<u32> = Vec::new();
+    let mut local_val: Vec<V> = Vec::new();
+    let mut i = range.start;
+    while i < range.end {
+        gathered.clear();
+        while i < range.end && gathered.len() < CHUNK_POSTINGS {
+            let d = i as u32;
+            each(i, &mut |t, w| gathered.push((t, w, d)));
+            i += 1;
+        }
+        for &(t, _, _) in &gathered {
+            local_cnt[t as usize] += 1;
+        }
+        // Exclusive prefix sums: local_cnt[t] = start of t's run.
+        let mut run = 0u32;
+        for c in local_cnt[..vocab].iter_mut() {
+            let k = *c;
+            *c = run;
+            run += k;
+        }
+        local_doc.resize(gathered.len(), 0);
+        local_val.resize(gathered.len(), V::default());
+        for &(t, w, d) in &gathered {
+            let p = &mut local_cnt[t as usize];
+            local_doc[*p as usize] = d;
+            local_val[*p as usize] = w;
+            *p += 1;
+        }
+        // Now local_cnt[t] is the end of t's run, which starts where the
+        // previous token's ended: copy every run to its place in one go.
+        let mut s0 = 0usize;
+        for (t, c) in local_cnt[..vocab].iter_mut().enumerate() {
+            let e = std::mem::take(c) as usize;
+            if e > s0 {
+                let g = filled[t];
+                doc_dst[t][g..g + e - s0].copy_from_slice(&local_doc[s0..e]);
+                val_dst[t][g..g + e - s0].copy_from_slice(&local_val[s0..e]);
+                filled[t] += e - s0;
+                s0 = e;
+            }
+        }
+    }
+}
+
+/// Join a build thread, passing a panic on to the caller.
+fn join_part<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// Compress the sources of documents `range` (whole chunks) as
+/// `(chunk table relative to the returned bytes, bytes)`.
+fn compress_sources<D: SegmentInput + ?Sized>(
+    docs: &D,
+    range: std::ops::Range<usize>,
+) -> (Vec<(usize, usize, usize)>, Vec<u8>) {
+    let mut chunks = Vec::with_capacity(range.len().div_ceil(SOURCE_CHUNK));
+    let mut data = Vec::new();
+    let mut raw = Vec::new();
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + SOURCE_CHUNK).min(range.end);
+        raw.clear();
+        for i in start..end {
+            let src = docs.source(i);
+            put_varint(&mut raw, src.len() as u64);
+            raw.extend_from_slice(src);
+        }
+        let c = lz4_flex::block::compress(&raw);
+        chunks.push((data.len(), c.len(), raw.len()));
+        data.extend_from_slice(&c);
+        start = end;
+    }
+    (chunks, data)
+}
+
+impl Segment {
+    /// Build a segment from documents (doc ids are positions in `docs`),
+    /// on up to [`build_threads`] threads.
+    pub(crate) fn build<D: SegmentInput + ?Sized>(docs: &D, vocab: u32) -> Segment {
+        let v = vocab as usize;
+        let n = docs.n_docs();
+        let ranges = doc_ranges(n, build_threads(n));
+        let t0 = std::time::Instant::now();
+        let neural = |i: usize, f: &mut dyn FnMut(u16, u16)| docs.for_each_posting(i, f);
+        let bm25 = |i: usize, f: &mut dyn FnMut(u16, u32)| {
+            for &(t, c) in docs.tf(i) {
+                f(t, c);
+            }
+        };
+        let post_inv = Inverter::count(&ranges, v, &|i, f| neural(i, &mut |t, _| f(t)));
+        let tf_inv = Inverter::count(&ranges, v, &|i, f| bm25(i, &mut |t, _| f(t)));
+        let counted = t0.elapsed();
+        let (post_doc, post_w) = post_inv.invert(&ranges, &neural);
+        let (tf_doc, tf_val) = tf_inv.invert(&ranges, &bm25);
+        let inverted = t0.elapsed();
+        let doc_len: Vec<u32> = (0..n).map(|i| docs.doc_len(i)).collect();
+        let total_len = doc_len.iter().map(|&l| l as u64).sum();
+        let (parts, ids): (Vec<_>, Vec<Vec<String>>) = std::thread::scope(|sc| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|r| {
+                    let r = r.clone();
+                    sc.spawn(move || {
+                        let src = compress_sources(docs, r.clone());
+                        let ids: Vec<String> = r.map(|i| docs.id(i).to_string()).collect();
+                        (src, ids)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(join_part).unzip()
+        });
         let mut src_chunks = Vec::with_capacity(n.div_ceil(SOURCE_CHUNK));
-        let mut src_data = Vec::new();
-        let mut raw = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let end = (start + SOURCE_CHUNK).min(n);
-            raw.clear();
-            for i in start..end {
-                let src = docs.source(i);
-                put_varint(&mut raw, src.len() as u64);
-                raw.extend_from_slice(src);
-            }
-            let c = lz4_flex::block::compress(&raw);
-            src_chunks.push((src_data.len(), c.len(), raw.len()));
-            src_data.extend_from_slice(&c);
-            start = end;
+        let mut src_data = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
+        for (chunks, data) in parts {
+            let base = src_data.len();
+            src_chunks.extend(chunks.into_iter().map(|(o, c, u)| (base + o, c, u)));
+            src_data.extend_from_slice(&data);
         }
-        let ids: Vec<String> = (0..n).map(|i| docs.id(i).to_string()).collect();
+        let ids: Vec<String> = ids.into_iter().flatten().collect();
         let mut s = Segment {
             n_docs: n as u32,
             vocab,
-            id_map: HashMap::new(),
+            id_index: IdIndex::default(),
             ids,
-            term_start: df,
+            term_start: post_inv.term_start,
             post_doc,
             post_w,
             block_max: std::sync::OnceLock::new(),
             dense: std::sync::OnceLock::new(),
             term_max: Vec::new(),
-            tf_start: tdf,
+            tf_start: tf_inv.term_start,
             tf_doc,
             tf_val,
             doc_len,
@@ -251,26 +406,45 @@ impl Segment {
             src_chunks,
             src_data,
         };
-        s.derive();
+        if let Err(pos) = s.derive() {
+            // Every caller deduplicates `_id`s before building.
+            panic!("segment input repeats the _id {:?}", s.ids[pos]);
+        }
+        tracing::debug!(
+            docs = n,
+            threads = ranges.len(),
+            count_ms = counted.as_millis() as u64,
+            invert_ms = (inverted - counted).as_millis() as u64,
+            rest_ms = (t0.elapsed() - inverted).as_millis() as u64,
+            "built segment"
+        );
         s
     }
 
-    /// Compute the in-memory derived structures (id map, per-token maxima).
-    fn derive(&mut self) {
+    /// Compute the in-memory derived structures (`_id` index, per-token
+    /// maxima), side by side. `Err` carries the position of a repeated `_id`.
+    fn derive(&mut self) -> std::result::Result<(), usize> {
         let v = self.vocab as usize;
-        self.id_map = self
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), i as u32))
-            .collect();
-        // Quantized weights are positive f16 bits: their order is the order of the values.
-        self.term_max = (0..v)
-            .map(|t| {
-                let r = self.term_start[t]..self.term_start[t + 1];
-                self.post_w[r].iter().copied().max().map_or(0.0, dequantize)
-            })
-            .collect();
+        let (index, term_max) = std::thread::scope(|sc| {
+            let ids = &self.ids;
+            let index = sc.spawn(move || IdIndex::build(ids));
+            // Quantized weights are positive f16 bits: their order is the order of the values.
+            let term_max: Vec<f32> = (0..v)
+                .map(|t| {
+                    let r = self.term_start[t]..self.term_start[t + 1];
+                    self.post_w[r].iter().copied().max().map_or(0.0, dequantize)
+                })
+                .collect();
+            (join_part(index), term_max)
+        });
+        self.id_index = index?;
+        self.term_max = term_max;
+        Ok(())
+    }
+
+    /// Position of the document with `_id` `id`, deleted or not.
+    pub(crate) fn lookup(&self, id: &str) -> Option<u32> {
+        self.id_index.get(&self.ids, id)
     }
 
     /// The block-max table (built on first call).
@@ -358,30 +532,39 @@ impl Segment {
             .filter(|&t| self.term_start[t + 1] > self.term_start[t])
             .count();
         put_varint(out.buffer(), n_terms as u64);
+        // Encode pieces of about PIECE postings, one per build thread at a
+        // time, and append them in token order; the sink's own thread
+        // overlaps the device writes.
+        const PIECE: usize = 1 << 20;
+        let threads = build_threads(self.n_docs as usize);
+        let mut pieces = vec![0usize];
         for t in 0..v {
-            let (s, e) = (self.term_start[t], self.term_start[t + 1]);
-            if s == e {
-                continue;
+            if self.term_start[t + 1] - self.term_start[*pieces.last().unwrap_or(&0)] >= PIECE {
+                pieces.push(t + 1);
             }
-            let buf = out.buffer();
-            put_varint(buf, t as u64);
-            put_varint(buf, (e - s) as u64);
-            let mut prev = 0u32;
-            let mut first = true;
-            let mut b = s;
-            while b < e {
-                let be = (b + POSTING_BLOCK).min(e);
-                let buf = out.buffer();
-                for &d in &self.post_doc[b..be] {
-                    put_varint(buf, (if first { d } else { d - prev - 1 }) as u64);
-                    prev = d;
-                    first = false;
+        }
+        if *pieces.last().unwrap_or(&0) != v {
+            pieces.push(v);
+        }
+        let mut bufs: Vec<Vec<u8>> = (0..threads).map(|_| Vec::new()).collect();
+        for batch in pieces.windows(2).collect::<Vec<_>>().chunks(threads) {
+            std::thread::scope(|sc| {
+                for (w, buf) in batch.iter().zip(bufs.iter_mut()) {
+                    let tokens = w[0]..w[1];
+                    sc.spawn(move || {
+                        // Encode into a Vec owned by this thread: the
+                        // headers of `bufs` share a cache line, and two
+                        // threads updating their lengths there ran slower
+                        // than one thread alone.
+                        let mut local = std::mem::take(buf);
+                        local.clear();
+                        self.encode_postings(tokens, &mut local);
+                        *buf = local;
+                    });
                 }
-                for &w in &self.post_w[b..be] {
-                    buf.extend_from_slice(&w.to_le_bytes());
-                }
-                b = be;
-                out.spill()?;
+            });
+            for buf in &bufs[..batch.len()] {
+                out.append(buf)?;
             }
         }
         out.end()?;
@@ -425,6 +608,51 @@ impl Segment {
         }
         out.end()?;
         out.finish()
+    }
+
+    /// The on-disk postings of `tokens` (non-empty lists only): token,
+    /// length, then blocks of `POSTING_BLOCK` delta-varint doc ids followed by
+    /// their little-endian f16 weights.
+    fn encode_postings(&self, tokens: std::ops::Range<usize>, buf: &mut Vec<u8>) {
+        for t in tokens {
+            let (s, e) = (self.term_start[t], self.term_start[t + 1]);
+            if s == e {
+                continue;
+            }
+            put_varint(buf, t as u64);
+            put_varint(buf, (e - s) as u64);
+            let mut prev = 0u32;
+            let mut first = true;
+            let mut b = s;
+            while b < e {
+                let be = (b + POSTING_BLOCK).min(e);
+                // Encode the block into a slice with a local cursor: pushing
+                // byte by byte makes the compiler reload the Vec's length
+                // after every store (a u8 store may alias it).
+                let at = buf.len();
+                buf.resize(at + (be - b) * 7, 0);
+                let dst = &mut buf[at..];
+                let mut k = 0;
+                for &d in &self.post_doc[b..be] {
+                    let mut x = if first { d } else { d - prev - 1 };
+                    while x >= 0x80 {
+                        dst[k] = x as u8 | 0x80;
+                        x >>= 7;
+                        k += 1;
+                    }
+                    dst[k] = x as u8;
+                    k += 1;
+                    prev = d;
+                    first = false;
+                }
+                for &w in &self.post_w[b..be] {
+                    dst[k..k + 2].copy_from_slice(&w.to_le_bytes());
+                    k += 2;
+                }
+                buf.truncate(at + k);
+                b = be;
+            }
+        }
     }
 
     /// Parse and verify a segment file's bytes (checksums and structure).
@@ -598,7 +826,7 @@ impl Segment {
             n_docs,
             vocab,
             ids,
-            id_map: HashMap::new(),
+            id_index: IdIndex::default(),
             term_start,
             post_doc,
             post_w,
@@ -613,9 +841,11 @@ impl Segment {
             src_chunks,
             src_data,
         };
-        s.derive();
-        if s.id_map.len() != n {
-            return Err(corrupt("duplicate _id inside a segment"));
+        if let Err(pos) = s.derive() {
+            return Err(corrupt(&format!(
+                "_id {:?} appears twice in the segment",
+                s.ids[pos]
+            )));
         }
         // Sources are verified by checksum; decode them once so a bad chunk is
         // reported at open rather than at fetch time.
