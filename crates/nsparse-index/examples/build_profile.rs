@@ -34,14 +34,22 @@ fn main() {
     let t = Instant::now();
     let s = open_reader(&dir).expect("open");
     eprintln!("open {:?}", t.elapsed());
-    let modes = [
+    // NSPARSE_PROFILE_EXACT_ONLY=1 times Exact alone (for perf).
+    let mut modes = vec![
         ("exact", SearchMode::Exact),
         ("taat", SearchMode::ExactTaat),
     ];
+    if std::env::var_os("NSPARSE_PROFILE_EXACT_ONLY").is_some() {
+        modes.truncate(1);
+    }
     let mut lat = vec![Vec::new(); modes.len()];
     let _ = s.search(&queries[0], &SearchRequest::new(10));
     // Interleave the modes so machine noise hits both alike.
-    for q in &queries {
+    let rounds: usize = std::env::var("NSPARSE_PROFILE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for q in queries.iter().cycle().take(queries.len() * rounds) {
         for (m, (_, mode)) in modes.iter().enumerate() {
             let t = Instant::now();
             let h = s

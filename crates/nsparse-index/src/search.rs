@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::dequantize;
 use crate::index::Bm25Params;
 use crate::segment::{Bitset, ForwardCursor, Segment, DOC_BLOCK_SHIFT, SOURCE_CHUNK};
-use crate::simd::{accumulate_dense, chunks_reaching, values_in_chunks};
+use crate::simd::{accumulate_dense_batch, chunks_reaching, values_in_chunks, DENSE_BATCH};
 
 pub(crate) struct SnapInfo {
     pub model: String,
@@ -1467,10 +1467,22 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
         if !essential.is_empty() {
             essential.sort_unstable(); // canonical order
             let width = (hi - lo) as usize;
-            for &i in &essential {
+            // Consecutive dense-column terms are added in one pass over the
+            // accumulator (same order of additions per document).
+            let mut batch: [(f32, &[u16]); DENSE_BATCH] = [(0.0, &[]); DENSE_BATCH];
+            let mut batched = 0usize;
+            for (pos, &i) in essential.iter().enumerate() {
                 let tm = &terms[i];
                 if let Some(col) = dense.column(tm.token) {
-                    accumulate_dense(&mut acc[..width], tm.w, &col[lo as usize..hi as usize]);
+                    batch[batched] = (tm.w, &col[lo as usize..hi as usize]);
+                    batched += 1;
+                    let next_dense = essential
+                        .get(pos + 1)
+                        .is_some_and(|&j| dense.column(terms[j].token).is_some());
+                    if batched == DENSE_BATCH || !next_dense {
+                        accumulate_dense_batch(&mut acc[..width], &batch[..batched]);
+                        batched = 0;
+                    }
                     continue;
                 }
                 let tm = &mut terms[i];

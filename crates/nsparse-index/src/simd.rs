@@ -4,27 +4,9 @@
 use crate::format::dequantize;
 
 /// `acc[i] += w * weight(col[i])` for every `i`, where `col` holds quantized
-/// (f16) weights and 0 means absent (adds +0.0, which leaves every
-/// accumulator value unchanged).
-///
-/// The product and the sum are rounded separately (no fused multiply-add), as
-/// in the scalar scoring paths, so the result is bit-identical to them.
-pub(crate) fn accumulate_dense(acc: &mut [f32], w: f32, col: &[u16]) {
-    assert_eq!(
-        acc.len(),
-        col.len(),
-        "accumulator and column lengths differ"
-    );
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: AVX2 and F16C were detected at run time, and the lengths are
-        // equal (asserted above), which is all the function requires.
-        unsafe { accumulate_dense_avx2(acc, w, col) };
-        return;
-    }
-    accumulate_dense_scalar(acc, w, col);
-}
-
+/// (f16) weights and 0 means absent: the definition the vector kernel must
+/// match. The product and the sum are rounded separately (no fused
+/// multiply-add), as in the scalar scoring paths.
 fn accumulate_dense_scalar(acc: &mut [f32], w: f32, col: &[u16]) {
     for (a, &h) in acc.iter_mut().zip(col) {
         if h != 0 {
@@ -33,32 +15,74 @@ fn accumulate_dense_scalar(acc: &mut [f32], w: f32, col: &[u16]) {
     }
 }
 
+/// Most columns [`accumulate_dense_batch`] adds in one pass.
+pub(crate) const DENSE_BATCH: usize = 4;
+
+/// `acc[i] += w_j * dequantize(col_j[i])` for the columns in order, in one
+/// pass over `acc`: each element still receives the columns' products one
+/// after the other, rounded separately (no fused multiply-add), so the
+/// result is bit-identical to adding the columns one pass at a time, and to
+/// the scalar scoring paths; the accumulator is read and written once
+/// instead of once per column. A zero weight adds +0.0, which changes no
+/// accumulator value.
+///
+/// # Panics
+/// If there are more than [`DENSE_BATCH`] columns or a column's length
+/// differs from the accumulator's.
+pub(crate) fn accumulate_dense_batch(acc: &mut [f32], cols: &[(f32, &[u16])]) {
+    assert!(cols.len() <= DENSE_BATCH, "too many columns in one batch");
+    for (_, col) in cols {
+        assert_eq!(
+            acc.len(),
+            col.len(),
+            "accumulator and column lengths differ"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: AVX2 and F16C were detected at run time; every column has
+        // the accumulator's length and there are at most DENSE_BATCH of them
+        // (asserted above), which is all the function requires.
+        unsafe { accumulate_dense_batch_avx2(acc, cols) };
+        return;
+    }
+    for &(w, col) in cols {
+        accumulate_dense_scalar(acc, w, col);
+    }
+}
+
 /// # Safety
-/// The CPU must support AVX2 and F16C, and `acc.len() == col.len()`.
+/// The CPU must support AVX2 and F16C; `cols.len() <= DENSE_BATCH` and every
+/// column is as long as `acc`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn accumulate_dense_avx2(acc: &mut [f32], w: f32, col: &[u16]) {
+unsafe fn accumulate_dense_batch_avx2(acc: &mut [f32], cols: &[(f32, &[u16])]) {
     use std::arch::x86_64::*;
     let n = acc.len();
-    let wv = _mm256_set1_ps(w);
-    let a = acc.as_mut_ptr();
-    let c = col.as_ptr();
-    let mut i = 0;
-    // Two vectors per step keep both load ports busy.
-    while i + 16 <= n {
-        // SAFETY (all pointer accesses below): i + 16 <= n = acc.len() = col.len().
-        let h0 = _mm_loadu_si128(c.add(i) as *const __m128i);
-        let h1 = _mm_loadu_si128(c.add(i + 8) as *const __m128i);
-        let p0 = _mm256_mul_ps(wv, _mm256_cvtph_ps(h0));
-        let p1 = _mm256_mul_ps(wv, _mm256_cvtph_ps(h1));
-        _mm256_storeu_ps(a.add(i), _mm256_add_ps(_mm256_loadu_ps(a.add(i)), p0));
-        _mm256_storeu_ps(
-            a.add(i + 8),
-            _mm256_add_ps(_mm256_loadu_ps(a.add(i + 8)), p1),
-        );
-        i += 16;
+    let k = cols.len();
+    let mut w = [_mm256_setzero_ps(); DENSE_BATCH];
+    let mut c = [std::ptr::null::<u16>(); DENSE_BATCH];
+    for (j, &(wj, col)) in cols.iter().enumerate() {
+        w[j] = _mm256_set1_ps(wj);
+        c[j] = col.as_ptr();
     }
-    accumulate_dense_scalar(&mut acc[i..], w, &col[i..]);
+    let a = acc.as_mut_ptr();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY (all pointer accesses below): i + 8 <= n, and every column
+        // pointer addresses a column of length n.
+        let mut v = _mm256_loadu_ps(a.add(i));
+        for j in 0..k {
+            let h = _mm_loadu_si128(c[j].add(i) as *const __m128i);
+            v = _mm256_add_ps(v, _mm256_mul_ps(w[j], _mm256_cvtph_ps(h)));
+        }
+        _mm256_storeu_ps(a.add(i), v);
+        i += 8;
+    }
+    // The tail column by column: per element the order is the same.
+    for &(wj, col) in cols {
+        accumulate_dense_scalar(&mut acc[i..], wj, &col[i..]);
+    }
 }
 
 /// Documents per chunk of [`chunks_reaching`].
@@ -174,7 +198,7 @@ mod tests {
             for w in [0.37f32, 1.0, 7.9, -2.5] {
                 let mut fast = start.clone();
                 let mut slow = start.clone();
-                accumulate_dense(&mut fast, w, &col);
+                accumulate_dense_batch(&mut fast, &[(w, &col)]);
                 accumulate_dense_scalar(&mut slow, w, &col);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&fast), bits(&slow), "n {n} w {w}");
@@ -187,6 +211,41 @@ mod tests {
                     };
                     assert_eq!(slow[i].to_bits(), want.to_bits());
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn batched_dense_accumulation_equals_one_column_at_a_time() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for n in [0usize, 5, 8, 23, 1000, 4099] {
+            let cols: Vec<Vec<u16>> = (0..DENSE_BATCH)
+                .map(|_| {
+                    (0..n)
+                        .map(|_| {
+                            if rng.random_bool(0.3) {
+                                0
+                            } else {
+                                quantize(rng.random_range(1e-4f32..3.0))
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let weights = [0.37f32, 7.9, 1.0, 4.25];
+            let start: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..20.0)).collect();
+            for k in 0..=DENSE_BATCH {
+                let batch: Vec<(f32, &[u16])> =
+                    (0..k).map(|j| (weights[j], cols[j].as_slice())).collect();
+                let mut batched = start.clone();
+                accumulate_dense_batch(&mut batched, &batch);
+                let mut single = start.clone();
+                for &(w, col) in &batch {
+                    accumulate_dense_scalar(&mut single, w, col);
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&batched), bits(&single), "n {n} k {k}");
             }
         }
     }
