@@ -312,6 +312,75 @@ fn invert_part<V: Copy + Default>(
     }
 }
 
+/// Decode one on-disk postings block of `m` entries (delta-varint doc ids,
+/// then little-endian f16 weights) onto `docs` and `weights`, checking every
+/// value. `prev` is the list's last doc id so far (`None` at its start).
+///
+/// Works on the raw bytes with a local position: going through
+/// [`Cursor`] per value (a call and a length check each) made decoding most
+/// of the time to open an index.
+#[inline]
+fn decode_block(
+    c: &mut Cursor<'_>,
+    m: usize,
+    prev: &mut Option<u32>,
+    n_docs: u32,
+    docs: &mut Vec<u32>,
+    weights: &mut Vec<u16>,
+) -> Result<()> {
+    let buf = c.buf;
+    let mut pos = c.pos;
+    let mut last = *prev;
+    for _ in 0..m {
+        let mut x = 0u64;
+        let mut shift = 0;
+        loop {
+            let Some(&b) = buf.get(pos) else {
+                c.pos = pos;
+                return Err(c.err("truncated varint"));
+            };
+            pos += 1;
+            x |= ((b & 0x7f) as u64) << shift;
+            if b < 0x80 {
+                break;
+            }
+            shift += 7;
+            if shift > 35 {
+                c.pos = pos;
+                return Err(c.err("overlong doc id varint"));
+            }
+        }
+        // At most 2^35 + 2^32: no overflow in u64.
+        let d = last.map_or(x, |q| q as u64 + x + 1);
+        if d >= n_docs as u64 {
+            c.pos = pos;
+            return Err(c.err("doc id out of range in postings"));
+        }
+        docs.push(d as u32);
+        last = Some(d as u32);
+    }
+    let Some(bytes) = buf.get(pos..pos + 2 * m) else {
+        c.pos = pos;
+        return Err(c.err("truncated weights"));
+    };
+    let from = weights.len();
+    weights.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]])),
+    );
+    if weights[from..]
+        .iter()
+        .any(|w| !(0x0400..0x7c00).contains(w))
+    {
+        c.pos = pos;
+        return Err(c.err("invalid quantized weight"));
+    }
+    c.pos = pos + 2 * m;
+    *prev = last;
+    Ok(())
+}
+
 /// Join a build thread, passing a panic on to the caller.
 fn join_part<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
     h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -675,16 +744,18 @@ impl Segment {
         if n_post > bytes.len() as u64 || n_tf > bytes.len() as u64 || n > bytes.len() {
             return Err(corrupt("counts exceed file size"));
         }
-        let mut c = Cursor::new(format::section(path, &secs, SEC_IDS)?, path);
-        let mut ids = Vec::with_capacity(n);
-        for _ in 0..n {
-            let l = c.varint()? as usize;
-            let b = c.bytes(l)?;
-            ids.push(String::from_utf8(b.to_vec()).map_err(|_| corrupt("_id is not UTF-8"))?);
-        }
-        c.done()?;
-
-        let (term_start, post_doc, post_w) = {
+        let decode_ids = || -> Result<Vec<String>> {
+            let mut c = Cursor::new(format::section(path, &secs, SEC_IDS)?, path);
+            let mut ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                let l = c.varint()? as usize;
+                let b = c.bytes(l)?;
+                ids.push(String::from_utf8(b.to_vec()).map_err(|_| corrupt("_id is not UTF-8"))?);
+            }
+            c.done()?;
+            Ok(ids)
+        };
+        let decode_postings = || -> Result<(Vec<usize>, Vec<u32>, Vec<u16>)> {
             let mut c = Cursor::new(format::section(path, &secs, SEC_POSTINGS)?, path);
             let mut term_start = vec![0usize; v + 1];
             let mut post_doc = Vec::with_capacity(n_post as usize);
@@ -706,34 +777,11 @@ impl Segment {
                 if df == 0 || df > n || post_doc.len() + df > n_post as usize {
                     return Err(corrupt("posting list length out of range"));
                 }
-                let mut prev: u32 = 0;
-                let mut first = true;
+                let mut prev = None;
                 let mut left = df;
                 while left > 0 {
                     let m = left.min(POSTING_BLOCK);
-                    for _ in 0..m {
-                        let delta = c.varint_u32()?;
-                        let d = if first {
-                            delta
-                        } else {
-                            prev.checked_add(delta)
-                                .and_then(|x| x.checked_add(1))
-                                .ok_or_else(|| corrupt("doc id overflow"))?
-                        };
-                        if d >= n_docs {
-                            return Err(corrupt("doc id out of range in postings"));
-                        }
-                        post_doc.push(d);
-                        prev = d;
-                        first = false;
-                    }
-                    for _ in 0..m {
-                        let w = c.u16()?;
-                        if !(0x0400..0x7c00).contains(&w) {
-                            return Err(corrupt("invalid quantized weight"));
-                        }
-                        post_w.push(w);
-                    }
+                    decode_block(&mut c, m, &mut prev, n_docs, &mut post_doc, &mut post_w)?;
                     left -= m;
                 }
             }
@@ -744,8 +792,17 @@ impl Segment {
             if post_doc.len() as u64 != n_post {
                 return Err(corrupt("posting count disagrees with header"));
             }
-            (term_start, post_doc, post_w)
+            Ok((term_start, post_doc, post_w))
         };
+        // The postings (most of the file) decode on their own thread while
+        // this one does the `_id`s.
+        let (postings, ids) = std::thread::scope(|sc| {
+            let postings = sc.spawn(decode_postings);
+            let ids = decode_ids();
+            (join_part(postings), ids)
+        });
+        let ids = ids?;
+        let (term_start, post_doc, post_w) = postings?;
 
         let mut c = Cursor::new(format::section(path, &secs, SEC_BM25)?, path);
         let mut doc_len = Vec::with_capacity(n);
@@ -857,8 +914,10 @@ impl Segment {
 
     /// Load and verify a segment file.
     pub(crate) fn load(path: &Path) -> Result<Segment> {
-        let bytes = format::read_file(path)?;
-        Segment::from_bytes(path, &bytes)
+        match format::map_file(path)? {
+            Some(map) => Segment::from_bytes(path, &map),
+            None => Segment::from_bytes(path, &format::read_file(path)?),
+        }
     }
 
     fn decode_chunk(&self, path: &Path, ch: usize) -> Result<Vec<u8>> {
