@@ -10,7 +10,7 @@ use nsparse_index::{CreateOptions, Document, Index, WriterOptions};
 use nsparse_model::{SparseEncoder, SparseVector};
 use serde_json::{json, Value};
 
-use crate::jsonl::{count_records, RecordReader};
+use crate::jsonl::{count_records, par_map, RecordReader};
 use crate::model_args::ModelArgs;
 
 /// The `--model` value that selects the built-in BM25 scorer instead of a neural encoder.
@@ -131,18 +131,19 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
     const BULK_DOCS: usize = 100_000;
     let mut pending: Vec<Document> = Vec::new();
     loop {
-        let chunk = reader.next_chunk(1024)?;
+        // Pre-encoded vectors parse on all cores in large chunks; text
+        // chunks stay small so the progress bar moves during encoding.
+        let chunk = reader.next_chunk(if args.vectors.is_some() { 8192 } else { 1024 })?;
         if chunk.is_empty() {
             break;
         }
         let vectors: Vec<SparseVector> = if args.vectors.is_some() {
-            chunk
-                .iter()
-                .map(|r| {
-                    vector_of_record(&encoder, &r.source)
-                        .with_context(|| format!("{}: _id {}", input.display(), r.id))
-                })
-                .collect::<Result<_>>()?
+            par_map(&chunk, |r| {
+                vector_of_record(&encoder, &r.source)
+                    .with_context(|| format!("{}: _id {}", input.display(), r.id))
+            })
+            .into_iter()
+            .collect::<Result<_>>()?
         } else if bm25 {
             vec![SparseVector::new(); chunk.len()]
         } else {
@@ -153,7 +154,7 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
             out.vectors
         };
         let mut docs = Vec::with_capacity(chunk.len());
-        for (record, mut vector) in chunk.iter().zip(vectors) {
+        for (record, mut vector) in chunk.into_iter().zip(vectors) {
             vector.prune(pruning);
             let tokens = if args.no_bm25_tokens && !bm25 {
                 None
@@ -167,16 +168,16 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
             let source = match &args.vectors {
                 // Vector files carry no text; keep what the line has besides the vector.
                 Some(_) => {
-                    let mut s = record.source.clone();
+                    let mut s = record.source;
                     if let Some(o) = s.as_object_mut() {
-                        o.remove("vector");
+                        o.shift_remove("vector");
                     }
                     s
                 }
-                None => record.source.clone(),
+                None => record.source,
             };
             docs.push(Document {
-                id: record.id.clone(),
+                id: record.id,
                 vector: vector.iter().collect(),
                 tokens,
                 source: serde_json::to_vec(&source)?,

@@ -54,12 +54,21 @@ pub struct SearchArgs {
     /// Fuse the neural hits with BM25 hits over the same index.
     #[arg(long, value_enum)]
     hybrid: Option<Fusion>,
+    /// Memory cap (MiB per segment) of the dense weight columns that speed up frequent tokens.
+    /// Default 0 (none) unless NSPARSE_DENSE_COLUMNS_MAX_MB is set: building them takes longer
+    /// than they save on a single query. Results never change.
+    #[arg(long)]
+    dense_columns_max_mb: Option<u64>,
     /// The query text.
     query: String,
 }
 
 /// Runs `nsparse search`.
 pub fn run(args: SearchArgs) -> Result<()> {
+    let env_cap = std::env::var_os(nsparse_index::DENSE_COLUMNS_MAX_MB_ENV).is_some();
+    if let Some(mb) = args.dense_columns_max_mb.or((!env_cap).then_some(0)) {
+        nsparse_index::set_dense_columns_max_mb(mb);
+    }
     let searcher = open_reader(&args.index)?;
     anyhow::ensure!(args.k > 0, "-k must be at least 1");
     let metadata = searcher.metadata().clone();

@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// Requests taking longer are answered with 504.
     #[arg(long, default_value_t = 60)]
     request_timeout_secs: u64,
+    /// Memory cap (MiB per segment) of the dense weight columns that speed up exact search
+    /// (about 2 bytes per document per frequent token; most frequent kept first, 0 = none).
+    /// Default: no cap, or NSPARSE_DENSE_COLUMNS_MAX_MB. Results never change.
+    #[arg(long)]
+    dense_columns_max_mb: Option<u64>,
 }
 
 /// Splits `NAME=DIR` or `DIR` into (model id, folder).
@@ -59,6 +64,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.request_timeout_secs > 0,
         "--request-timeout-secs must be at least 1"
     );
+    if let Some(mb) = args.dense_columns_max_mb {
+        nsparse_index::set_dense_columns_max_mb(mb);
+    }
     let mut models = Models::new();
     for spec in &args.models {
         let (name, dir) = model_spec(spec)?;

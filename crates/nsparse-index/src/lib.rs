@@ -152,13 +152,14 @@
 //!   `k × expansion_rate` (capped by `max_window_size`), phase 2 rescores
 //!   that window with all tokens.
 //!
-//! Derived in-memory structures (per-token maxima, `_id` map, and on first
+//! Derived in-memory structures (per-token maxima, `_id` index, and on first
 //! use the block maxima and the dense columns) are rebuilt from the postings,
 //! so they cannot disagree with the files. Dense columns cost 2 bytes per
 //! document per dense token (about 1 GB at 1M SPLADE-like documents); the
 //! environment variable `NSPARSE_DENSE_COLUMNS_MAX_MB` ([`DENSE_COLUMNS_MAX_MB_ENV`])
-//! caps them per segment (most frequent tokens first; `0` turns them off),
-//! trading speed for memory, never results.
+//! or [`set_dense_columns_max_mb`] (before the first search) caps them per
+//! segment (most frequent tokens first; `0` turns them off), trading speed
+//! for memory, never results.
 //!
 //! ## BM25
 //! Documents may carry a token-id sequence; segments store term frequencies and
@@ -197,4 +198,4 @@ pub use search::{
     DocFilter, Hit, HybridCombination, HybridRequest, SearchMode, SearchRequest, Searcher,
     StoredDocument, TokenContribution,
 };
-pub use segment::DENSE_COLUMNS_MAX_MB_ENV;
+pub use segment::{set_dense_columns_max_mb, DENSE_COLUMNS_MAX_MB_ENV};

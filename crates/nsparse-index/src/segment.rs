@@ -1188,10 +1188,28 @@ pub(crate) const DENSE_DF_DIVISOR: u32 = 8;
 /// (`0` turns them off; unset: no cap). Read once per process.
 pub const DENSE_COLUMNS_MAX_MB_ENV: &str = "NSPARSE_DENSE_COLUMNS_MAX_MB";
 
-/// The per-segment byte budget for dense columns (from [`DENSE_COLUMNS_MAX_MB_ENV`]).
+/// The process's per-segment byte budget for dense columns, fixed by the
+/// first search that builds columns (or by [`set_dense_columns_max_mb`]).
+static DENSE_BUDGET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Cap the memory of each segment's dense columns at `mb` MiB for this
+/// process (the most frequent tokens keep theirs; `0` turns them off),
+/// overriding [`DENSE_COLUMNS_MAX_MB_ENV`]. Results never change, only speed
+/// and memory.
+///
+/// Call it before the first search: the budget is fixed once a segment has
+/// built its columns, and then this returns `false` and changes nothing.
+/// A program that runs one query per process (like `nsparse search`) should
+/// pass 0: building the columns of a large segment costs far more than they
+/// save on one query.
+pub fn set_dense_columns_max_mb(mb: u64) -> bool {
+    DENSE_BUDGET.set(mb.saturating_mul(1 << 20)).is_ok()
+}
+
+/// The per-segment byte budget for dense columns (from
+/// [`set_dense_columns_max_mb`], else [`DENSE_COLUMNS_MAX_MB_ENV`], else none).
 fn dense_columns_max_bytes() -> u64 {
-    static BUDGET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *BUDGET.get_or_init(|| match std::env::var(DENSE_COLUMNS_MAX_MB_ENV) {
+    *DENSE_BUDGET.get_or_init(|| match std::env::var(DENSE_COLUMNS_MAX_MB_ENV) {
         Err(_) => u64::MAX,
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(mb) => mb.saturating_mul(1 << 20),
