@@ -10,7 +10,7 @@ use nsparse_index::{CreateOptions, Document, Index, WriterOptions};
 use nsparse_model::{SparseEncoder, SparseVector};
 use serde_json::{json, Value};
 
-use crate::jsonl::{count_records, par_map, RecordReader};
+use crate::jsonl::{count_records, parse_vector_line, Record, RecordReader};
 use crate::model_args::ModelArgs;
 
 /// The `--model` value that selects the built-in BM25 scorer instead of a neural encoder.
@@ -131,28 +131,37 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
     const BULK_DOCS: usize = 100_000;
     let mut pending: Vec<Document> = Vec::new();
     loop {
-        // Pre-encoded vectors parse on all cores in large chunks; text
-        // chunks stay small so the progress bar moves during encoding.
-        let chunk = reader.next_chunk(if args.vectors.is_some() { 8192 } else { 1024 })?;
+        // Pre-encoded vectors parse on all cores in large chunks, straight
+        // into token ids; text chunks stay small so the progress bar moves
+        // during encoding.
+        let (chunk, vectors): (Vec<Record>, Vec<SparseVector>) = if args.vectors.is_some() {
+            reader
+                .next_chunk_with(8192, |line, origin| {
+                    let (record, entries) = parse_vector_line(line, origin)?;
+                    let vector = encoder
+                        .vector_from_tokens(entries.iter().map(|(t, w)| (t.as_ref(), *w as f32)))
+                        .with_context(|| format!("{origin}: _id {}", record.id))?;
+                    Ok((record, vector))
+                })?
+                .into_iter()
+                .unzip()
+        } else {
+            let chunk = reader.next_chunk(1024)?;
+            let vectors = if bm25 {
+                vec![SparseVector::new(); chunk.len()]
+            } else {
+                let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+                let before = bar.position();
+                let out =
+                    encoder.encode_documents(&texts, |n| bar.set_position(before + n as u64))?;
+                truncated += out.truncated;
+                out.vectors
+            };
+            (chunk, vectors)
+        };
         if chunk.is_empty() {
             break;
         }
-        let vectors: Vec<SparseVector> = if args.vectors.is_some() {
-            par_map(&chunk, |r| {
-                vector_of_record(&encoder, &r.source)
-                    .with_context(|| format!("{}: _id {}", input.display(), r.id))
-            })
-            .into_iter()
-            .collect::<Result<_>>()?
-        } else if bm25 {
-            vec![SparseVector::new(); chunk.len()]
-        } else {
-            let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
-            let before = bar.position();
-            let out = encoder.encode_documents(&texts, |n| bar.set_position(before + n as u64))?;
-            truncated += out.truncated;
-            out.vectors
-        };
         let mut docs = Vec::with_capacity(chunk.len());
         for (record, mut vector) in chunk.into_iter().zip(vectors) {
             vector.prune(pruning);
@@ -165,17 +174,8 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
                         .tokenize_document_untruncated(&record.text)?,
                 )
             };
-            let source = match &args.vectors {
-                // Vector files carry no text; keep what the line has besides the vector.
-                Some(_) => {
-                    let mut s = record.source;
-                    if let Some(o) = s.as_object_mut() {
-                        o.shift_remove("vector");
-                    }
-                    s
-                }
-                None => record.source,
-            };
+            // For vector lines the parser left the vector out of the source.
+            let source = record.source;
             docs.push(Document {
                 id: record.id,
                 vector: vector.iter().collect(),
@@ -216,23 +216,6 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
     }
     eprintln!("{line}");
     Ok(())
-}
-
-/// The `vector` object of a pre-encoded line, mapped through the tokenizer's vocabulary.
-fn vector_of_record(encoder: &SparseEncoder, source: &Value) -> Result<SparseVector> {
-    let Some(map) = source.get("vector").and_then(Value::as_object) else {
-        bail!(
-            "no \"vector\" object; lines must be {{\"_id\": ..., \"vector\": {{token: weight}}}}"
-        );
-    };
-    let mut pairs = Vec::with_capacity(map.len());
-    for (token, weight) in map {
-        let weight = weight
-            .as_f64()
-            .with_context(|| format!("token {token:?}: weight {weight} is not a number"))?;
-        pairs.push((token.as_str(), weight as f32));
-    }
-    Ok(encoder.vector_from_tokens(pairs)?)
 }
 
 /// Runs `nsparse delete`.

@@ -4,7 +4,11 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::borrow::Cow;
+
 use anyhow::{bail, Context, Result};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// One line of a BEIR corpus or queries file.
@@ -23,6 +27,12 @@ pub fn parse_record(line: &str, origin: &str) -> Result<Record> {
     let source: Value = serde_json::from_str(line).with_context(|| {
         format!("{origin}: not a JSON object; each line must be {{\"_id\": ..., \"text\": ...}}")
     })?;
+    record_from_object(source, origin, true)
+}
+
+/// The `Record` of a parsed line; `require_text` rejects lines with neither
+/// `text` nor `title` (corpus lines must have text, vector lines need not).
+fn record_from_object(source: Value, origin: &str, require_text: bool) -> Result<Record> {
     let obj = source
         .as_object()
         .with_context(|| format!("{origin}: not a JSON object"))?;
@@ -41,7 +51,7 @@ pub fn parse_record(line: &str, origin: &str) -> Result<Record> {
         None | Some(Value::Null) => "",
         Some(_) => bail!("{origin}: \"title\" must be a string"),
     };
-    if title.is_empty() && text.is_empty() && !obj.contains_key("text") {
+    if require_text && title.is_empty() && text.is_empty() && !obj.contains_key("text") {
         bail!("{origin}: no \"text\" field");
     }
     let text = if title.is_empty() {
@@ -50,6 +60,128 @@ pub fn parse_record(line: &str, origin: &str) -> Result<Record> {
         format!("{title} {text}")
     };
     Ok(Record { id, text, source })
+}
+
+/// Token strings and weights of a `"vector"` object, borrowed from the line
+/// where JSON allows it.
+pub type TokenWeights<'a> = Vec<(Cow<'a, str>, f64)>;
+
+/// Parses one line of pre-encoded vectors, `{"_id": ..., "vector": {token:
+/// weight, ...}, ...}`: the record (its source without the vector; `text` is
+/// optional and only feeds BM25) and the vector's entries.
+///
+/// The vector is read straight into (token, weight) pairs: building a
+/// `serde_json::Value` tree for it (an ordered map entry per token) was most
+/// of the time to index a vectors file.
+pub fn parse_vector_line<'a>(line: &'a str, origin: &str) -> Result<(Record, TokenWeights<'a>)> {
+    let parsed: VectorLine<'a> = serde_json::from_str(line).with_context(|| {
+        format!(
+            "{origin}: not a vector line; each line must be {{\"_id\": ..., \"vector\": {{token: weight, ...}}}}"
+        )
+    })?;
+    let Some(vector) = parsed.vector else {
+        bail!("{origin}: no \"vector\" object; lines must be {{\"_id\": ..., \"vector\": {{token: weight}}}}");
+    };
+    let record = record_from_object(Value::Object(parsed.fields), origin, false)?;
+    Ok((record, vector))
+}
+
+/// A vector line: every field but `vector` as JSON values, and the vector's
+/// entries.
+struct VectorLine<'a> {
+    fields: serde_json::Map<String, Value>,
+    vector: Option<TokenWeights<'a>>,
+}
+
+impl<'de> Deserialize<'de> for VectorLine<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct LineVisitor;
+        impl<'de> Visitor<'de> for LineVisitor {
+            type Value = VectorLine<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut fields = serde_json::Map::new();
+                let mut vector = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "vector" {
+                        vector = Some(map.next_value::<Entries<'de>>()?.0);
+                    } else {
+                        let value: Value = map.next_value()?;
+                        fields.insert(key, value);
+                    }
+                }
+                Ok(VectorLine { fields, vector })
+            }
+        }
+        d.deserialize_map(LineVisitor)
+    }
+}
+
+/// The entries of a `"vector"` object.
+struct Entries<'a>(TokenWeights<'a>);
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of token: weight")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(256));
+                while let Some(token) = map.next_key_seed(TokenSeed)? {
+                    let weight: f64 = map.next_value()?;
+                    out.push((token, weight));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(EntriesVisitor)
+    }
+}
+
+/// A token string, borrowed unless it contains JSON escapes.
+struct TokenSeed;
+
+impl<'de> DeserializeSeed<'de> for TokenSeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        struct TokenVisitor;
+        impl<'de> Visitor<'de> for TokenVisitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a token string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(
+                self,
+                v: String,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(TokenVisitor)
+    }
 }
 
 /// Reads JSON lines in chunks, so corpora larger than memory stream through.
@@ -71,9 +203,19 @@ impl RecordReader {
     }
 
     /// The next up to `n` records; empty at the end. Blank lines are skipped.
-    /// Lines are read in order and parsed on all cores (JSON parsing is most
-    /// of the cost of indexing pre-encoded vectors).
     pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Record>> {
+        self.next_chunk_with(n, parse_record)
+    }
+
+    /// The next up to `n` non-blank lines, each parsed by `parse(line,
+    /// origin)`; empty at the end. Lines are read in order and parsed on all
+    /// cores (JSON parsing is most of the cost of indexing pre-encoded
+    /// vectors).
+    pub fn next_chunk_with<T: Send>(
+        &mut self,
+        n: usize,
+        parse: impl Fn(&str, &str) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
         let mut lines = Vec::with_capacity(n);
         while lines.len() < n {
             let Some(line) = self.lines.next() else { break };
@@ -87,11 +229,9 @@ impl RecordReader {
             lines.push((self.line_no, line));
         }
         let path = self.path.display().to_string();
-        par_map(&lines, |(no, line)| {
-            parse_record(line, &format!("{path}:{no}"))
-        })
-        .into_iter()
-        .collect()
+        par_map(&lines, |(no, line)| parse(line, &format!("{path}:{no}")))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -198,6 +338,34 @@ mod tests {
         let err = reader.next_chunk(2500).unwrap_err().to_string();
         assert!(err.contains(":6001: not a JSON object"), "{err}");
         assert_eq!(par_map(&[1, 2, 3], |x| x * 2), vec![2, 4, 6]);
+    }
+
+    #[test]
+    fn vector_lines_need_no_text_and_keep_their_other_fields() {
+        let line = r#"{"_id":7,"vector":{"\"":1.5,"caf\u00e9":0.25,"ny":2},"year":2020}"#;
+        let (r, entries) = parse_vector_line(line, "v:1").unwrap();
+        assert_eq!((r.id.as_str(), r.text.as_str()), ("7", ""));
+        assert_eq!(r.source, serde_json::json!({"_id": 7, "year": 2020}));
+        let got: Vec<(&str, f64)> = entries.iter().map(|(t, w)| (t.as_ref(), *w)).collect();
+        assert_eq!(got, vec![("\"", 1.5), ("café", 0.25), ("ny", 2.0)]);
+        // Plain tokens are borrowed from the line, escaped ones decoded.
+        assert!(matches!(entries[2].0, Cow::Borrowed(_)));
+        assert!(matches!(entries[0].0, Cow::Owned(_)));
+        let (r, _) = parse_vector_line(r#"{"_id":"a","text":"t","vector":{}}"#, "v:2").unwrap();
+        assert_eq!(r.text, "t");
+        for (line, needle) in [
+            (r#"{"_id":"d"}"#, "v:3: no \"vector\" object"),
+            (
+                r#"{"_id":"d","vector":{"a":"x"}}"#,
+                "v:3: not a vector line",
+            ),
+            (r#"{"_id":"d","vector":[1]}"#, "v:3: not a vector line"),
+            (r#"{"vector":{"a":1}}"#, "v:3: missing or empty \"_id\""),
+            ("[1]", "v:3: not a vector line"),
+        ] {
+            let e = format!("{:#}", parse_vector_line(line, "v:3").unwrap_err());
+            assert!(e.contains(needle), "{line}: {e}");
+        }
     }
 
     #[test]
