@@ -174,13 +174,12 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
                         .tokenize_document_untruncated(&record.text)?,
                 )
             };
-            // For vector lines the parser left the vector out of the source.
-            let source = record.source;
             docs.push(Document {
                 id: record.id,
                 vector: vector.iter().collect(),
                 tokens,
-                source: serde_json::to_vec(&source)?,
+                // (For vector lines the parser left the vector out.)
+                source: serde_json::to_vec(&record.source)?,
             });
         }
         done += docs.len();

@@ -533,22 +533,10 @@ impl<'a> BulkInput<'a> {
             }
             Ok((resorted, tf))
         };
-        let threads = std::thread::available_parallelism().map_or(1, |c| c.get().min(8));
-        let parts = threads.min(docs.len() / 65_536 + 1);
-        let bounds: Vec<usize> = (0..=parts).map(|p| docs.len() * p / parts).collect();
-        let results: Vec<Result<Checked>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = bounds
-                .windows(2)
-                .map(|w| {
-                    let r = w[0]..w[1];
-                    sc.spawn(move || check(r))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+        // The same split as the segment build that follows.
+        let n = docs.len();
+        let ranges = crate::segment::doc_ranges(n, crate::segment::build_threads(n));
+        let results = crate::segment::per_range(&ranges, check);
         let mut resorted = HashMap::new();
         let mut tf = Vec::with_capacity(docs.len());
         for r in results {

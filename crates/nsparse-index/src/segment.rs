@@ -118,14 +118,14 @@ impl SegmentInput for [DocRecord] {
 
 /// Threads a segment build uses: the machine's cores, at most 8, and one
 /// per 64k documents so small segments (tests, WAL flushes) stay serial.
-fn build_threads(n_docs: usize) -> usize {
+pub(crate) fn build_threads(n_docs: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     cores.clamp(1, 8).min(n_docs / 65_536 + 1)
 }
 
 /// Split `0..n` into `parts` contiguous ranges whose starts are multiples of
 /// `SOURCE_CHUNK`, so every part compresses whole source chunks.
-fn doc_ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn doc_ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
     let chunks = n.div_ceil(SOURCE_CHUNK);
     (0..parts)
         .map(|p| {
@@ -157,21 +157,12 @@ impl Inverter {
         vocab: usize,
         each: &(impl Fn(usize, &mut dyn FnMut(u16)) + Sync),
     ) -> Inverter {
-        let part_df: Vec<Vec<u32>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = ranges
-                .iter()
-                .map(|r| {
-                    let r = r.clone();
-                    sc.spawn(move || {
-                        let mut df = vec![0u32; vocab];
-                        for i in r {
-                            each(i, &mut |t| df[t as usize] += 1);
-                        }
-                        df
-                    })
-                })
-                .collect();
-            handles.into_iter().map(join_part).collect()
+        let part_df: Vec<Vec<u32>> = per_range(ranges, |r| {
+            let mut df = vec![0u32; vocab];
+            for i in r {
+                each(i, &mut |t| df[t as usize] += 1);
+            }
+            df
         });
         let mut term_start = vec![0usize; vocab + 1];
         for t in 0..vocab {
@@ -386,6 +377,24 @@ fn join_part<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
     h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
+/// `f` of every range, each on its own scoped thread; results in range order.
+pub(crate) fn per_range<R: Send>(
+    ranges: &[std::ops::Range<usize>],
+    f: impl Fn(std::ops::Range<usize>) -> R + Sync,
+) -> Vec<R> {
+    std::thread::scope(|sc| {
+        let f = &f;
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|r| {
+                let r = r.clone();
+                sc.spawn(move || f(r))
+            })
+            .collect();
+        handles.into_iter().map(join_part).collect()
+    })
+}
+
 /// Compress the sources of documents `range` (whole chunks) as
 /// `(chunk table relative to the returned bytes, bytes)`.
 fn compress_sources<D: SegmentInput + ?Sized>(
@@ -434,20 +443,13 @@ impl Segment {
         let inverted = t0.elapsed();
         let doc_len: Vec<u32> = (0..n).map(|i| docs.doc_len(i)).collect();
         let total_len = doc_len.iter().map(|&l| l as u64).sum();
-        let (parts, ids): (Vec<_>, Vec<Vec<String>>) = std::thread::scope(|sc| {
-            let handles: Vec<_> = ranges
-                .iter()
-                .map(|r| {
-                    let r = r.clone();
-                    sc.spawn(move || {
-                        let src = compress_sources(docs, r.clone());
-                        let ids: Vec<String> = r.map(|i| docs.id(i).to_string()).collect();
-                        (src, ids)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(join_part).unzip()
-        });
+        let (parts, ids): (Vec<_>, Vec<Vec<String>>) = per_range(&ranges, |r| {
+            let src = compress_sources(docs, r.clone());
+            let ids: Vec<String> = r.map(|i| docs.id(i).to_string()).collect();
+            (src, ids)
+        })
+        .into_iter()
+        .unzip();
         let mut src_chunks = Vec::with_capacity(n.div_ceil(SOURCE_CHUNK));
         let mut src_data = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
         for (chunks, data) in parts {
