@@ -61,6 +61,9 @@ fn main() {
     }
     for (m, (name, _)) in modes.iter().enumerate() {
         let l = &mut lat[m];
+        if l.is_empty() {
+            continue;
+        }
         l.sort_by(f64::total_cmp);
         eprintln!(
             "{name} p50 {:.3} ms p99 {:.3} ms",

@@ -180,6 +180,7 @@ mod error;
 mod format;
 mod id_index;
 mod index;
+mod postings;
 mod search;
 mod segment;
 mod simd;

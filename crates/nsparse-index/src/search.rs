@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::dequantize;
 use crate::index::Bm25Params;
+use crate::postings::{self, Postings};
 use crate::segment::{Bitset, ForwardCursor, Segment, DOC_BLOCK_SHIFT, SOURCE_CHUNK};
 use crate::simd::{accumulate_dense_batch, chunks_reaching, values_in_chunks, DENSE_BATCH};
 
@@ -670,13 +671,13 @@ impl Searcher {
                 let mut lower = top.theta();
                 let mut max_acc = 0f32;
                 for &(ub, t, w) in &order {
-                    let r = seg.term_start[t as usize]..seg.term_start[t as usize + 1];
+                    let df = seg.post.df(t);
                     // The k-th best live partial score is a lower bound of the k-th
                     // final score. Computing it costs O(touched): only try when it
                     // could exceed `rest` and would let us skip a long list.
                     if touched.len() >= k
                         && rest < max_acc
-                        && r.len() * 4 > touched.len()
+                        && df * 4 > touched.len()
                         && touched.len() <= 1 << 16
                     {
                         let tmp = &mut sc.tmp;
@@ -697,7 +698,7 @@ impl Searcher {
                         break;
                     }
                     rest -= ub;
-                    for (&d, &qw) in seg.post_doc[r.clone()].iter().zip(&seg.post_w[r]) {
+                    for (d, qw) in seg.post.iter(t) {
                         let a = &mut acc[d as usize];
                         if *a == 0.0 {
                             touched.push(d);
@@ -791,9 +792,12 @@ impl Searcher {
                 acc.clear();
                 acc.resize(seg.n_docs as usize, 0.0);
                 for &(t, w) in q {
-                    let r = seg.term_start[t as usize]..seg.term_start[t as usize + 1];
-                    for (&d, &qw) in seg.post_doc[r.clone()].iter().zip(&seg.post_w[r]) {
-                        acc[d as usize] += w * dequantize(qw);
+                    for i in seg.post.runs(t) {
+                        let (base, r) = seg.post.run(i);
+                        let acc = &mut acc[base as usize..];
+                        for &x in &seg.post.packed[r] {
+                            acc[postings::offset(x) as usize] += w * postings::weight(x);
+                        }
                     }
                 }
                 let mut theta = top.theta();
@@ -905,9 +909,9 @@ impl Searcher {
                 acc.clear();
                 acc.resize(seg.n_docs as usize, 0.0);
                 for &(t, w) in &q {
-                    for pi in seg.tf_start[t as usize]..seg.tf_start[t as usize + 1] {
-                        let d = seg.tf_doc[pi] as usize;
-                        acc[d] += w * sat_tf(seg.tf_val[pi], seg.doc_len[d], avg, p);
+                    let r = seg.tf_start[t as usize]..seg.tf_start[t as usize + 1];
+                    for &(d, f) in &seg.tf_post[r] {
+                        acc[d as usize] += w * sat_tf(f, seg.doc_len[d as usize], avg, p);
                     }
                 }
                 let mut theta = top.theta();
@@ -932,9 +936,11 @@ impl Searcher {
                     let mut out = Vec::new();
                     for &(t, w) in &q {
                         let r = ss.seg.tf_start[t as usize]..ss.seg.tf_start[t as usize + 1];
-                        if let Ok(i) = ss.seg.tf_doc[r.clone()].binary_search(&c.doc) {
+                        if let Ok(i) =
+                            ss.seg.tf_post[r.clone()].binary_search_by_key(&c.doc, |x| x.0)
+                        {
                             let dw = sat_tf(
-                                ss.seg.tf_val[r.start + i],
+                                ss.seg.tf_post[r.start + i].1,
                                 ss.seg.doc_len[c.doc as usize],
                                 avg,
                                 p,
@@ -1192,15 +1198,11 @@ fn score_block(
             continue;
         };
         let ei = s + i;
-        let ps = bm.pos[ei] as usize;
-        let pe = if ei + 1 < e {
-            bm.pos[ei + 1] as usize
-        } else {
-            seg.term_start[t as usize + 1]
-        };
-        for (&d, &qw) in seg.post_doc[ps..pe].iter().zip(&seg.post_w[ps..pe]) {
-            let l = d.wrapping_sub(base) as usize & (BLOCK_DOCS - 1);
-            acc[l] += w * dequantize(qw);
+        // Blocks lie inside postings tiles: the offset's low bits are the
+        // position in the block.
+        for &x in &seg.post.packed[bm.pos[ei]..bm.pos[ei + 1]] {
+            let l = postings::offset(x) as usize & (BLOCK_DOCS - 1);
+            acc[l] += w * postings::weight(x);
             mask |= 1 << l;
         }
     }
@@ -1346,25 +1348,48 @@ struct TileTerm {
     gen: bool,
     /// Postings before `pos` are below the current tile. Once [`TileTerm::locate`]
     /// ran for the tile, its postings are `pos..tile_end` (`tile_end` is
-    /// `UNLOCATED` until then: dense-column terms skip it). The list ends at `end`.
+    /// `UNLOCATED` until then: dense-column terms skip it), with doc ids
+    /// relative to `base`.
     pos: usize,
     tile_end: usize,
-    end: usize,
+    base: u32,
+    /// The next postings tile run to look at, and the end of the token's runs.
+    run: usize,
+    runs_end: usize,
 }
 
 /// `TileTerm::tile_end` before the term's run in the tile was located.
 const UNLOCATED: usize = usize::MAX;
 
 impl TileTerm {
-    /// Find this tile's run `pos..tile_end` (docs in `lo..hi`), skipping
-    /// postings of earlier tiles left behind while the term was scored from
-    /// its dense column.
+    /// Find this search tile's postings `pos..tile_end` (docs in `lo..hi`,
+    /// inside one postings tile), skipping postings of earlier tiles left
+    /// behind while the term was scored from its dense column.
     #[inline]
-    fn locate(&mut self, post_doc: &[u32], lo: u32, hi: u32) {
-        if self.tile_end == UNLOCATED {
-            self.pos += gallop_below(&post_doc[self.pos..self.end], lo);
-            self.tile_end = self.pos + gallop_below(&post_doc[self.pos..self.end], hi);
+    fn locate(&mut self, post: &Postings, lo: u32, hi: u32) {
+        if self.tile_end != UNLOCATED {
+            return;
         }
+        let tile = lo >> postings::TILE_SHIFT;
+        while self.run < self.runs_end && post.run_tile[self.run] < tile {
+            self.run += 1;
+        }
+        if self.run == self.runs_end || post.run_tile[self.run] != tile {
+            self.tile_end = self.pos;
+            return;
+        }
+        let (base, r) = post.run(self.run);
+        // Packed postings compare like their offsets: `p < off << 16` iff `offset(p) < off`.
+        let from = self.pos.max(r.start);
+        let start = from + gallop_below(&post.packed[from..r.end], (lo - base) << 16);
+        let end = if hi - base >= 1 << postings::TILE_SHIFT {
+            r.end
+        } else {
+            start + gallop_below(&post.packed[start..r.end], (hi - base) << 16)
+        };
+        self.base = base;
+        self.pos = start;
+        self.tile_end = end;
     }
 }
 
@@ -1402,8 +1427,9 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
     let terms = &mut sc.terms;
     terms.clear();
     for (&(t, w), &gen) in p.q.iter().zip(p.gen) {
-        let (s, e) = (seg.term_start[t as usize], seg.term_start[t as usize + 1]);
-        if s < e {
+        let runs = seg.post.runs(t);
+        if !runs.is_empty() {
+            let s = seg.post.term_start[t as usize];
             terms.push(TileTerm {
                 token: t,
                 w,
@@ -1411,7 +1437,9 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                 gen,
                 pos: s,
                 tile_end: s,
-                end: e,
+                base: 0,
+                run: runs.start,
+                runs_end: runs.end,
             });
         }
     }
@@ -1424,8 +1452,8 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
     let tile = 1usize << p.tile_shift;
     let dense = seg.dense();
     assert!(
-        tile <= MAX_TILE,
-        "tile of {tile} documents exceeds {MAX_TILE}"
+        tile <= MAX_TILE && p.tile_shift <= postings::TILE_SHIFT,
+        "tile of {tile} documents exceeds {MAX_TILE} or a postings tile"
     );
     sc.acc.clear();
     sc.acc.resize(MAX_TILE, 0.0);
@@ -1486,12 +1514,13 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     continue;
                 }
                 let tm = &mut terms[i];
-                tm.locate(&seg.post_doc, lo, hi);
-                let r = tm.pos..tm.tile_end;
+                tm.locate(&seg.post, lo, hi);
                 let w = tm.w;
-                for (&d, &qw) in seg.post_doc[r.clone()].iter().zip(&seg.post_w[r]) {
+                let skip = lo - tm.base;
+                for &x in &seg.post.packed[tm.pos..tm.tile_end] {
                     // The run holds docs in lo..hi, so the mask never changes the index.
-                    acc[(d - lo) as usize & (MAX_TILE - 1)] += w * dequantize(qw);
+                    let at = (postings::offset(x) - skip) as usize & (MAX_TILE - 1);
+                    acc[at] += w * postings::weight(x);
                 }
             }
             if non_essential.is_empty() {
@@ -1528,17 +1557,17 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     // others need their run in this tile.
                     for tm in terms.iter_mut() {
                         if dense.column(tm.token).is_none() {
-                            tm.locate(&seg.post_doc, lo, hi);
+                            tm.locate(&seg.post, lo, hi);
                         }
                     }
                 }
                 let weight_in = |tm: &TileTerm, d: u32| -> Option<u16> {
                     match dense.column(tm.token) {
                         Some(col) => Some(col[d as usize]).filter(|&w| w != 0),
-                        None => {
-                            let sl = &seg.post_doc[tm.pos..tm.tile_end];
-                            sl.binary_search(&d).ok().map(|j| seg.post_w[tm.pos + j])
-                        }
+                        None => postings::find_in_run(
+                            &seg.post.packed[tm.pos..tm.tile_end],
+                            d.wrapping_sub(tm.base),
+                        ),
                     }
                 };
                 non_essential.sort_by(|&a, &b| terms[b].ub.total_cmp(&terms[a].ub));
@@ -1715,6 +1744,51 @@ mod tests {
         }
     }
 
+    /// A segment of several postings tiles: search tiles of every width up
+    /// to a postings tile find each term's run through the tile directory
+    /// (with dense columns for the frequent tokens), and every exact mode
+    /// equals brute force bit for bit.
+    #[test]
+    fn search_across_postings_tiles_equals_brute_force() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        // Skewed token ids: small ids are frequent (dense columns), large ones rare.
+        let token = |rng: &mut rand::rngs::StdRng, p: i32| {
+            let u: f64 = rng.random();
+            (u.powi(p) * 3000.0) as u32
+        };
+        let n = 2 * (1usize << postings::TILE_SHIFT) + 5000;
+        let docs: Vec<Vec<(u32, f32)>> = (0..n)
+            .map(|_| {
+                let mut v: Vec<(u32, f32)> = (0..12)
+                    .map(|_| (token(&mut rng, 4), rng.random_range(0.05f32..3.0)))
+                    .collect();
+                v.sort_by_key(|p| p.0);
+                v.dedup_by_key(|p| p.0);
+                v
+            })
+            .collect();
+        let s = snapshot(vec![docs], 11);
+        assert!(s.snap.segs[0].seg.dense().len() > 3);
+        let accept = |id: &str| !id.ends_with('7');
+        let key = |c: &[Cand]| {
+            c.iter()
+                .map(|c| (c.score.to_bits(), c.seg, c.doc))
+                .collect::<Vec<_>>()
+        };
+        for _ in 0..5 {
+            let q: Vec<(u32, f32)> = (0..10)
+                .map(|_| (token(&mut rng, 2), rng.random_range(0.1f32..2.0)))
+                .collect();
+            let q = s.canon(&q).unwrap();
+            assert_tiled_equals_brute(&s, &q, &[10], &[12, 15, 16], &accept);
+            let want = key(&s.run_brute(&q, 10, None));
+            assert_eq!(key(&s.run_taat(&q, 10, None)), want);
+            assert_eq!(key(&s.run_maxscore(&q, 10, None)), want);
+            assert_eq!(key(&s.run_bmp(&q, &q, 1.0, 10, None)), want);
+        }
+    }
+
     #[test]
     fn gallop_below_matches_partition_point() {
         use rand::{Rng, SeedableRng};
@@ -1750,7 +1824,7 @@ mod tests {
             let n = seg.n_docs as u64;
             let capped = DenseColumns::build_within(seg, 5 * 2 * n + 1);
             assert_eq!(capped.len(), 5);
-            let df = |t: u32| seg.term_start[t as usize + 1] - seg.term_start[t as usize];
+            let df = |t: u32| seg.post.df(t);
             let min_kept = (0..30_522u32)
                 .filter(|&t| capped.column(t).is_some())
                 .map(df)

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::{self, dequantize, put_varint, Cursor};
 use crate::id_index::IdIndex;
+use crate::postings::{self, Postings, PostingsBuilder};
 
 pub(crate) const SEG_MAGIC: &[u8; 8] = b"NSPSEG\0\0";
 pub(crate) const SEG_VERSION: u32 = 1;
@@ -49,10 +50,8 @@ pub(crate) struct Segment {
     pub ids: Vec<String>,
     /// `_id` → position in `ids` (derived at build and load).
     pub id_index: IdIndex,
-    // Neural postings, grouped by token: docs ascending within a token.
-    pub term_start: Vec<usize>,
-    pub post_doc: Vec<u32>,
-    pub post_w: Vec<u16>,
+    /// Neural postings, grouped by token: docs ascending within a token.
+    pub post: Postings,
     /// Block-max table, built on first use (only the block-max and BMP-style
     /// modes need it; it costs about as much memory as the doc ids).
     pub block_max: std::sync::OnceLock<BlockMax>,
@@ -62,9 +61,10 @@ pub(crate) struct Segment {
     /// Per token, the largest dequantized weight in this segment.
     pub term_max: Vec<f32>,
     // BM25.
+    /// Token `t`'s BM25 postings are `tf_post[tf_start[t]..tf_start[t + 1]]`.
     pub tf_start: Vec<usize>,
-    pub tf_doc: Vec<u32>,
-    pub tf_val: Vec<u32>,
+    /// BM25 postings: (doc id, term frequency), docs ascending per token.
+    pub tf_post: Vec<(u32, u32)>,
     pub doc_len: Vec<u32>,
     pub total_len: u64,
     // Sources: lz4 block-compressed chunks of SOURCE_CHUNK docs.
@@ -175,53 +175,116 @@ impl Inverter {
         }
     }
 
-    /// Fill `(doc ids, values)` of every token's list; `each(i, f)` calls
-    /// `f(token, value)` for document `i`'s postings, tokens ascending.
-    fn invert<V: Copy + Default + Send + Sync>(
+    /// Fill every token's list with the elements `each(i, f)` emits for
+    /// document `i` (calling `f(token, element)`, tokens ascending).
+    ///
+    /// With `tiles`, a gathering chunk never spans two postings tiles
+    /// ([`postings::TILE_SHIFT`]) and each part also returns where each
+    /// (token, tile) run starts in its slice of the token's list.
+    fn invert<E: Copy + Default + Send + Sync>(
         &self,
         ranges: &[std::ops::Range<usize>],
-        each: &(impl Fn(usize, &mut dyn FnMut(u16, V)) + Sync),
-    ) -> (Vec<u32>, Vec<V>) {
+        tiles: bool,
+        each: &(impl Fn(usize, &mut dyn FnMut(u16, E)) + Sync),
+    ) -> (Vec<E>, Vec<Vec<RunMark>>) {
         let vocab = self.term_start.len() - 1;
         let total = self.term_start[vocab];
-        let mut post_doc = vec![0u32; total];
-        let mut post_val = vec![V::default(); total];
+        let mut out = vec![E::default(); total];
+        // Fault the output pages in before the scatter, one write per page,
+        // each thread a contiguous share: faults taken in a tight loop cost
+        // less than the same faults spread over the inversion (~10 % of the
+        // build), and threads faulting pages of the same page table contend
+        // in the kernel (2.3x slower than contiguous shares, measured).
+        let page = (4096 / std::mem::size_of::<E>()).max(1);
+        let share = total.div_ceil(ranges.len().max(1)).max(1);
+        std::thread::scope(|sc| {
+            for part in out.chunks_mut(share) {
+                sc.spawn(move || {
+                    for x in part.iter_mut().step_by(page) {
+                        *x = E::default();
+                    }
+                });
+            }
+        });
         // Per part, per token: the part's slice of the token's run. Carving
-        // the arrays into disjoint slices lets the threads write in parallel
+        // the array into disjoint slices lets the threads write in parallel
         // without sharing anything mutable.
         let parts = ranges.len();
-        let mut doc_dst: Vec<Vec<&mut [u32]>> =
-            (0..parts).map(|_| Vec::with_capacity(vocab)).collect();
-        let mut val_dst: Vec<Vec<&mut [V]>> =
-            (0..parts).map(|_| Vec::with_capacity(vocab)).collect();
+        let mut dst: Vec<Vec<&mut [E]>> = (0..parts).map(|_| Vec::with_capacity(vocab)).collect();
         {
-            let (mut dr, mut vr) = (&mut post_doc[..], &mut post_val[..]);
+            let mut rest = &mut out[..];
             for t in 0..vocab {
-                for p in 0..parts {
+                for (p, d) in dst.iter_mut().enumerate() {
                     let k = self.part_df[p][t] as usize;
-                    let (d, drest) = std::mem::take(&mut dr).split_at_mut(k);
-                    let (w, vrest) = std::mem::take(&mut vr).split_at_mut(k);
-                    doc_dst[p].push(d);
-                    val_dst[p].push(w);
-                    dr = drest;
-                    vr = vrest;
+                    let (head, tail) = std::mem::take(&mut rest).split_at_mut(k);
+                    d.push(head);
+                    rest = tail;
                 }
             }
         }
-        std::thread::scope(|sc| {
+        let marks = std::thread::scope(|sc| {
             let handles: Vec<_> = ranges
                 .iter()
-                .zip(doc_dst)
-                .zip(val_dst)
-                .map(|((r, dd), vd)| {
+                .zip(dst)
+                .map(|(r, d)| {
                     let r = r.clone();
-                    sc.spawn(move || invert_part(r, dd, vd, each))
+                    sc.spawn(move || invert_part(r, d, tiles, each))
                 })
                 .collect();
-            handles.into_iter().for_each(join_part);
+            handles.into_iter().map(join_part).collect()
         });
-        (post_doc, post_val)
+        (out, marks)
     }
+
+    /// The neural postings from the packed lists and the parts' run marks.
+    fn into_postings(self, packed: Vec<u32>, marks: Vec<Vec<RunMark>>) -> Postings {
+        let vocab = self.term_start.len() - 1;
+        // Marks per token (each part's are in chunk order; group them).
+        let mut by_token: Vec<Vec<RunMark>> = marks
+            .into_iter()
+            .map(|mut m| {
+                m.sort_unstable_by_key(|r| (r.token, r.tile));
+                m
+            })
+            .collect();
+        let mut next = vec![0usize; by_token.len()];
+        let mut run_start = Vec::with_capacity(vocab + 1);
+        let mut run_tile = Vec::new();
+        let mut run_pos = Vec::new();
+        for t in 0..vocab {
+            run_start.push(run_tile.len());
+            let mut base = self.term_start[t];
+            for (p, m) in by_token.iter_mut().enumerate() {
+                while let Some(r) = m.get(next[p]).filter(|r| r.token as usize == t) {
+                    // A tile split between two parts continues the same run.
+                    if run_tile.last() != Some(&r.tile) || run_start[t] == run_tile.len() {
+                        run_tile.push(r.tile);
+                        run_pos.push(base + r.pos as usize);
+                    }
+                    next[p] += 1;
+                }
+                base += self.part_df[p][t] as usize;
+            }
+        }
+        run_start.push(run_tile.len());
+        run_pos.push(packed.len());
+        Postings {
+            term_start: self.term_start,
+            run_start,
+            run_tile,
+            run_pos,
+            packed,
+        }
+    }
+}
+
+/// Where a part's postings of `token` in `tile` begin, relative to the
+/// part's slice of the token's list.
+#[derive(Clone, Copy, Debug)]
+struct RunMark {
+    token: u16,
+    tile: u32,
+    pos: u32,
 }
 
 /// One thread's inversion of documents `range` into its slices of every
@@ -233,45 +296,38 @@ impl Inverter {
 /// scatter into the full arrays costs a cache and TLB miss per posting at
 /// millions of documents; each copied run costs one, so chunks are large
 /// (1M postings: 1.6x faster than 128k at 1M docs).
-fn invert_part<V: Copy + Default>(
+fn invert_part<E: Copy + Default>(
     range: std::ops::Range<usize>,
-    mut doc_dst: Vec<&mut [u32]>,
-    mut val_dst: Vec<&mut [V]>,
-    each: &(impl Fn(usize, &mut dyn FnMut(u16, V)) + Sync),
-) {
+    mut dst: Vec<&mut [E]>,
+    tiles: bool,
+    each: &(impl Fn(usize, &mut dyn FnMut(u16, E)) + Sync),
+) -> Vec<RunMark> {
     const CHUNK_POSTINGS: usize = 1 << 20;
-    let vocab = doc_dst.len();
-    // Fault the output pages in with one write per page before the
-    // scatter: page faults taken in a tight loop cost less than the same
-    // faults spread over the inversion (measured: ~10 % of the build).
-    let page_elems = |size: usize| (4096 / size).max(1);
-    for run in doc_dst.iter_mut() {
-        for x in run.iter_mut().step_by(page_elems(4)) {
-            *x = 0;
-        }
-    }
-    for run in val_dst.iter_mut() {
-        for x in run.iter_mut().step_by(page_elems(std::mem::size_of::<V>())) {
-            *x = V::default();
-        }
-    }
+    let vocab = dst.len();
+    let tile_mask = (1usize << postings::TILE_SHIFT) - 1;
+    let mut marks = Vec::new();
+    let mut last_tile = vec![u32::MAX; if tiles { vocab } else { 0 }];
     let mut filled = vec![0usize; vocab];
     // u32 positions keep the per-token counters (120 KiB) in L2.
     let mut local_cnt = vec![0u32; vocab + 1];
-    let mut gathered: Vec<(u16, V, u32)> = Vec::with_capacity(CHUNK_POSTINGS + 1024);
-    let mut local_doc: Vec<u32> = Vec::new();
-    let mut local_val: Vec<V> = Vec::new();
+    let mut gathered: Vec<(u16, E)> = Vec::with_capacity(CHUNK_POSTINGS + 1024);
+    let mut local: Vec<E> = Vec::new();
     let mut i = range.start;
     while i < range.end {
         gathered.clear();
-        while i < range.end && gathered.len() < CHUNK_POSTINGS {
-            let d = i as u32;
-            each(i, &mut |t, w| gathered.push((t, w, d)));
+        let first = i;
+        // With tiles, a chunk ends before the first document of a new tile.
+        while i < range.end
+            && gathered.len() < CHUNK_POSTINGS
+            && (i == first || !tiles || i & tile_mask != 0)
+        {
+            each(i, &mut |t, e| {
+                local_cnt[t as usize] += 1;
+                gathered.push((t, e));
+            });
             i += 1;
         }
-        for &(t, _, _) in &gathered {
-            local_cnt[t as usize] += 1;
-        }
+        let tile = (first >> postings::TILE_SHIFT) as u32;
         // Exclusive prefix sums: local_cnt[t] = start of t's run.
         let mut run = 0u32;
         for c in local_cnt[..vocab].iter_mut() {
@@ -279,12 +335,10 @@ fn invert_part<V: Copy + Default>(
             *c = run;
             run += k;
         }
-        local_doc.resize(gathered.len(), 0);
-        local_val.resize(gathered.len(), V::default());
-        for &(t, w, d) in &gathered {
+        local.resize(gathered.len(), E::default());
+        for &(t, e) in &gathered {
             let p = &mut local_cnt[t as usize];
-            local_doc[*p as usize] = d;
-            local_val[*p as usize] = w;
+            local[*p as usize] = e;
             *p += 1;
         }
         // Now local_cnt[t] is the end of t's run, which starts where the
@@ -294,18 +348,27 @@ fn invert_part<V: Copy + Default>(
             let e = std::mem::take(c) as usize;
             if e > s0 {
                 let g = filled[t];
-                doc_dst[t][g..g + e - s0].copy_from_slice(&local_doc[s0..e]);
-                val_dst[t][g..g + e - s0].copy_from_slice(&local_val[s0..e]);
+                if tiles && last_tile[t] != tile {
+                    last_tile[t] = tile;
+                    marks.push(RunMark {
+                        token: t as u16,
+                        tile,
+                        pos: g as u32,
+                    });
+                }
+                dst[t][g..g + e - s0].copy_from_slice(&local[s0..e]);
                 filled[t] += e - s0;
                 s0 = e;
             }
         }
     }
+    marks
 }
 
-/// Decode one on-disk postings block of `m` entries (delta-varint doc ids,
-/// then little-endian f16 weights) onto `docs` and `weights`, checking every
-/// value. `prev` is the list's last doc id so far (`None` at its start).
+/// Decode one on-disk postings block of `m` ≤ [`POSTING_BLOCK`] entries
+/// (delta-varint doc ids, then little-endian f16 weights) onto `out`'s current
+/// token, checking every value. `prev` is the list's last doc id so far
+/// (`None` at its start).
 ///
 /// Works on the raw bytes with a local position: going through
 /// [`Cursor`] per value (a call and a length check each) made decoding most
@@ -316,13 +379,13 @@ fn decode_block(
     m: usize,
     prev: &mut Option<u32>,
     n_docs: u32,
-    docs: &mut Vec<u32>,
-    weights: &mut Vec<u16>,
+    out: &mut PostingsBuilder,
 ) -> Result<()> {
     let buf = c.buf;
     let mut pos = c.pos;
     let mut last = *prev;
-    for _ in 0..m {
+    let mut docs = [0u32; POSTING_BLOCK];
+    for doc in &mut docs[..m] {
         let mut x = 0u64;
         let mut shift = 0;
         loop {
@@ -347,25 +410,20 @@ fn decode_block(
             c.pos = pos;
             return Err(c.err("doc id out of range in postings"));
         }
-        docs.push(d as u32);
+        *doc = d as u32;
         last = Some(d as u32);
     }
     let Some(bytes) = buf.get(pos..pos + 2 * m) else {
         c.pos = pos;
         return Err(c.err("truncated weights"));
     };
-    let from = weights.len();
-    weights.extend(
-        bytes
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]])),
-    );
-    if weights[from..]
-        .iter()
-        .any(|w| !(0x0400..0x7c00).contains(w))
-    {
+    let weight = |k: usize| u16::from_le_bytes([bytes[2 * k], bytes[2 * k + 1]]);
+    if (0..m).any(|k| !(0x0400..0x7c00).contains(&weight(k))) {
         c.pos = pos;
         return Err(c.err("invalid quantized weight"));
+    }
+    for (k, &d) in docs[..m].iter().enumerate() {
+        out.push(d, weight(k));
     }
     c.pos = pos + 2 * m;
     *prev = last;
@@ -429,17 +487,20 @@ impl Segment {
         let n = docs.n_docs();
         let ranges = doc_ranges(n, build_threads(n));
         let t0 = std::time::Instant::now();
-        let neural = |i: usize, f: &mut dyn FnMut(u16, u16)| docs.for_each_posting(i, f);
-        let bm25 = |i: usize, f: &mut dyn FnMut(u16, u32)| {
+        let neural = |i: usize, f: &mut dyn FnMut(u16, u32)| {
+            docs.for_each_posting(i, |t, w| f(t, postings::pack(i as u32, w)))
+        };
+        let bm25 = |i: usize, f: &mut dyn FnMut(u16, (u32, u32))| {
             for &(t, c) in docs.tf(i) {
-                f(t, c);
+                f(t, (i as u32, c));
             }
         };
-        let post_inv = Inverter::count(&ranges, v, &|i, f| neural(i, &mut |t, _| f(t)));
+        let post_inv = Inverter::count(&ranges, v, &|i, f| docs.for_each_posting(i, |t, _| f(t)));
         let tf_inv = Inverter::count(&ranges, v, &|i, f| bm25(i, &mut |t, _| f(t)));
         let counted = t0.elapsed();
-        let (post_doc, post_w) = post_inv.invert(&ranges, &neural);
-        let (tf_doc, tf_val) = tf_inv.invert(&ranges, &bm25);
+        let (packed, marks) = post_inv.invert(&ranges, true, &neural);
+        let post = post_inv.into_postings(packed, marks);
+        let (tf_post, _) = tf_inv.invert(&ranges, false, &bm25);
         let inverted = t0.elapsed();
         let doc_len: Vec<u32> = (0..n).map(|i| docs.doc_len(i)).collect();
         let total_len = doc_len.iter().map(|&l| l as u64).sum();
@@ -463,15 +524,12 @@ impl Segment {
             vocab,
             id_index: IdIndex::default(),
             ids,
-            term_start: post_inv.term_start,
-            post_doc,
-            post_w,
+            post,
             block_max: std::sync::OnceLock::new(),
             dense: std::sync::OnceLock::new(),
             term_max: Vec::new(),
             tf_start: tf_inv.term_start,
-            tf_doc,
-            tf_val,
+            tf_post,
             doc_len,
             total_len,
             src_chunks,
@@ -500,10 +558,10 @@ impl Segment {
             let ids = &self.ids;
             let index = sc.spawn(move || IdIndex::build(ids));
             // Quantized weights are positive f16 bits: their order is the order of the values.
-            let term_max: Vec<f32> = (0..v)
-                .map(|t| {
-                    let r = self.term_start[t]..self.term_start[t + 1];
-                    self.post_w[r].iter().copied().max().map_or(0.0, dequantize)
+            let term_max: Vec<f32> = (0..v as u32)
+                .map(|t| match self.post.max_weight(t) {
+                    0 => 0.0,
+                    w => dequantize(w),
                 })
                 .collect();
             (join_part(index), term_max)
@@ -528,27 +586,27 @@ impl Segment {
                 max: Vec::new(),
                 pos: Vec::new(),
             };
-            for t in 0..v {
+            for t in 0..v as u32 {
                 bm.start.push(bm.block.len());
                 let mut last = u32::MAX;
-                let r = self.term_start[t]..self.term_start[t + 1];
-                for (p, (&d, &w)) in self.post_doc[r.clone()]
-                    .iter()
-                    .zip(&self.post_w[r.clone()])
-                    .enumerate()
-                {
-                    let b = d >> DOC_BLOCK_SHIFT;
-                    if b != last {
-                        last = b;
-                        bm.block.push(b);
-                        bm.max.push(0.0f32);
-                        bm.pos.push((r.start + p) as u32);
-                    }
-                    if let Some(m) = bm.max.last_mut() {
-                        *m = m.max(dequantize(w));
+                for i in self.post.runs(t) {
+                    let (base, r) = self.post.run(i);
+                    for (p, &x) in self.post.packed[r.clone()].iter().enumerate() {
+                        // Blocks are aligned within tiles, so a block's postings are one slice.
+                        let b = (base + postings::offset(x)) >> DOC_BLOCK_SHIFT;
+                        if b != last {
+                            last = b;
+                            bm.block.push(b);
+                            bm.max.push(0.0f32);
+                            bm.pos.push(r.start + p);
+                        }
+                        if let Some(m) = bm.max.last_mut() {
+                            *m = m.max(postings::weight(x));
+                        }
                     }
                 }
             }
+            bm.pos.push(self.post.len());
             bm.start.push(bm.block.len());
             bm
         })
@@ -562,16 +620,12 @@ impl Segment {
     /// Quantized weight of token `t` in `doc` (binary search in the posting list).
     #[inline]
     pub(crate) fn weight(&self, t: u32, doc: u32) -> Option<u16> {
-        let r = self.term_start[t as usize]..self.term_start[t as usize + 1];
-        self.post_doc[r.clone()]
-            .binary_search(&doc)
-            .ok()
-            .map(|i| self.post_w[r.start + i])
+        self.post.weight(t, doc)
     }
 
     /// Number of neural postings.
     pub(crate) fn n_postings(&self) -> usize {
-        self.post_doc.len()
+        self.post.len()
     }
 
     /// Write the segment to `dir/name` (atomically, fsynced), streaming each
@@ -585,8 +639,8 @@ impl Segment {
         buf.extend_from_slice(&self.n_docs.to_le_bytes());
         buf.extend_from_slice(&self.vocab.to_le_bytes());
         buf.extend_from_slice(&self.total_len.to_le_bytes());
-        buf.extend_from_slice(&(self.post_doc.len() as u64).to_le_bytes());
-        buf.extend_from_slice(&(self.tf_doc.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&(self.post.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&(self.tf_post.len() as u64).to_le_bytes());
         out.end()?;
 
         out.begin(SEC_IDS);
@@ -599,9 +653,7 @@ impl Segment {
         out.end()?;
 
         out.begin(SEC_POSTINGS);
-        let n_terms = (0..v)
-            .filter(|&t| self.term_start[t + 1] > self.term_start[t])
-            .count();
+        let n_terms = (0..v as u32).filter(|&t| self.post.df(t) > 0).count();
         put_varint(out.buffer(), n_terms as u64);
         // Encode pieces of about PIECE postings, one per build thread at a
         // time, and append them in token order; the sink's own thread
@@ -609,8 +661,9 @@ impl Segment {
         const PIECE: usize = 1 << 20;
         let threads = build_threads(self.n_docs as usize);
         let mut pieces = vec![0usize];
+        let term_start = &self.post.term_start;
         for t in 0..v {
-            if self.term_start[t + 1] - self.term_start[*pieces.last().unwrap_or(&0)] >= PIECE {
+            if term_start[t + 1] - term_start[*pieces.last().unwrap_or(&0)] >= PIECE {
                 pieces.push(t + 1);
             }
         }
@@ -658,10 +711,9 @@ impl Segment {
             put_varint(buf, t as u64);
             put_varint(buf, (e - s) as u64);
             let mut prev = 0u32;
-            for p in s..e {
-                let d = self.tf_doc[p];
-                put_varint(buf, (if p == s { d } else { d - prev - 1 }) as u64);
-                put_varint(buf, self.tf_val[p] as u64);
+            for (p, &(d, f)) in self.tf_post[s..e].iter().enumerate() {
+                put_varint(buf, (if p == 0 { d } else { d - prev - 1 }) as u64);
+                put_varint(buf, f as u64);
                 prev = d;
             }
             out.spill()?;
@@ -685,26 +737,46 @@ impl Segment {
     /// length, then blocks of `POSTING_BLOCK` delta-varint doc ids followed by
     /// their little-endian f16 weights.
     fn encode_postings(&self, tokens: std::ops::Range<usize>, buf: &mut Vec<u8>) {
+        let mut docs = [0u32; POSTING_BLOCK];
+        let mut weights = [0u16; POSTING_BLOCK];
         for t in tokens {
-            let (s, e) = (self.term_start[t], self.term_start[t + 1]);
-            if s == e {
+            let t = t as u32;
+            let df = self.post.df(t);
+            if df == 0 {
                 continue;
             }
             put_varint(buf, t as u64);
-            put_varint(buf, (e - s) as u64);
+            put_varint(buf, df as u64);
             let mut prev = 0u32;
             let mut first = true;
-            let mut b = s;
-            while b < e {
-                let be = (b + POSTING_BLOCK).min(e);
+            // Walk the tile runs block by block without a per-posting iterator.
+            let mut runs = self.post.runs(t);
+            let (mut base, mut r) = (0u32, 0..0);
+            let mut left = df;
+            while left > 0 {
+                let m = left.min(POSTING_BLOCK);
+                let mut k = 0;
+                while k < m {
+                    if r.is_empty() {
+                        let Some(i) = runs.next() else { break };
+                        (base, r) = self.post.run(i);
+                    }
+                    let take = (m - k).min(r.len());
+                    for (j, &x) in self.post.packed[r.start..r.start + take].iter().enumerate() {
+                        docs[k + j] = base + postings::offset(x);
+                        weights[k + j] = postings::weight_bits(x);
+                    }
+                    k += take;
+                    r.start += take;
+                }
                 // Encode the block into a slice with a local cursor: pushing
                 // byte by byte makes the compiler reload the Vec's length
                 // after every store (a u8 store may alias it).
                 let at = buf.len();
-                buf.resize(at + (be - b) * 7, 0);
+                buf.resize(at + m * 7, 0);
                 let dst = &mut buf[at..];
                 let mut k = 0;
-                for &d in &self.post_doc[b..be] {
+                for &d in &docs[..m] {
                     let mut x = if first { d } else { d - prev - 1 };
                     while x >= 0x80 {
                         dst[k] = x as u8 | 0x80;
@@ -716,12 +788,12 @@ impl Segment {
                     prev = d;
                     first = false;
                 }
-                for &w in &self.post_w[b..be] {
+                for &w in &weights[..m] {
                     dst[k..k + 2].copy_from_slice(&w.to_le_bytes());
                     k += 2;
                 }
                 buf.truncate(at + k);
-                b = be;
+                left -= m;
             }
         }
     }
@@ -757,11 +829,9 @@ impl Segment {
             c.done()?;
             Ok(ids)
         };
-        let decode_postings = || -> Result<(Vec<usize>, Vec<u32>, Vec<u16>)> {
+        let decode_postings = || -> Result<Postings> {
             let mut c = Cursor::new(format::section(path, &secs, SEC_POSTINGS)?, path);
-            let mut term_start = vec![0usize; v + 1];
-            let mut post_doc = Vec::with_capacity(n_post as usize);
-            let mut post_w = Vec::with_capacity(n_post as usize);
+            let mut out = PostingsBuilder::new(v, n_post as usize);
             let n_terms = c.varint()?;
             let mut next_t = 0usize;
             for _ in 0..n_terms {
@@ -771,30 +841,25 @@ impl Segment {
                         "posting token ids not ascending or out of vocabulary",
                     ));
                 }
-                for s in &mut term_start[next_t..=t] {
-                    *s = post_doc.len();
-                }
+                out.start_token(t);
                 next_t = t + 1;
                 let df = c.varint()? as usize;
-                if df == 0 || df > n || post_doc.len() + df > n_post as usize {
+                if df == 0 || df > n || out.len() + df > n_post as usize {
                     return Err(corrupt("posting list length out of range"));
                 }
                 let mut prev = None;
                 let mut left = df;
                 while left > 0 {
                     let m = left.min(POSTING_BLOCK);
-                    decode_block(&mut c, m, &mut prev, n_docs, &mut post_doc, &mut post_w)?;
+                    decode_block(&mut c, m, &mut prev, n_docs, &mut out)?;
                     left -= m;
                 }
             }
-            for s in &mut term_start[next_t..=v] {
-                *s = post_doc.len();
-            }
             c.done()?;
-            if post_doc.len() as u64 != n_post {
+            if out.len() as u64 != n_post {
                 return Err(corrupt("posting count disagrees with header"));
             }
-            Ok((term_start, post_doc, post_w))
+            Ok(out.finish(v))
         };
         // The postings (most of the file) decode on their own thread while
         // this one does the `_id`s.
@@ -804,7 +869,7 @@ impl Segment {
             (join_part(postings), ids)
         });
         let ids = ids?;
-        let (term_start, post_doc, post_w) = postings?;
+        let post = postings?;
 
         let mut c = Cursor::new(format::section(path, &secs, SEC_BM25)?, path);
         let mut doc_len = Vec::with_capacity(n);
@@ -818,8 +883,7 @@ impl Segment {
             return Err(corrupt("BM25 total length disagrees with header"));
         }
         let mut tf_start = vec![0usize; v + 1];
-        let mut tf_doc = Vec::with_capacity(n_tf as usize);
-        let mut tf_val = Vec::with_capacity(n_tf as usize);
+        let mut tf_post = Vec::with_capacity(n_tf as usize);
         let n_terms = c.varint()?;
         let mut next_t = 0usize;
         for _ in 0..n_terms {
@@ -828,11 +892,11 @@ impl Segment {
                 return Err(corrupt("BM25 token ids not ascending or out of vocabulary"));
             }
             for s in &mut tf_start[next_t..=t] {
-                *s = tf_doc.len();
+                *s = tf_post.len();
             }
             next_t = t + 1;
             let df = c.varint()? as usize;
-            if df == 0 || df > n || tf_doc.len() + df > n_tf as usize {
+            if df == 0 || df > n || tf_post.len() + df > n_tf as usize {
                 return Err(corrupt("BM25 posting list length out of range"));
             }
             let mut prev = 0u32;
@@ -852,16 +916,15 @@ impl Segment {
                 if f == 0 || f > doc_len[d as usize] {
                     return Err(corrupt("BM25 term frequency out of range"));
                 }
-                tf_doc.push(d);
-                tf_val.push(f);
+                tf_post.push((d, f));
                 prev = d;
             }
         }
         for s in &mut tf_start[next_t..=v] {
-            *s = tf_doc.len();
+            *s = tf_post.len();
         }
         c.done()?;
-        if tf_doc.len() as u64 != n_tf {
+        if tf_post.len() as u64 != n_tf {
             return Err(corrupt("BM25 posting count disagrees with header"));
         }
 
@@ -886,15 +949,12 @@ impl Segment {
             vocab,
             ids,
             id_index: IdIndex::default(),
-            term_start,
-            post_doc,
-            post_w,
+            post,
             block_max: std::sync::OnceLock::new(),
             dense: std::sync::OnceLock::new(),
             term_max: Vec::new(),
             tf_start,
-            tf_doc,
-            tf_val,
+            tf_post,
             doc_len,
             total_len,
             src_chunks,
@@ -965,7 +1025,8 @@ impl Segment {
     pub(crate) fn forward_cursor(&self) -> ForwardCursor {
         let v = self.vocab as usize;
         ForwardCursor {
-            post: self.term_start[..v].to_vec(),
+            run: self.post.run_start[..v].to_vec(),
+            post: self.post.term_start[..v].to_vec(),
             tf: self.tf_start[..v].to_vec(),
         }
     }
@@ -988,23 +1049,36 @@ impl Segment {
             })
             .collect();
         for t in 0..self.vocab as usize {
-            let (p, pe) = (&mut cur.post[t], self.term_start[t + 1]);
-            while *p < pe && self.post_doc[*p] < end {
-                let d = self.post_doc[*p];
-                if d >= start {
-                    out[(d - start) as usize]
-                        .vec
-                        .push((t as u16, self.post_w[*p]));
+            let runs_end = self.post.run_start[t + 1];
+            let (ri, p) = (&mut cur.run[t], &mut cur.post[t]);
+            while *ri < runs_end {
+                let (base, r) = self.post.run(*ri);
+                if base >= end {
+                    break;
                 }
-                *p += 1;
+                while *p < r.end {
+                    let x = self.post.packed[*p];
+                    let d = base + postings::offset(x);
+                    if d >= end {
+                        break;
+                    }
+                    if d >= start {
+                        out[(d - start) as usize]
+                            .vec
+                            .push((t as u16, postings::weight_bits(x)));
+                    }
+                    *p += 1;
+                }
+                if *p < r.end {
+                    break;
+                }
+                *ri += 1;
             }
             let (p, pe) = (&mut cur.tf[t], self.tf_start[t + 1]);
-            while *p < pe && self.tf_doc[*p] < end {
-                let d = self.tf_doc[*p];
+            while *p < pe && self.tf_post[*p].0 < end {
+                let (d, f) = self.tf_post[*p];
                 if d >= start {
-                    out[(d - start) as usize]
-                        .tf
-                        .push((t as u16, self.tf_val[*p]));
+                    out[(d - start) as usize].tf.push((t as u16, f));
                 }
                 *p += 1;
             }
@@ -1035,9 +1109,9 @@ impl Segment {
     /// All documents' quantized vectors, by inverting the postings (merge-time only).
     fn all_vectors(&self) -> Vec<Vec<(u16, u16)>> {
         let mut out = vec![Vec::new(); self.n_docs as usize];
-        for t in 0..self.vocab as usize {
-            for p in self.term_start[t]..self.term_start[t + 1] {
-                out[self.post_doc[p] as usize].push((t as u16, self.post_w[p]));
+        for t in 0..self.vocab {
+            for (d, w) in self.post.iter(t) {
+                out[d as usize].push((t as u16, w));
             }
         }
         out
@@ -1047,8 +1121,8 @@ impl Segment {
     pub(crate) fn all_tfs(&self) -> Vec<Vec<(u16, u32)>> {
         let mut out = vec![Vec::new(); self.n_docs as usize];
         for t in 0..self.vocab as usize {
-            for p in self.tf_start[t]..self.tf_start[t + 1] {
-                out[self.tf_doc[p] as usize].push((t as u16, self.tf_val[p]));
+            for &(d, f) in &self.tf_post[self.tf_start[t]..self.tf_start[t + 1]] {
+                out[d as usize].push((t as u16, f));
             }
         }
         out
@@ -1089,12 +1163,16 @@ pub(crate) struct BlockMax {
     pub block: Vec<u32>,
     /// Largest dequantized weight of the token in the block.
     pub max: Vec<f32>,
-    /// Position of the block's first posting in the token's list.
-    pub pos: Vec<u32>,
+    /// Where the block's postings start in `Postings::packed`, plus a final
+    /// entry for the end: entry `i` spans `pos[i]..pos[i + 1]` (the blocks of
+    /// all tokens cover the packed postings in order).
+    pub pos: Vec<usize>,
 }
 
 /// Per-token read positions for [`Segment::forward_window`].
 pub(crate) struct ForwardCursor {
+    /// Per token: its current tile run and position in `Postings::packed`.
+    run: Vec<usize>,
     post: Vec<usize>,
     tf: Vec<usize>,
 }
@@ -1257,7 +1335,7 @@ impl DenseColumns {
             return DenseColumns::default();
         }
         let min_df = n.div_ceil(DENSE_DF_DIVISOR as usize);
-        let df = |t: usize| seg.term_start[t + 1] - seg.term_start[t];
+        let df = |t: usize| seg.post.df(t as u32);
         let mut dense: Vec<usize> = (0..v).filter(|&t| df(t) >= min_df).collect();
         // Within the memory budget, the most frequent tokens save the most scatters.
         let max_cols = (max_bytes / (2 * n as u64).max(1)).min(v as u64) as usize;
@@ -1278,8 +1356,7 @@ impl DenseColumns {
         for (c, &t) in dense.iter().enumerate() {
             cols.slot[t] = c as u32;
             let col = &mut cols.data[c * n..(c + 1) * n];
-            let r = seg.term_start[t]..seg.term_start[t + 1];
-            for (&d, &w) in seg.post_doc[r.clone()].iter().zip(&seg.post_w[r]) {
+            for (d, w) in seg.post.iter(t as u32) {
                 col[d as usize] = w;
             }
         }
@@ -1303,5 +1380,107 @@ impl DenseColumns {
     /// Number of dense columns.
     pub(crate) fn len(&self) -> usize {
         self.data.len() / self.n_docs.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::quantize;
+
+    /// Documents spanning four postings tiles (the build splits them over
+    /// the machine's cores, so a tile is cut between two parts), with tokens
+    /// that skip whole tiles.
+    fn multi_tile_docs() -> Vec<DocRecord> {
+        let tile = 1usize << postings::TILE_SHIFT;
+        let n = 3 * tile + 1234;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|i| {
+                let mut vec = Vec::new();
+                for t in 0..40u16 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Token t occurs with probability ~1/(t+2); token 39 only in tile 2.
+                    let present = if t == 39 {
+                        i / tile == 2 && x.is_multiple_of(5)
+                    } else {
+                        x.is_multiple_of(t as u64 + 2)
+                    };
+                    if present {
+                        vec.push((t, quantize(0.01 + (x >> 40) as f32 / (1u64 << 24) as f32)));
+                    }
+                }
+                DocRecord {
+                    id: format!("d{i}"),
+                    vec,
+                    tf: Vec::new(),
+                    len: 0,
+                    source: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn multi_tile_build_equals_a_plain_inversion_and_round_trips() {
+        let docs = multi_tile_docs();
+        let n = docs.len() as u32;
+        let seg = Segment::build(&docs[..], 40);
+        seg.post.check(n).unwrap();
+        let mut want: Vec<Vec<(u32, u16)>> = vec![Vec::new(); 40];
+        for (d, doc) in docs.iter().enumerate() {
+            for &(t, w) in &doc.vec {
+                want[t as usize].push((d as u32, w));
+            }
+        }
+        for (t, list) in want.iter().enumerate() {
+            assert_eq!(
+                seg.post.iter(t as u32).collect::<Vec<_>>(),
+                *list,
+                "token {t}"
+            );
+            for &(d, w) in list.iter().step_by(97) {
+                assert_eq!(seg.weight(t as u32, d), Some(w));
+            }
+        }
+        assert_eq!(seg.post.runs(39).len(), 1);
+
+        // Forward windows and whole-vector reconstruction give back the input.
+        let mut cur = seg.forward_cursor();
+        let mut d = 0u32;
+        while d < n {
+            let end = (d + 20_000).min(n);
+            for (i, f) in seg.forward_window(&mut cur, d, end).into_iter().enumerate() {
+                assert_eq!(f.vec, docs[d as usize + i].vec, "doc {}", d as usize + i);
+            }
+            d = end;
+        }
+        let all = seg.all_vectors();
+        assert!(all.iter().zip(&docs).all(|(v, doc)| *v == doc.vec));
+
+        // The block-max table covers every posting of every block.
+        let bm = seg.block_max();
+        for t in 0..40u32 {
+            for e in bm.start[t as usize]..bm.start[t as usize + 1] {
+                let base = bm.block[e] << DOC_BLOCK_SHIFT;
+                for &x in &seg.post.packed[bm.pos[e]..bm.pos[e + 1]] {
+                    let d = base + (postings::offset(x) & ((1 << DOC_BLOCK_SHIFT) - 1));
+                    assert_eq!(seg.weight(t, d), Some(postings::weight_bits(x)));
+                }
+            }
+        }
+
+        // The file decodes to the same in-memory postings.
+        let dir = tempfile::tempdir().unwrap();
+        seg.write_file(dir.path(), "s.seg").unwrap();
+        let back = Segment::load(&dir.path().join("s.seg")).unwrap();
+        assert_eq!(back.post.term_start, seg.post.term_start);
+        assert_eq!(back.post.run_start, seg.post.run_start);
+        assert_eq!(back.post.run_tile, seg.post.run_tile);
+        assert_eq!(back.post.run_pos, seg.post.run_pos);
+        assert_eq!(back.post.packed, seg.post.packed);
+        assert_eq!(back.term_max, seg.term_max);
     }
 }
