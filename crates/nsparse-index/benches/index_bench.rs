@@ -54,6 +54,11 @@ fn recall(exact: &[Vec<Hit>], got: &[Vec<Hit>]) -> f64 {
 }
 
 fn main() {
+    // RUST_LOG=nsparse_index=debug shows the phases of the build.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let n = env("NSPARSE_BENCH_DOCS", 1_000_000);
     let nq = env("NSPARSE_BENCH_QUERIES", 300);
     let params = SynthParams::default();
