@@ -932,15 +932,12 @@ impl Index {
         let id = self.manifest.next_segment;
         self.manifest.next_segment += 1;
         let t0 = std::time::Instant::now();
-        let seg = Segment::build(docs, self.manifest.vocab_size);
-        let built = t0.elapsed();
         let name = seg_file(id);
-        seg.write_file(&self.dir, &name)?;
+        let seg = Segment::build_and_write(docs, self.manifest.vocab_size, &self.dir, &name)?;
         tracing::debug!(
             segment = id,
             docs = seg.n_docs,
-            build_ms = built.as_millis() as u64,
-            write_ms = (t0.elapsed() - built).as_millis() as u64,
+            build_and_write_ms = t0.elapsed().as_millis() as u64,
             "built and wrote segment"
         );
         let n = seg.n_docs;

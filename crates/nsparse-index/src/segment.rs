@@ -483,6 +483,55 @@ impl Segment {
     /// Build a segment from documents (doc ids are positions in `docs`),
     /// on up to [`build_threads`] threads.
     pub(crate) fn build<D: SegmentInput + ?Sized>(docs: &D, vocab: u32) -> Segment {
+        let mut s = Segment::build_underived(docs, vocab);
+        let derived = s.derived();
+        s.set_derived(derived);
+        s
+    }
+
+    /// [`Segment::build`], then [`Segment::write_file`]; the derived
+    /// structures are computed while the file is written (the write waits
+    /// on the device and leaves the cores partly idle).
+    pub(crate) fn build_and_write<D: SegmentInput + ?Sized>(
+        docs: &D,
+        vocab: u32,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Segment> {
+        let mut s = Segment::build_underived(docs, vocab);
+        let t0 = std::time::Instant::now();
+        let (derived, written) = std::thread::scope(|sc| {
+            let seg = &s;
+            let derived = sc.spawn(move || seg.derived());
+            let written = seg.write_file(dir, name);
+            (join_part(derived), written)
+        });
+        written?;
+        tracing::debug!(
+            write_ms = t0.elapsed().as_millis() as u64,
+            "wrote segment (derived structures alongside)"
+        );
+        s.set_derived(derived);
+        Ok(s)
+    }
+
+    /// Install [`Segment::derived`]'s result.
+    ///
+    /// # Panics
+    /// On a repeated `_id`: every caller deduplicates `_id`s before building.
+    fn set_derived(&mut self, derived: std::result::Result<(IdIndex, Vec<f32>), usize>) {
+        match derived {
+            Ok((index, term_max)) => {
+                self.id_index = index;
+                self.term_max = term_max;
+            }
+            Err(pos) => panic!("segment input repeats the _id {:?}", self.ids[pos]),
+        }
+    }
+
+    /// The postings, `_id`s and sources of a segment, without the derived
+    /// structures.
+    fn build_underived<D: SegmentInput + ?Sized>(docs: &D, vocab: u32) -> Segment {
         let v = vocab as usize;
         let n = docs.n_docs();
         let ranges = doc_ranges(n, build_threads(n));
@@ -519,7 +568,7 @@ impl Segment {
             src_data.extend_from_slice(&data);
         }
         let ids: Vec<String> = ids.into_iter().flatten().collect();
-        let mut s = Segment {
+        let seg = Segment {
             n_docs: n as u32,
             vocab,
             id_index: IdIndex::default(),
@@ -535,10 +584,6 @@ impl Segment {
             src_chunks,
             src_data,
         };
-        if let Err(pos) = s.derive() {
-            // Every caller deduplicates `_id`s before building.
-            panic!("segment input repeats the _id {:?}", s.ids[pos]);
-        }
         tracing::debug!(
             docs = n,
             threads = ranges.len(),
@@ -547,12 +592,21 @@ impl Segment {
             rest_ms = (t0.elapsed() - inverted).as_millis() as u64,
             "built segment"
         );
-        s
+        seg
     }
 
-    /// Compute the in-memory derived structures (`_id` index, per-token
-    /// maxima), side by side. `Err` carries the position of a repeated `_id`.
+    /// Compute and install the in-memory derived structures (`_id` index,
+    /// per-token maxima). `Err` carries the position of a repeated `_id`.
     fn derive(&mut self) -> std::result::Result<(), usize> {
+        let (index, term_max) = self.derived()?;
+        self.id_index = index;
+        self.term_max = term_max;
+        Ok(())
+    }
+
+    /// The in-memory derived structures (`_id` index, per-token maxima),
+    /// computed side by side. `Err` carries the position of a repeated `_id`.
+    fn derived(&self) -> std::result::Result<(IdIndex, Vec<f32>), usize> {
         let v = self.vocab as usize;
         let (index, term_max) = std::thread::scope(|sc| {
             let ids = &self.ids;
@@ -566,9 +620,7 @@ impl Segment {
                 .collect();
             (join_part(index), term_max)
         });
-        self.id_index = index?;
-        self.term_max = term_max;
-        Ok(())
+        Ok((index?, term_max))
     }
 
     /// Position of the document with `_id` `id`, deleted or not.
