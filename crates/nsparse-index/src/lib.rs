@@ -103,8 +103,10 @@
 //! version is rejected with [`Error::UnsupportedVersion`]), every section's
 //! crc32, exact file length and the structure (ids in range, ascending
 //! postings, counts consistent). Any failure is [`Error::Corrupt`] naming the
-//! file. Files are read into memory, not memory-mapped, so a file changed
-//! behind the process's back after verification cannot cause undefined behaviour.
+//! file. A segment file is memory-mapped only while it is verified and
+//! decoded into owned memory at open (segment files are immutable once renamed
+//! into place); searches never read the mapping, so nothing a file undergoes
+//! after open can reach them.
 //!
 //! ## Weights: f16 quantization
 //! Document weights are stored as IEEE binary16 (round to nearest even), with
@@ -127,8 +129,9 @@
 //!   f32 accumulator stays in L2. Per tile, each query token is added in
 //!   canonical order either from its *dense column* (tokens in ≥ 1/8 of the
 //!   segment's documents: one f16 weight per document, a vectorised
-//!   multiply-add) or by scattering its postings in the tile (found by
-//!   galloping); a vectorised pre-filter finds the accumulator chunks that can
+//!   multiply-add) or by scattering its postings in the tile (found through
+//!   the postings' directory of 65,536-document runs, 4 bytes per posting in
+//!   memory); a vectorised pre-filter finds the accumulator chunks that can
 //!   enter the top-k. The same code holds a MaxScore split (terms whose upper
 //!   bounds sum below the k-th score are completed only for candidates), off
 //!   for exact search because flat-weight learned-sparse queries made it
