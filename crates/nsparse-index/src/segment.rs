@@ -196,16 +196,21 @@ impl Inverter {
         // build), and threads faulting pages of the same page table contend
         // in the kernel (2.3x slower than contiguous shares, measured).
         let page = (4096 / std::mem::size_of::<E>()).max(1);
-        let share = total.div_ceil(ranges.len().max(1)).max(1);
-        std::thread::scope(|sc| {
-            for part in out.chunks_mut(share) {
-                sc.spawn(move || {
-                    for x in part.iter_mut().step_by(page) {
-                        *x = E::default();
-                    }
-                });
+        let touch = |part: &mut [E]| {
+            for x in part.iter_mut().step_by(page) {
+                *x = E::default();
             }
-        });
+        };
+        if ranges.len() > 1 {
+            let share = total.div_ceil(ranges.len()).max(1);
+            std::thread::scope(|sc| {
+                for part in out.chunks_mut(share) {
+                    sc.spawn(move || touch(part));
+                }
+            });
+        } else {
+            touch(&mut out);
+        }
         // Per part, per token: the part's slice of the token's run. Carving
         // the array into disjoint slices lets the threads write in parallel
         // without sharing anything mutable.
@@ -240,7 +245,7 @@ impl Inverter {
     fn into_postings(self, packed: Vec<u32>, marks: Vec<Vec<RunMark>>) -> Postings {
         let vocab = self.term_start.len() - 1;
         // Marks per token (each part's are in chunk order; group them).
-        let mut by_token: Vec<Vec<RunMark>> = marks
+        let by_token: Vec<Vec<RunMark>> = marks
             .into_iter()
             .map(|mut m| {
                 m.sort_unstable_by_key(|r| (r.token, r.tile));
@@ -254,7 +259,7 @@ impl Inverter {
         for t in 0..vocab {
             run_start.push(run_tile.len());
             let mut base = self.term_start[t];
-            for (p, m) in by_token.iter_mut().enumerate() {
+            for (p, m) in by_token.iter().enumerate() {
                 while let Some(r) = m.get(next[p]).filter(|r| r.token as usize == t) {
                     // A tile split between two parts continues the same run.
                     if run_tile.last() != Some(&r.tile) || run_start[t] == run_tile.len() {
