@@ -1693,6 +1693,13 @@ mod tests {
         top.into_sorted()
     }
 
+    /// Results as (score bits, segment, doc): equal keys mean bit-identical results.
+    fn key(c: &[Cand]) -> Vec<(u32, u32, u32)> {
+        c.iter()
+            .map(|c| (c.score.to_bits(), c.seg, c.doc))
+            .collect()
+    }
+
     /// Tiled search at every tile width in `shifts` and every k in `ks`, with
     /// and without the filter, equals brute force bit for bit.
     fn assert_tiled_equals_brute(
@@ -1702,11 +1709,6 @@ mod tests {
         shifts: &[u32],
         accept: DocFilter<'_>,
     ) {
-        let key = |c: &[Cand]| {
-            c.iter()
-                .map(|c| (c.score.to_bits(), c.seg, c.doc))
-                .collect::<Vec<_>>()
-        };
         for &k in ks {
             let want = key(&s.run_brute(q, k, None));
             let want_f = key(&s.run_brute(q, k, Some(accept)));
@@ -1771,11 +1773,6 @@ mod tests {
         let s = snapshot(vec![docs], 11);
         assert!(s.snap.segs[0].seg.dense().len() > 3);
         let accept = |id: &str| !id.ends_with('7');
-        let key = |c: &[Cand]| {
-            c.iter()
-                .map(|c| (c.score.to_bits(), c.seg, c.doc))
-                .collect::<Vec<_>>()
-        };
         for _ in 0..5 {
             let q: Vec<(u32, f32)> = (0..10)
                 .map(|_| (token(&mut rng, 2), rng.random_range(0.1f32..2.0)))
@@ -1849,11 +1846,6 @@ mod tests {
                 assert_tiled_equals_brute(&s2, &q, &[10], &[15], &accept);
             }
         }
-        let key = |c: &[Cand]| {
-            c.iter()
-                .map(|c| (c.score.to_bits(), c.seg, c.doc))
-                .collect::<Vec<_>>()
-        };
         let mut dense_terms = 0;
         for _ in 0..12 {
             let q = s.canon(&g.query()).unwrap();

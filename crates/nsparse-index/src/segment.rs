@@ -203,11 +203,7 @@ impl Inverter {
         };
         if ranges.len() > 1 {
             let share = total.div_ceil(ranges.len()).max(1);
-            std::thread::scope(|sc| {
-                for part in out.chunks_mut(share) {
-                    sc.spawn(move || touch(part));
-                }
-            });
+            on_threads(out.chunks_mut(share), touch);
         } else {
             touch(&mut out);
         }
@@ -227,16 +223,8 @@ impl Inverter {
                 }
             }
         }
-        let marks = std::thread::scope(|sc| {
-            let handles: Vec<_> = ranges
-                .iter()
-                .zip(dst)
-                .map(|(r, d)| {
-                    let r = r.clone();
-                    sc.spawn(move || invert_part(r, d, tiles, each))
-                })
-                .collect();
-            handles.into_iter().map(join_part).collect()
+        let marks = on_threads(ranges.iter().cloned().zip(dst), |(r, d)| {
+            invert_part(r, d, tiles, each)
         });
         (out, marks)
     }
@@ -445,15 +433,17 @@ pub(crate) fn per_range<R: Send>(
     ranges: &[std::ops::Range<usize>],
     f: impl Fn(std::ops::Range<usize>) -> R + Sync,
 ) -> Vec<R> {
+    on_threads(ranges.iter().cloned(), f)
+}
+
+/// `f` of every item, each on its own scoped thread; results in item order.
+fn on_threads<T: Send, R: Send>(
+    items: impl IntoIterator<Item = T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
     std::thread::scope(|sc| {
         let f = &f;
-        let handles: Vec<_> = ranges
-            .iter()
-            .map(|r| {
-                let r = r.clone();
-                sc.spawn(move || f(r))
-            })
-            .collect();
+        let handles: Vec<_> = items.into_iter().map(|x| sc.spawn(move || f(x))).collect();
         handles.into_iter().map(join_part).collect()
     })
 }
@@ -525,13 +515,20 @@ impl Segment {
     /// # Panics
     /// On a repeated `_id`: every caller deduplicates `_id`s before building.
     fn set_derived(&mut self, derived: std::result::Result<(IdIndex, Vec<f32>), usize>) {
-        match derived {
-            Ok((index, term_max)) => {
-                self.id_index = index;
-                self.term_max = term_max;
-            }
-            Err(pos) => panic!("segment input repeats the _id {:?}", self.ids[pos]),
+        if let Err(pos) = self.install_derived(derived) {
+            panic!("segment input repeats the _id {:?}", self.ids[pos]);
         }
+    }
+
+    /// Install [`Segment::derived`]'s result, or pass its error on.
+    fn install_derived(
+        &mut self,
+        derived: std::result::Result<(IdIndex, Vec<f32>), usize>,
+    ) -> std::result::Result<(), usize> {
+        let (index, term_max) = derived?;
+        self.id_index = index;
+        self.term_max = term_max;
+        Ok(())
     }
 
     /// The postings, `_id`s and sources of a segment, without the derived
@@ -598,15 +595,6 @@ impl Segment {
             "built segment"
         );
         seg
-    }
-
-    /// Compute and install the in-memory derived structures (`_id` index,
-    /// per-token maxima). `Err` carries the position of a repeated `_id`.
-    fn derive(&mut self) -> std::result::Result<(), usize> {
-        let (index, term_max) = self.derived()?;
-        self.id_index = index;
-        self.term_max = term_max;
-        Ok(())
     }
 
     /// The in-memory derived structures (`_id` index, per-token maxima),
@@ -1017,7 +1005,8 @@ impl Segment {
             src_chunks,
             src_data,
         };
-        if let Err(pos) = s.derive() {
+        let derived = s.derived();
+        if let Err(pos) = s.install_derived(derived) {
             return Err(corrupt(&format!(
                 "_id {:?} appears twice in the segment",
                 s.ids[pos]

@@ -87,15 +87,11 @@ unsafe fn dense_kernel_avx2<const K: usize>(acc: &mut [f32], cols: &[(f32, &[u16
     let w: [__m256; K] = std::array::from_fn(|j| _mm256_set1_ps(cols[j].0));
     let c: [*const u16; K] = std::array::from_fn(|j| cols[j].1.as_ptr());
     let a = acc.as_mut_ptr();
-    let mut i = 0;
-    while i + 32 <= n {
-        for &cj in &c {
-            // A prefetch never faults, so its address may run past the column.
-            _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(i + DENSE_PREFETCH) as *const i8);
-        }
-        for o in [i, i + 8, i + 16, i + 24] {
-            // SAFETY (all pointer accesses below): o + 8 <= n, and every
-            // column pointer addresses a column of length n.
+    // Add the columns to the 8 documents at `o` (o + 8 <= n).
+    let step = |o: usize| {
+        // SAFETY: o + 8 <= n, and every column pointer addresses a column of
+        // length n.
+        unsafe {
             let mut v = _mm256_loadu_ps(a.add(o));
             for j in 0..K {
                 let h = _mm_loadu_si128(c[j].add(o) as *const __m128i);
@@ -103,16 +99,20 @@ unsafe fn dense_kernel_avx2<const K: usize>(acc: &mut [f32], cols: &[(f32, &[u16
             }
             _mm256_storeu_ps(a.add(o), v);
         }
+    };
+    let mut i = 0;
+    while i + 32 <= n {
+        for &cj in &c {
+            // A prefetch never faults, so its address may run past the column.
+            _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(i + DENSE_PREFETCH) as *const i8);
+        }
+        for o in [i, i + 8, i + 16, i + 24] {
+            step(o);
+        }
         i += 32;
     }
     while i + 8 <= n {
-        // SAFETY: as above.
-        let mut v = _mm256_loadu_ps(a.add(i));
-        for j in 0..K {
-            let h = _mm_loadu_si128(c[j].add(i) as *const __m128i);
-            v = _mm256_add_ps(v, _mm256_mul_ps(w[j], _mm256_cvtph_ps(h)));
-        }
-        _mm256_storeu_ps(a.add(i), v);
+        step(i);
         i += 8;
     }
     // The tail column by column: per element the order is the same.
