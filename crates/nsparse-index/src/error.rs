@@ -25,14 +25,16 @@ pub enum Error {
         detail: String,
     },
     /// A file was written by a newer (or unknown) format version.
-    #[error("index file {path} has format version {found}, this build reads version {supported} (use a matching nsparse build)")]
+    #[error("index file {path} has format version {found}, this build reads versions {oldest} to {newest} (use a matching nsparse build)")]
     UnsupportedVersion {
         /// File involved.
         path: PathBuf,
         /// Version stored in the file.
         found: u32,
-        /// Version this build understands.
-        supported: u32,
+        /// Oldest version this build reads.
+        oldest: u32,
+        /// Newest version this build reads (and the one it writes).
+        newest: u32,
     },
     /// `create` was called on a directory that already holds an index.
     #[error("{path} already contains an index (open it instead, or choose an empty directory)")]

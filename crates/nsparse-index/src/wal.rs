@@ -153,7 +153,8 @@ pub(crate) fn read(path: &Path) -> Result<WalContents> {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: ver,
-            supported: WAL_VERSION,
+            oldest: WAL_VERSION,
+            newest: WAL_VERSION,
         });
     }
     let mut pos = HEADER;

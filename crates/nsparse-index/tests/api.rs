@@ -10,6 +10,7 @@ fn opts() -> WriterOptions {
     WriterOptions {
         flush_docs: 1_000_000,
         merge_factor: 100,
+        ..Default::default()
     }
 }
 
@@ -428,4 +429,55 @@ fn bulk_upsert_equals_the_logged_path_and_rejects_bad_batches_whole() {
     let s = bulk.searcher();
     assert!(!s.contains("new-good") && s.contains("keep0"));
     assert_eq!(s.num_docs(), 355);
+}
+
+#[test]
+fn bulk_upsert_of_unique_ids_finds_updates_and_deletes_each_of_them() {
+    // A batch without repeated `_id`s hands its `_id` index to the new
+    // segment: every id must resolve to its own document, before and after
+    // reopening.
+    let mut g = synth::Synth::new(
+        synth::SynthParams {
+            vocab: 300,
+            ..synth::SynthParams::zipf()
+        },
+        5,
+    );
+    let docs: Vec<Document> = (0..300)
+        .map(|i| Document {
+            id: format!("u{i}"),
+            vector: g.doc(),
+            tokens: None,
+            source: format!("{{\"n\":{i}}}").into_bytes(),
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut idx = Index::create(dir.path(), &CreateOptions::new("m"), opts()).unwrap();
+    idx.bulk_upsert(&docs).unwrap();
+    let check = |s: &Searcher, gone: &[&str]| {
+        for (i, d) in docs.iter().enumerate() {
+            let got = s.get(&d.id).unwrap();
+            if gone.contains(&d.id.as_str()) {
+                assert_eq!(got, None, "{}", d.id);
+            } else {
+                assert_eq!(got.unwrap(), format!("{{\"n\":{i}}}").into_bytes());
+            }
+        }
+        assert_eq!(s.get("u300").unwrap(), None);
+    };
+    check(&idx.searcher(), &[]);
+    assert!(idx.delete("u17").unwrap());
+    assert!(!idx.delete("u17").unwrap());
+    idx.upsert(&Document {
+        id: "u42".into(),
+        vector: vec![(1, 1.0)],
+        tokens: None,
+        source: b"{\"n\":42}".to_vec(),
+    })
+    .unwrap();
+    idx.commit().unwrap();
+    check(&idx.searcher(), &["u17"]);
+    assert_eq!(idx.searcher().num_docs(), 299);
+    drop(idx);
+    check(&open_reader(dir.path()).unwrap(), &["u17"]);
 }

@@ -17,6 +17,7 @@ fn small() -> WriterOptions {
     WriterOptions {
         flush_docs: 1000,
         merge_factor: 3,
+        ..Default::default()
     }
 }
 
@@ -172,6 +173,7 @@ fn merge_policy_bounds_segment_count() {
     let opts = WriterOptions {
         flush_docs: 5,
         merge_factor: 3,
+        ..Default::default()
     };
     let mut idx = Index::create(dir.path(), &CreateOptions::new("m"), opts).unwrap();
     for i in 0..150u32 {
@@ -297,6 +299,7 @@ fn concurrent_reader_sees_consistent_snapshots() {
         WriterOptions {
             flush_docs: 50,
             merge_factor: 3,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -12,6 +12,7 @@ fn build(dir: &std::path::Path) -> (u64, Vec<u8>) {
         WriterOptions {
             flush_docs: 1_000_000,
             merge_factor: 8,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -26,6 +26,7 @@ fn opts() -> WriterOptions {
     WriterOptions {
         flush_docs: 1_000_000,
         merge_factor: 3,
+        ..Default::default()
     }
 }
 

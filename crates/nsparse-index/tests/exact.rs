@@ -101,6 +101,7 @@ fn run_case(
         WriterOptions {
             flush_docs: 1_000_000,
             merge_factor: 4,
+            ..Default::default()
         },
     )
     .unwrap();
