@@ -85,8 +85,10 @@
 //! * `seg-NNNNNNNN.seg` — immutable segment: container with sections
 //!   1 META (doc count, vocab, BM25 total length, posting counts),
 //!   2 IDS (varint length + UTF-8 `_id` per doc),
-//!   3 POSTINGS (per token present: token, df, then blocks of 128 postings:
-//!   doc-id deltas as LEB128 varints followed by 128 × u16 weights),
+//!   3 POSTINGS (per token present: token, df, then blocks of 128 postings;
+//!   format 2: the block's first doc-id gap as a LEB128 varint, one byte of
+//!   bit width `b`, the other 127 gaps bit-packed at `b` bits, then the
+//!   u16 weights; format 1, still read: one varint per gap, then the weights),
 //!   4 BM25 (per-doc lengths; per token: doc-id deltas + term frequencies),
 //!   5 SOURCE (chunks of 32 documents' sources, lz4 block-compressed).
 //! * `seg-NNNNNNNN-GGGGGGGG.del` — deletion bitmap of a segment at generation G
@@ -96,7 +98,8 @@
 //! * `LOCK` — held with an exclusive `flock` by the single writer.
 //!
 //! The *container* used by MANIFEST, segments and bitmaps is: 8-byte magic
-//! (`NSPMANIF`, `NSPSEG\0\0`, `NSPDEL\0\0`), u32 format version (currently 1),
+//! (`NSPMANIF`, `NSPSEG\0\0`, `NSPDEL\0\0`), u32 format version (segments
+//! 2, reading 1 and 2; the others 1),
 //! u32 section count, a table of `(kind u32, offset u64, length u64, crc32 u32)`
 //! entries, a crc32 of everything before it, then the sections back to back.
 //! Opening verifies the magic, the header checksum, the version (an unknown
@@ -117,8 +120,8 @@
 //! quantization never visibly reorders results of real encoders, needs no
 //! per-index scale (u8 would need one, and a scale fixed at creation either
 //! clips later outliers or wastes precision), and costs 2 bytes per posting
-//! while the index stays ≈ 0.66 × the size of raw `(u32 id, u8 weight)`
-//! postings thanks to varint doc-id deltas. Query weights stay f32.
+//! while the index stays ≈ 0.57 × the size of raw `(u32 id, u8 weight)`
+//! postings thanks to bit-packed doc-id gaps. Query weights stay f32.
 //!
 //! ## Search algorithms
 //! All exact modes compute a document's score as the f32 sum, in ascending
@@ -183,6 +186,7 @@ mod error;
 mod format;
 mod id_index;
 mod index;
+mod memory;
 mod postings;
 mod search;
 mod segment;

@@ -187,11 +187,13 @@ pub(crate) struct PostingsBuilder {
 impl PostingsBuilder {
     /// An empty builder for a vocabulary of `vocab` tokens, with room for `postings`.
     pub(crate) fn new(vocab: usize, postings: usize) -> PostingsBuilder {
+        let mut packed = Vec::with_capacity(postings);
+        crate::memory::populate(packed.spare_capacity_mut());
         PostingsBuilder {
             post: Postings {
                 term_start: Vec::with_capacity(vocab + 1),
                 run_start: Vec::with_capacity(vocab + 1),
-                packed: Vec::with_capacity(postings),
+                packed,
                 ..Postings::default()
             },
             token: None,

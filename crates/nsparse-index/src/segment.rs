@@ -236,22 +236,16 @@ impl Inverter {
         let vocab = self.term_start.len() - 1;
         let total = self.term_start[vocab];
         let mut out = vec![S::Elem::default(); total];
-        // Fault the output pages in before the scatter, one write per page,
+        // Fault the output pages in before the scatter ([`crate::memory::populate`]),
         // each thread a contiguous share: faults taken in a tight loop cost
         // less than the same faults spread over the inversion (~10 % of the
         // build), and threads faulting pages of the same page table contend
         // in the kernel (2.3x slower than contiguous shares, measured).
-        let page = (4096 / std::mem::size_of::<S::Elem>()).max(1);
-        let touch = |part: &mut [S::Elem]| {
-            for x in part.iter_mut().step_by(page) {
-                *x = S::Elem::default();
-            }
-        };
         if ranges.len() > 1 {
             let share = total.div_ceil(ranges.len()).max(1);
-            on_threads(out.chunks_mut(share), touch);
+            on_threads(out.chunks_mut(share), crate::memory::populate);
         } else {
-            touch(&mut out);
+            crate::memory::populate(&mut out);
         }
         // Per part, per token: the part's slice of the token's run. Carving
         // the array into disjoint slices lets the threads write in parallel
@@ -1526,6 +1520,8 @@ impl DenseColumns {
             n_docs: n,
         };
         cols.data = vec![0u16; dense.len() * n];
+        // The columns are filled token by token, each at scattered documents.
+        crate::memory::populate(&mut cols.data);
         for (c, &t) in dense.iter().enumerate() {
             cols.slot[t] = c as u32;
             let col = &mut cols.data[c * n..(c + 1) * n];
