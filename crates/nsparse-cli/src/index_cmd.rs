@@ -73,11 +73,16 @@ pub fn bm25_identity(tokenizer_model: &SparseEncoder) -> String {
 
 /// Opens `dir` for writing, creating it for `model` when it holds no index yet; refuses an index
 /// that another model built.
-pub fn open_or_create(dir: &Path, model: &str, metadata: Value) -> Result<Index> {
+pub fn open_or_create(
+    dir: &Path,
+    model: &str,
+    metadata: Value,
+    writer: WriterOptions,
+) -> Result<Index> {
     // Index::create refuses a directory that already holds an index, so a wrong guess here can
     // never overwrite one.
     if dir.join("MANIFEST").exists() {
-        let index = Index::open(dir, WriterOptions::default())?;
+        let index = Index::open(dir, writer)?;
         if index.model() != model {
             bail!(
                 "{} was built with model {} but this run uses {model}; index with the same --model, or choose a new --index directory",
@@ -89,11 +94,13 @@ pub fn open_or_create(dir: &Path, model: &str, metadata: Value) -> Result<Index>
     }
     let mut options = CreateOptions::new(model);
     options.metadata = metadata;
-    Ok(Index::create(dir, &options, WriterOptions::default())?)
+    Ok(Index::create(dir, &options, writer)?)
 }
 
 /// Runs `nsparse index`.
-pub fn run_index(args: IndexArgs) -> Result<()> {
+///
+/// `threads` (the global `--threads`) also bounds the threads that build index segments.
+pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
     let bm25 = args.model.model.as_deref() == Some(BM25);
     // BM25 and pre-encoded vectors only need a tokenizer; the built-in query model has it.
     let encoder = if bm25 || (args.vectors.is_some() && args.model.model.is_none()) {
@@ -113,7 +120,16 @@ pub fn run_index(args: IndexArgs) -> Result<()> {
     } else {
         encoder.fingerprint().to_string()
     };
-    let mut index = open_or_create(&args.index, &identity, model_metadata(&spec, &encoder))?;
+    let writer = WriterOptions {
+        build_threads: threads.unwrap_or(0),
+        ..WriterOptions::default()
+    };
+    let mut index = open_or_create(
+        &args.index,
+        &identity,
+        model_metadata(&spec, &encoder),
+        writer,
+    )?;
     let pruning = args.model.pruning()?;
     let input = args
         .corpus

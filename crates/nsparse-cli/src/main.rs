@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "nsparse", version, about, long_about = None)]
 struct Cli {
-    /// Worker threads for encoding and search (default: all cores).
+    /// Worker threads for encoding, index builds and search (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
@@ -62,7 +62,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Encode(cmd) => encode_cmd::run(cmd),
-        Command::Index(args) => index_cmd::run_index(args),
+        Command::Index(args) => index_cmd::run_index(args, cli.threads),
         Command::Search(args) => search_cmd::run(args),
         Command::Delete(args) => index_cmd::run_delete(args),
         Command::Eval(args) => eval_cmd::run(args),

@@ -262,6 +262,31 @@ fn bm25_index_needs_no_model() {
     ]);
     let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(first["_id"], "d3");
+
+    // `--threads` bounds the build too; the index answers the same.
+    let one = dir.path().join("bm25-one-thread");
+    let one = one.to_str().unwrap();
+    ok(&[
+        "--threads",
+        "1",
+        "index",
+        "--model",
+        "bm25",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--index",
+        one,
+    ]);
+    let again = ok(&[
+        "search",
+        "--index",
+        one,
+        "-k",
+        "2",
+        "--json",
+        "blunt body hypersonic",
+    ]);
+    assert_eq!(again, out);
 }
 
 #[test]
