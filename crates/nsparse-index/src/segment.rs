@@ -414,9 +414,10 @@ const MAX_BLOCK_BYTES: usize = 5 + 1 + (POSTING_BLOCK - 1) * 4 + 2 * POSTING_BLO
 /// `ceil((m - 1) · b / 8)` bytes; the `m` f16 weights, little-endian.
 ///
 /// Bit-packing instead of one varint per gap: a block of a frequent token
-/// (most postings) needs a few bits per gap instead of a byte, and packing
-/// has no data-dependent branch; the postings section encodes 3-4x faster
-/// and shrinks by ~20 %.
+/// (most postings) needs a few bits per gap instead of a byte. At 1M
+/// documents doc ids take 0.86 instead of 1.11 bytes per posting (the file
+/// 2.86 instead of 3.11), and encoding them takes 0.95 s instead of ~1.1 s
+/// on one thread (perf).
 fn encode_block(gaps: &[u32], weights: &[u16], dst: &mut [u8]) -> usize {
     let mut k = write_varint_u32(dst, gaps[0]);
     let rest = &gaps[1..];
