@@ -25,7 +25,7 @@ pub enum Error {
         detail: String,
     },
     /// A file was written by a newer (or unknown) format version.
-    #[error("index file {path} has format version {found}, this build reads versions {oldest} to {newest} (use a matching nsparse build)")]
+    #[error("index file {path} has format version {found}, this build reads {} (use a matching nsparse build)", readable_versions(*.oldest, *.newest))]
     UnsupportedVersion {
         /// File involved.
         path: PathBuf,
@@ -106,5 +106,14 @@ impl Error {
             self,
             Error::Corrupt { .. } | Error::UnsupportedVersion { .. }
         )
+    }
+}
+
+/// "version 2" or "versions 1 to 2", for [`Error::UnsupportedVersion`].
+fn readable_versions(oldest: u32, newest: u32) -> String {
+    if oldest == newest {
+        format!("version {newest}")
+    } else {
+        format!("versions {oldest} to {newest}")
     }
 }

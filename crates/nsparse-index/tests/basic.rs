@@ -379,6 +379,41 @@ fn unknown_version_is_rejected() {
         matches!(e, Error::UnsupportedVersion { found: 99, .. }),
         "{e}"
     );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("MANIFEST") && msg.contains("version 99, this build reads version 1 "),
+        "{msg}"
+    );
+
+    // A segment of an unknown version names the versions segments are read in.
+    let dir = tempfile::tempdir().unwrap();
+    let mut idx = Index::create(dir.path(), &CreateOptions::new("m"), small()).unwrap();
+    idx.upsert(&Document {
+        id: "a".into(),
+        vector: vec![(1, 1.0)],
+        tokens: None,
+        source: b"{}".to_vec(),
+    })
+    .unwrap();
+    idx.commit().unwrap();
+    drop(idx);
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[8] = 3;
+    let n = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    let end = 16 + n * 24;
+    let c = crc32fast_hash(&b[..end]);
+    b[end..end + 4].copy_from_slice(&c.to_le_bytes());
+    std::fs::write(&seg, &b).unwrap();
+    let msg = verify(dir.path()).unwrap_err().to_string();
+    assert!(
+        msg.contains(".seg") && msg.contains("version 3, this build reads versions 1 to 2"),
+        "{msg}"
+    );
 }
 
 fn crc32fast_hash(b: &[u8]) -> u32 {
