@@ -240,53 +240,39 @@ fn index_search_delete_and_model_check() {
 fn bm25_index_needs_no_model() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path());
-    let index = dir.path().join("bm25");
-    let index = index.to_str().unwrap();
-    ok(&[
-        "index",
-        "--model",
-        "bm25",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--index",
-        index,
-    ]);
-    let out = ok(&[
-        "search",
-        "--index",
-        index,
-        "-k",
-        "2",
-        "--json",
-        "blunt body hypersonic",
-    ]);
+    // Index and search with the default threads, then with `--threads 1`
+    // (which bounds the build too): the answers are the same.
+    let index_and_search = |name: &str, threads: &[&str]| {
+        let index = dir.path().join(name);
+        let index = index.to_str().unwrap();
+        let mut args = threads.to_vec();
+        args.extend([
+            "index",
+            "--model",
+            "bm25",
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--index",
+            index,
+        ]);
+        ok(&args);
+        ok(&[
+            "search",
+            "--index",
+            index,
+            "-k",
+            "2",
+            "--json",
+            "blunt body hypersonic",
+        ])
+    };
+    let out = index_and_search("bm25", &[]);
     let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(first["_id"], "d3");
-
-    // `--threads` bounds the build too; the index answers the same.
-    let one = dir.path().join("bm25-one-thread");
-    let one = one.to_str().unwrap();
-    ok(&[
-        "--threads",
-        "1",
-        "index",
-        "--model",
-        "bm25",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--index",
-        one,
-    ]);
-    let again = ok(&[
-        "search",
-        "--index",
-        one,
-        "-k",
-        "2",
-        "--json",
-        "blunt body hypersonic",
-    ]);
-    assert_eq!(again, out);
+    assert_eq!(
+        index_and_search("bm25-one-thread", &["--threads", "1"]),
+        out
+    );
 }
 
 #[test]

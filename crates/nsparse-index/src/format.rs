@@ -290,28 +290,6 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Write `x` as a LEB128 varint (the bytes [`put_varint`] appends) at the
-/// start of `dst` and return its length (1 to 5). `dst` must have room for
-/// 8 bytes: the whole encoding is formed in a register and stored at once,
-/// without a branch per byte (the branches of a byte loop mispredict on
-/// the mixed lengths of doc-id gaps).
-#[inline]
-pub(crate) fn write_varint_u32(dst: &mut [u8], x: u32) -> usize {
-    let x = x as u64;
-    // The 7-bit groups of x, one per byte.
-    let groups = (x & 0x7f)
-        | ((x << 1) & 0x7f00)
-        | ((x << 2) & 0x7f_0000)
-        | ((x << 3) & 0x7f00_0000)
-        | ((x << 4) & 0x7f_0000_0000);
-    let bits = 64 - (x | 1).leading_zeros() as usize;
-    let len = bits.div_ceil(7);
-    // Continuation bits on every byte but the last.
-    let more = 0x80_8080_8080u64 & ((1u64 << (8 * (len - 1))) - 1);
-    dst[..8].copy_from_slice(&(groups | more).to_le_bytes());
-    len
-}
-
 /// Bounds-checked reader over a byte slice; every failure is a corruption
 /// error naming the file, never a panic.
 pub(crate) struct Cursor<'a> {
@@ -504,7 +482,6 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
 
     #[test]
     fn streamed_container_equals_the_in_memory_one() {
@@ -604,25 +581,6 @@ mod tests {
                 .is_corruption());
         }
         assert!(read_container(p, &bytes[..bytes.len() - 1], b"TESTMAGI", 3).is_err());
-    }
-
-    #[test]
-    fn register_varint_equals_the_byte_loop() {
-        let mut xs: Vec<u32> = (0..=40)
-            .flat_map(|b: u32| {
-                let p = 1u64 << b.min(32);
-                [p.saturating_sub(1), p, p + 1].map(|v| v.min(u32::MAX as u64) as u32)
-            })
-            .collect();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        xs.extend((0..10_000).map(|_| rng.random::<u32>() >> rng.random_range(0..32)));
-        for x in xs {
-            let mut want = Vec::new();
-            put_varint(&mut want, x as u64);
-            let mut got = [0u8; 8];
-            let n = write_varint_u32(&mut got, x);
-            assert_eq!(&got[..n], &want[..], "{x}");
-        }
     }
 
     #[test]

@@ -365,15 +365,7 @@ fn torn_wal_tail_is_dropped() {
 fn unknown_version_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     drop(Index::create(dir.path(), &CreateOptions::new("m"), small()).unwrap());
-    let p = dir.path().join("MANIFEST");
-    let mut b = std::fs::read(&p).unwrap();
-    b[8] = 99;
-    // Recompute the header checksum so only the version is "wrong".
-    let n = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
-    let end = 16 + n * 24;
-    let c = crc32fast_hash(&b[..end]);
-    b[end..end + 4].copy_from_slice(&c.to_le_bytes());
-    std::fs::write(&p, &b).unwrap();
+    set_container_version(&dir.path().join("MANIFEST"), 99);
     let e = verify(dir.path()).unwrap_err();
     assert!(
         matches!(e, Error::UnsupportedVersion { found: 99, .. }),
@@ -402,18 +394,24 @@ fn unknown_version_is_rejected() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "seg"))
         .unwrap();
-    let mut b = std::fs::read(&seg).unwrap();
-    b[8] = 3;
-    let n = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
-    let end = 16 + n * 24;
-    let c = crc32fast_hash(&b[..end]);
-    b[end..end + 4].copy_from_slice(&c.to_le_bytes());
-    std::fs::write(&seg, &b).unwrap();
+    set_container_version(&seg, 3);
     let msg = verify(dir.path()).unwrap_err().to_string();
     assert!(
         msg.contains(".seg") && msg.contains("version 3, this build reads versions 1 to 2"),
         "{msg}"
     );
+}
+
+/// Rewrite a container file's format version, recomputing the header
+/// checksum so only the version is "wrong".
+fn set_container_version(path: &std::path::Path, version: u8) {
+    let mut b = std::fs::read(path).unwrap();
+    b[8] = version;
+    let n = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    let end = 16 + n * 24;
+    let c = crc32fast_hash(&b[..end]);
+    b[end..end + 4].copy_from_slice(&c.to_le_bytes());
+    std::fs::write(path, &b).unwrap();
 }
 
 fn crc32fast_hash(b: &[u8]) -> u32 {
