@@ -43,6 +43,41 @@ pub(crate) fn populate<T: Copy>(buf: &mut [T]) {
     }
 }
 
+/// A vector of `len` default elements whose memory is backed by transparent
+/// huge pages where the kernel allows it (Linux, THP `madvise` or `always`).
+///
+/// For buffers written at tens of thousands of places at once (a counting
+/// sort's output): with 4 KiB pages nearly every write misses the TLB, with
+/// 2 MiB pages a 75 MB buffer needs 38 entries. Small buffers (under 4 MiB)
+/// and other systems get a plain vector.
+pub(crate) fn huge_page_vec<T: Copy + Default>(len: usize) -> Vec<T> {
+    const HUGE: usize = 2 << 20;
+    let size = std::mem::size_of::<T>().max(1);
+    let bytes = len.saturating_mul(size);
+    if bytes < 2 * HUGE {
+        return vec![T::default(); len];
+    }
+    // One huge page of slack, so the aligned interior covers `len` elements.
+    let mut v: Vec<T> = Vec::with_capacity(len + HUGE / size);
+    #[cfg(target_os = "linux")]
+    {
+        let start = v.as_mut_ptr() as usize;
+        let end = start + v.capacity() * size;
+        let (a, b) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if b > a {
+            // SAFETY: [a, b) lies inside `v`'s allocation, which this
+            // function owns, and MADV_HUGEPAGE only changes how its pages
+            // are backed, not their contents (none are written yet). A
+            // refusal (THP disabled) leaves ordinary pages.
+            unsafe {
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    v.resize(len, T::default());
+    v
+}
+
 /// Write `x`'s own value back, so its page is faulted in writable.
 #[inline]
 fn rewrite<T: Copy>(x: &mut T) {
@@ -74,6 +109,21 @@ mod tests {
             w.extend((0..n).map(|i| i as u16));
             assert_eq!(&w[..3], &[7, 8, 9]);
             assert_eq!(w.len(), n + 3);
+        }
+    }
+
+    #[test]
+    fn huge_page_vec_is_default_filled_and_writable() {
+        for n in [0usize, 1, 1 << 20, (3 << 20) + 7] {
+            let mut v: Vec<u32> = huge_page_vec(n);
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x == 0));
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = i as u32;
+            }
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+            let w: Vec<(u32, u32)> = huge_page_vec(n);
+            assert!(w.len() == n && w.iter().all(|&x| x == (0, 0)));
         }
     }
 }

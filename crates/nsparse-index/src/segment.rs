@@ -186,118 +186,151 @@ impl<D: SegmentInput + ?Sized> PostingSource for Bm25Source<'_, D> {
 
 /// Inverts one kind of postings (neural or BM25) on several threads.
 ///
-/// Each thread owns a contiguous range of documents; inside every token's
-/// list, part `p`'s postings go after those of parts `< p`, so the lists
-/// come out in ascending doc order with no merge.
+/// Each thread owns a contiguous range of documents, cut at postings-tile
+/// boundaries into *pieces* (at most 2^[`postings::TILE_SHIFT`] documents).
+/// Inside every token's list, a piece's postings go after those of the
+/// pieces before it, so the lists come out in ascending doc order with no
+/// merge, and a token's run in a tile is the postings of that tile's pieces.
 struct Inverter {
     /// Exclusive prefix sums: `term_start[t]..term_start[t + 1]` is token
     /// `t`'s run; `term_start[vocab]` is the number of postings.
     term_start: Vec<usize>,
-    /// Per part, per token: postings of that part (document frequency).
-    part_df: Vec<Vec<u32>>,
+    /// The pieces' documents, in doc order.
+    pieces: Vec<std::ops::Range<usize>>,
+    /// Per part (thread): its pieces' indexes.
+    part_pieces: Vec<std::ops::Range<usize>>,
+    /// Per piece, per token: postings of that piece (document frequency).
+    piece_df: Vec<Vec<u32>>,
+}
+
+/// `range` cut at postings-tile boundaries.
+fn tile_pieces(range: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
+    let tile = 1usize << postings::TILE_SHIFT;
+    let mut pieces = Vec::new();
+    let mut a = range.start;
+    while a < range.end {
+        let b = ((a / tile + 1) * tile).min(range.end);
+        pieces.push(a..b);
+        a = b;
+    }
+    pieces
 }
 
 impl Inverter {
-    /// Count postings per part and token.
+    /// Count postings per piece and token.
     fn count<S: PostingSource>(
         ranges: &[std::ops::Range<usize>],
         vocab: usize,
         src: &S,
     ) -> Inverter {
-        let part_df: Vec<Vec<u32>> = per_range(ranges, |r| {
-            let mut df = vec![0u32; vocab];
-            for i in r {
-                src.each(i, |t, _| df[t as usize] += 1);
-            }
-            df
+        let per_part: Vec<Vec<(std::ops::Range<usize>, Vec<u32>)>> = per_range(ranges, |r| {
+            tile_pieces(r)
+                .into_iter()
+                .map(|piece| {
+                    let mut df = vec![0u32; vocab];
+                    for i in piece.clone() {
+                        src.each(i, |t, _| df[t as usize] += 1);
+                    }
+                    (piece, df)
+                })
+                .collect()
         });
+        let mut pieces = Vec::new();
+        let mut piece_df = Vec::new();
+        let mut part_pieces = Vec::with_capacity(per_part.len());
+        for part in per_part {
+            let first = pieces.len();
+            for (piece, df) in part {
+                pieces.push(piece);
+                piece_df.push(df);
+            }
+            part_pieces.push(first..pieces.len());
+        }
         let mut term_start = vec![0usize; vocab + 1];
         for t in 0..vocab {
-            let df: usize = part_df.iter().map(|d| d[t] as usize).sum();
+            let df: usize = piece_df.iter().map(|d| d[t] as usize).sum();
             term_start[t + 1] = term_start[t] + df;
         }
         Inverter {
             term_start,
-            part_df,
+            pieces,
+            part_pieces,
+            piece_df,
         }
     }
 
     /// Fill every token's list with the elements of `src`.
-    ///
-    /// With `tiles`, each part also returns where each (token, postings
-    /// tile, [`postings::TILE_SHIFT`]) run starts in its slice of the
-    /// token's list.
-    fn invert<S: PostingSource>(
-        &self,
-        ranges: &[std::ops::Range<usize>],
-        tiles: bool,
-        src: &S,
-    ) -> (Vec<S::Elem>, Vec<Vec<RunMark>>) {
+    fn invert<S: PostingSource>(&self, src: &S) -> Vec<S::Elem> {
         let vocab = self.term_start.len() - 1;
         let total = self.term_start[vocab];
+        let parts = self.part_pieces.len();
         let mut out = vec![S::Elem::default(); total];
-        // Fault the output pages in before the scatter ([`crate::memory::populate`]),
+        // Fault the output pages in before the copies ([`crate::memory::populate`]),
         // each thread a contiguous share: faults taken in a tight loop cost
         // less than the same faults spread over the inversion (~10 % of the
         // build), and threads faulting pages of the same page table contend
         // in the kernel (2.3x slower than contiguous shares, measured).
-        if ranges.len() > 1 {
-            let share = total.div_ceil(ranges.len()).max(1);
+        if parts > 1 {
+            let share = total.div_ceil(parts).max(1);
             on_threads(out.chunks_mut(share), crate::memory::populate);
         } else {
             crate::memory::populate(&mut out);
         }
-        // Per part, per token: the part's slice of the token's run. Carving
-        // the array into disjoint slices lets the threads write in parallel
-        // without sharing anything mutable.
-        let parts = ranges.len();
-        let mut dst: Vec<Vec<&mut [S::Elem]>> =
-            (0..parts).map(|_| Vec::with_capacity(vocab)).collect();
+        // Per piece, per token: the piece's slice of the token's list.
+        // Carving the array into disjoint slices lets the threads write in
+        // parallel without sharing anything mutable.
+        let mut dst: Vec<Vec<&mut [S::Elem]>> = (0..self.pieces.len())
+            .map(|_| Vec::with_capacity(vocab))
+            .collect();
         {
             let mut rest = &mut out[..];
             for t in 0..vocab {
-                for (p, d) in dst.iter_mut().enumerate() {
-                    let k = self.part_df[p][t] as usize;
+                for (c, d) in dst.iter_mut().enumerate() {
+                    let k = self.piece_df[c][t] as usize;
                     let (head, tail) = std::mem::take(&mut rest).split_at_mut(k);
                     d.push(head);
                     rest = tail;
                 }
             }
         }
-        let marks = on_threads(ranges.iter().cloned().zip(dst), |(r, d)| {
-            invert_part(r, d, tiles, src)
-        });
-        (out, marks)
-    }
-
-    /// The neural postings from the packed lists and the parts' run marks.
-    fn into_postings(self, packed: Vec<u32>, marks: Vec<Vec<RunMark>>) -> Postings {
-        let vocab = self.term_start.len() - 1;
-        // Marks per token (each part's are in tile order; group them).
-        let by_token: Vec<Vec<RunMark>> = marks
-            .into_iter()
-            .map(|mut m| {
-                m.sort_unstable_by_key(|r| (r.token, r.tile));
-                m
+        let mut dst = dst.into_iter();
+        let work: Vec<_> = self
+            .part_pieces
+            .iter()
+            .map(|ps| {
+                let own: Vec<_> = dst.by_ref().take(ps.len()).collect();
+                (ps.clone(), own)
             })
             .collect();
-        let mut next = vec![0usize; by_token.len()];
+        on_threads(work, |(ps, own)| {
+            invert_pieces(&self.pieces[ps.clone()], &self.piece_df[ps], own, src)
+        });
+        out
+    }
+
+    /// The neural postings from the inverted lists: a token's run in a tile
+    /// is the postings of that tile's pieces.
+    fn into_postings(self, packed: Vec<u32>) -> Postings {
+        let vocab = self.term_start.len() - 1;
+        let tiles: Vec<u32> = self
+            .pieces
+            .iter()
+            .map(|p| (p.start >> postings::TILE_SHIFT) as u32)
+            .collect();
         let mut run_start = Vec::with_capacity(vocab + 1);
         let mut run_tile = Vec::new();
         let mut run_pos = Vec::new();
         for t in 0..vocab {
             run_start.push(run_tile.len());
-            let mut base = self.term_start[t];
-            for (p, m) in by_token.iter().enumerate() {
-                while let Some(r) = m.get(next[p]).filter(|r| r.token as usize == t) {
-                    // A tile split between two parts continues the same run.
-                    if run_tile.last() != Some(&r.tile) || run_start[t] == run_tile.len() {
-                        run_tile.push(r.tile);
-                        run_pos.push(base + r.pos as usize);
-                    }
-                    next[p] += 1;
+            let mut pos = self.term_start[t];
+            for (c, &tile) in tiles.iter().enumerate() {
+                let k = self.piece_df[c][t] as usize;
+                // A tile split between two parts continues the same run.
+                if k > 0 && (run_tile.last() != Some(&tile) || run_start[t] == run_tile.len()) {
+                    run_tile.push(tile);
+                    run_pos.push(pos);
                 }
-                base += self.part_df[p][t] as usize;
+                pos += k;
             }
         }
         run_start.push(run_tile.len());
@@ -312,91 +345,53 @@ impl Inverter {
     }
 }
 
-/// Where a part's postings of `token` in `tile` begin, relative to the
-/// part's slice of the token's list.
-#[derive(Clone, Copy, Debug)]
-struct RunMark {
-    token: u16,
-    tile: u32,
-    pos: u32,
-}
-
-/// One thread's inversion of documents `range` into its slices of every
-/// token's run.
+/// One thread's inversion of its pieces into their slices of every token's
+/// list.
 ///
-/// The postings of a chunk of documents are gathered (doc order),
-/// counting-sorted by token in buffers that stay in the last-level cache,
-/// and every token's run is then copied to its place in one go. A direct
-/// scatter into the full arrays costs a cache and TLB miss per posting at
-/// millions of documents; each copied run costs one, so chunks are large
-/// (1M postings: 1.6x faster than 128k at 1M docs).
-fn invert_part<S: PostingSource>(
-    range: std::ops::Range<usize>,
-    mut dst: Vec<&mut [S::Elem]>,
-    tiles: bool,
+/// A piece's postings are counting-sorted by token into a buffer of the
+/// piece's size, then every token's run is copied to its place in one go.
+/// Scattering straight into the full arrays costs a cache and TLB miss per
+/// posting at millions of documents; a copied run costs one. The buffer is
+/// a whole tile (up to ~75 MB at 285 postings per document), so each token's
+/// run is copied once per tile rather than once per small chunk, and it is
+/// backed by transparent huge pages ([`crate::memory::huge_page_vec`]) so
+/// the scatter's 30k write streams stay within the TLB's reach.
+fn invert_pieces<S: PostingSource>(
+    pieces: &[std::ops::Range<usize>],
+    piece_df: &[Vec<u32>],
+    dst: Vec<Vec<&mut [S::Elem]>>,
     src: &S,
-) -> Vec<RunMark> {
-    const CHUNK_POSTINGS: usize = 1 << 20;
-    let vocab = dst.len();
-    let tile_mask = (1usize << postings::TILE_SHIFT) - 1;
-    let mut marks = Vec::new();
-    let mut last_tile = vec![u32::MAX; if tiles { vocab } else { 0 }];
-    let mut filled = vec![0usize; vocab];
-    // u32 positions keep the per-token counters (120 KiB) in L2.
-    let mut local_cnt = vec![0u32; vocab + 1];
-    let mut gathered: Vec<(u16, S::Elem)> = Vec::with_capacity(CHUNK_POSTINGS + 1024);
-    let mut local: Vec<S::Elem> = Vec::new();
-    let mut i = range.start;
-    while i < range.end {
-        gathered.clear();
-        let first = i;
-        // With tiles, a chunk ends before the first document of a new tile.
-        while i < range.end
-            && gathered.len() < CHUNK_POSTINGS
-            && (i == first || !tiles || i & tile_mask != 0)
-        {
-            src.each(i, |t, e| {
-                local_cnt[t as usize] += 1;
-                gathered.push((t, e));
-            });
-            i += 1;
-        }
-        let tile = (first >> postings::TILE_SHIFT) as u32;
-        // Exclusive prefix sums: local_cnt[t] = start of t's run.
+) {
+    let longest = piece_df
+        .iter()
+        .map(|df| df.iter().map(|&k| k as usize).sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let mut local: Vec<S::Elem> = crate::memory::huge_page_vec(longest);
+    let vocab = piece_df.first().map_or(0, |df| df.len());
+    // u32 positions keep the per-token cursors (120 KiB) in L2.
+    let mut cursor = vec![0u32; vocab];
+    for ((piece, df), mut dst) in pieces.iter().zip(piece_df).zip(dst) {
         let mut run = 0u32;
-        for c in local_cnt[..vocab].iter_mut() {
-            let k = *c;
+        for (c, &k) in cursor.iter_mut().zip(df) {
             *c = run;
             run += k;
         }
-        local.resize(gathered.len(), S::Elem::default());
-        for &(t, e) in &gathered {
-            let p = &mut local_cnt[t as usize];
-            local[*p as usize] = e;
-            *p += 1;
+        let local = &mut local[..run as usize];
+        for i in piece.clone() {
+            src.each(i, |t, e| {
+                let c = &mut cursor[t as usize];
+                local[*c as usize] = e;
+                *c += 1;
+            });
         }
-        // Now local_cnt[t] is the end of t's run, which starts where the
-        // previous token's ended: copy every run to its place in one go.
         let mut s0 = 0usize;
-        for (t, c) in local_cnt[..vocab].iter_mut().enumerate() {
-            let e = std::mem::take(c) as usize;
-            if e > s0 {
-                let g = filled[t];
-                if tiles && last_tile[t] != tile {
-                    last_tile[t] = tile;
-                    marks.push(RunMark {
-                        token: t as u16,
-                        tile,
-                        pos: g as u32,
-                    });
-                }
-                dst[t][g..g + e - s0].copy_from_slice(&local[s0..e]);
-                filled[t] += e - s0;
-                s0 = e;
-            }
+        for (d, &k) in dst.iter_mut().zip(df) {
+            let e = s0 + k as usize;
+            d.copy_from_slice(&local[s0..e]);
+            s0 = e;
         }
     }
-    marks
 }
 
 /// Append one postings block of format version 2 to `buf`.
@@ -684,9 +679,9 @@ impl Segment {
         let post_inv = Inverter::count(&ranges, v, &neural);
         let tf_inv = Inverter::count(&ranges, v, &bm25);
         let counted = t0.elapsed();
-        let (packed, marks) = post_inv.invert(&ranges, true, &neural);
-        let post = post_inv.into_postings(packed, marks);
-        let (tf_post, _) = tf_inv.invert(&ranges, false, &bm25);
+        let packed = post_inv.invert(&neural);
+        let post = post_inv.into_postings(packed);
+        let tf_post = tf_inv.invert(&bm25);
         let inverted = t0.elapsed();
         let doc_len: Vec<u32> = (0..n).map(|i| docs.doc_len(i)).collect();
         let total_len = doc_len.iter().map(|&l| l as u64).sum();
@@ -1673,8 +1668,18 @@ mod tests {
     #[test]
     fn multi_tile_build_equals_a_plain_inversion_and_round_trips() {
         let docs = multi_tile_docs();
+        // One thread, and three, whose document ranges cut tiles 1 and 2 in
+        // two (a tile's run then spans two threads' pieces).
+        for threads in [1, 3] {
+            let mut seg = Segment::build_underived(&docs[..], 40, threads);
+            let derived = seg.derived(None);
+            seg.set_derived(derived);
+            check_multi_tile_segment(&docs, &seg);
+        }
+    }
+
+    fn check_multi_tile_segment(docs: &[DocRecord], seg: &Segment) {
         let n = docs.len() as u32;
-        let seg = Segment::build(&docs[..], 40);
         seg.post.check(n).unwrap();
         let mut want: Vec<Vec<(u32, u16)>> = vec![Vec::new(); 40];
         for (d, doc) in docs.iter().enumerate() {
@@ -1705,7 +1710,7 @@ mod tests {
             d = end;
         }
         let all = seg.all_vectors();
-        assert!(all.iter().zip(&docs).all(|(v, doc)| *v == doc.vec));
+        assert!(all.iter().zip(docs).all(|(v, doc)| *v == doc.vec));
 
         // The block-max table covers every posting of every block.
         let bm = seg.block_max();
