@@ -415,10 +415,12 @@ fn encode_block(gaps: &[u32], weights: &[u16], buf: &mut Vec<u8>) {
     buf.push(width as u8);
     // Pack into a slice with a local cursor: pushing byte by byte makes the
     // compiler reload the Vec's length after every store (a u8 store may
-    // alias it). 4 bytes per gap at most, 2 per weight, 8 of slack for the
-    // accumulator's last store.
+    // alias it). The slice is the block's exact size plus 8 bytes of slack
+    // for the accumulator's last store: sizing it for 32-bit gaps zeroed
+    // ~6 bytes per posting that were then cut off again.
     let at = buf.len();
-    buf.resize(at + 4 * rest.len() + 2 * weights.len() + 8, 0);
+    let packed = (rest.len() * width as usize).div_ceil(8);
+    buf.resize(at + packed + 2 * weights.len() + 8, 0);
     let dst = &mut buf[at..];
     let mut k = 0;
     let (mut acc, mut bits) = (0u64, 0u32);
