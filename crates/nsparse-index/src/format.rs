@@ -390,6 +390,13 @@ pub fn quantize(w: f32) -> u16 {
     (((x - 0x3800_0000) + 0x0fff + ((x >> 13) & 1)) >> 13) as u16
 }
 
+/// Whether [`quantize`] keeps the valid weight `w` (finite, ≥ 0): the
+/// same as `quantize(w) != 0`, without computing the rounding.
+#[inline]
+pub(crate) fn is_kept(w: f32) -> bool {
+    w.abs() >= MIN_WEIGHT / 2.0
+}
+
 /// The reference definition of [`quantize`] (`half`'s conversion plus the
 /// subnormal snapping), kept for the equivalence test.
 #[cfg(test)]
@@ -528,6 +535,8 @@ mod tests {
         while x <= max {
             let w = f32::from_bits(x);
             assert_eq!(quantize(w), quantize_reference(w), "w = {w:e} ({x:#x})");
+            assert_eq!(is_kept(w), quantize(w) != 0, "w = {w:e} ({x:#x})");
+            assert_eq!(is_kept(-w), quantize(-w) != 0, "w = -{w:e}");
             x += 61;
         }
         for w in [
@@ -542,6 +551,9 @@ mod tests {
             assert_eq!(quantize(w), quantize_reference(w), "w = {w:e}");
             let below = f32::from_bits(w.to_bits().saturating_sub(1));
             assert_eq!(quantize(below), quantize_reference(below), "w = {below:e}");
+            for v in [w, below] {
+                assert_eq!(is_kept(v), quantize(v) != 0, "w = {v:e}");
+            }
         }
     }
 

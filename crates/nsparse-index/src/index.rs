@@ -608,6 +608,22 @@ impl SegmentInput for BulkInput<'_> {
             }
         }
     }
+    #[inline]
+    fn count_postings(&self, i: usize, df: &mut [u32]) {
+        if !self.resorted.is_empty() {
+            if let Some(v) = self.resorted.get(&i) {
+                for &(t, _) in v {
+                    df[t as usize] += 1;
+                }
+                return;
+            }
+        }
+        // Branch-free: a validated weight is kept exactly when it is not
+        // below half the smallest one ([`crate::format::is_kept`]).
+        for &(t, w) in &self.docs[i].vector {
+            df[t as usize] += crate::format::is_kept(w) as u32;
+        }
+    }
     fn tf(&self, i: usize) -> &[(u16, u32)] {
         &self.tf[i].0
     }

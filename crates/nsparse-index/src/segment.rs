@@ -88,6 +88,12 @@ pub(crate) trait SegmentInput: Sync {
     /// Calls `f(token, quantized weight)` for document `i`'s non-zero
     /// quantized weights, tokens strictly ascending.
     fn for_each_posting(&self, i: usize, f: impl FnMut(u16, u16));
+    /// Adds one to `df[token]` for every posting [`SegmentInput::for_each_posting`]
+    /// gives of document `i`. An input can count without quantizing.
+    #[inline]
+    fn count_postings(&self, i: usize, df: &mut [u32]) {
+        self.for_each_posting(i, |t, _| df[t as usize] += 1);
+    }
     /// BM25 term frequencies of document `i`, tokens ascending.
     fn tf(&self, i: usize) -> &[(u16, u32)];
     /// BM25 length of document `i` in tokens.
@@ -157,6 +163,11 @@ trait PostingSource: Sync {
     type Elem: Copy + Default + Send + Sync;
     /// Call `f(token, element)` for every posting of document `i`.
     fn each(&self, i: usize, f: impl FnMut(u16, Self::Elem));
+    /// Add one to `df[token]` for every posting of document `i`.
+    #[inline]
+    fn count(&self, i: usize, df: &mut [u32]) {
+        self.each(i, |t, _| df[t as usize] += 1);
+    }
 }
 
 /// The neural postings of a [`SegmentInput`]: packed (tile offset, f16 weight).
@@ -168,6 +179,10 @@ impl<D: SegmentInput + ?Sized> PostingSource for NeuralSource<'_, D> {
     fn each(&self, i: usize, mut f: impl FnMut(u16, u32)) {
         self.0
             .for_each_posting(i, |t, w| f(t, postings::pack(i as u32, w)))
+    }
+    #[inline]
+    fn count(&self, i: usize, df: &mut [u32]) {
+        self.0.count_postings(i, df)
     }
 }
 
@@ -229,7 +244,7 @@ impl Inverter {
                 .map(|piece| {
                     let mut df = vec![0u32; vocab];
                     for i in piece.clone() {
-                        src.each(i, |t, _| df[t as usize] += 1);
+                        src.count(i, &mut df);
                     }
                     (piece, df)
                 })

@@ -322,7 +322,13 @@ fn bulk_upsert_equals_the_logged_path_and_rejects_bad_batches_whole() {
                 vector.reverse(); // not in token order
             }
             if i % 7 == 0 {
-                vector.push((29_999, 1e-9)); // quantizes to zero: dropped
+                // At the edge of quantization: -0.0, 1e-9 and the float
+                // just below MIN_WEIGHT / 2 are dropped, MIN_WEIGHT / 2 is kept.
+                let half = nsparse_index::MIN_WEIGHT / 2.0;
+                vector.push((29_996, -0.0));
+                vector.push((29_997, f32::from_bits(half.to_bits() - 1)));
+                vector.push((29_998, half));
+                vector.push((29_999, 1e-9));
                 if i % 5 != 0 {
                     vector.sort_by_key(|p| p.0);
                 }
@@ -366,6 +372,14 @@ fn bulk_upsert_equals_the_logged_path_and_rejects_bad_batches_whole() {
         assert_eq!(sa.get(&id).unwrap(), sb.get(&id).unwrap(), "{id}");
         assert_eq!(sa.vector(&id), sb.vector(&id), "{id}");
     }
+    let edge: Vec<u32> = sa
+        .vector("d7")
+        .unwrap()
+        .iter()
+        .map(|p| p.0)
+        .filter(|&t| t >= 29_996)
+        .collect();
+    assert_eq!(edge, [29_998], "only MIN_WEIGHT / 2 survives quantization");
     assert_eq!(sa.get("d60").unwrap().unwrap(), b"{\"i\":60}");
     assert_eq!(sa.get("d10").unwrap().unwrap(), b"{\"i\":360}");
     assert_eq!(sa.get("keep3").unwrap().unwrap(), b"kept");
