@@ -3,7 +3,9 @@
 //! A freshly allocated buffer of hundreds of MB (a segment's postings, its
 //! dense columns) is backed by no pages until it is written; written out of
 //! order, every first write to a page is a page fault in the middle of the
-//! work. [`populate`] maps the pages in up front.
+//! work. [`populate`] maps the pages in up front. A buffer written at tens
+//! of thousands of places at once also misses the TLB on nearly every write
+//! with 4 KiB pages; [`huge_page_vec`] asks for 2 MiB pages instead.
 
 /// Make every page of `buf` resident and writable without changing its
 /// contents.
