@@ -584,6 +584,19 @@ impl<'a> BulkInput<'a> {
     }
 }
 
+impl BulkInput<'_> {
+    /// The quantized, re-sorted copy of document `i`'s vector, if its input
+    /// was not in token order (otherwise the caller's vector is read in place).
+    #[inline]
+    fn resorted_vector(&self, i: usize) -> Option<&[(u16, u16)]> {
+        // Most batches are sorted: skip the hash lookup per document.
+        if self.resorted.is_empty() {
+            return None;
+        }
+        self.resorted.get(&i).map(Vec::as_slice)
+    }
+}
+
 impl SegmentInput for BulkInput<'_> {
     fn n_docs(&self) -> usize {
         self.docs.len()
@@ -593,13 +606,11 @@ impl SegmentInput for BulkInput<'_> {
     }
     #[inline]
     fn for_each_posting(&self, i: usize, mut f: impl FnMut(u16, u16)) {
-        if !self.resorted.is_empty() {
-            if let Some(v) = self.resorted.get(&i) {
-                for &(t, w) in v {
-                    f(t, w);
-                }
-                return;
+        if let Some(v) = self.resorted_vector(i) {
+            for &(t, w) in v {
+                f(t, w);
             }
+            return;
         }
         for &(t, w) in &self.docs[i].vector {
             let q = quantize(w);
@@ -610,13 +621,11 @@ impl SegmentInput for BulkInput<'_> {
     }
     #[inline]
     fn count_postings(&self, i: usize, df: &mut [u32]) {
-        if !self.resorted.is_empty() {
-            if let Some(v) = self.resorted.get(&i) {
-                for &(t, _) in v {
-                    df[t as usize] += 1;
-                }
-                return;
+        if let Some(v) = self.resorted_vector(i) {
+            for &(t, _) in v {
+                df[t as usize] += 1;
             }
+            return;
         }
         // Branch-free: a validated weight is kept exactly when it is not
         // below half the smallest one ([`crate::format::is_kept`]).

@@ -628,7 +628,12 @@ impl Segment {
     /// Build a segment from documents (doc ids are positions in `docs`),
     /// on up to [`build_threads`] threads.
     pub(crate) fn build<D: SegmentInput + ?Sized>(docs: &D, vocab: u32) -> Segment {
-        let mut s = Segment::build_underived(docs, vocab, 0);
+        Segment::build_on(docs, vocab, 0)
+    }
+
+    /// [`Segment::build`] on at most `threads` threads ([`build_threads`]).
+    fn build_on<D: SegmentInput + ?Sized>(docs: &D, vocab: u32, threads: usize) -> Segment {
+        let mut s = Segment::build_underived(docs, vocab, threads);
         let derived = s.derived(None);
         s.set_derived(derived);
         s
@@ -1688,10 +1693,7 @@ mod tests {
         // One thread, and three, whose document ranges cut tiles 1 and 2 in
         // two (a tile's run then spans two threads' pieces).
         for threads in [1, 3] {
-            let mut seg = Segment::build_underived(&docs[..], 40, threads);
-            let derived = seg.derived(None);
-            seg.set_derived(derived);
-            check_multi_tile_segment(&docs, &seg);
+            check_multi_tile_segment(&docs, &Segment::build_on(&docs[..], 40, threads));
         }
     }
 

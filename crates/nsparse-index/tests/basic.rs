@@ -9,6 +9,15 @@ fn doc(id: &str, v: &[(u32, f32)]) -> Document {
     }
 }
 
+/// The (first) file in `dir` whose extension is `ext`.
+fn file_with_extension(dir: &std::path::Path, ext: &str) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == ext))
+        .unwrap_or_else(|| panic!("no .{ext} file in {}", dir.display()))
+}
+
 fn ids(h: &[Hit]) -> Vec<&str> {
     h.iter().map(|h| h.id.as_str()).collect()
 }
@@ -334,11 +343,7 @@ fn torn_wal_tail_is_dropped() {
     idx.add(&doc("a", &[(1, 1.0)])).unwrap();
     idx.add(&doc("b", &[(1, 1.0)])).unwrap();
     drop(idx);
-    let wal = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .unwrap();
+    let wal = file_with_extension(dir.path(), "log");
     let full = std::fs::read(&wal).unwrap();
     // Cut the last record in half: "b" was never acknowledged.
     let len = full.len();
@@ -380,20 +385,10 @@ fn unknown_version_is_rejected() {
     // A segment of an unknown version names the versions segments are read in.
     let dir = tempfile::tempdir().unwrap();
     let mut idx = Index::create(dir.path(), &CreateOptions::new("m"), small()).unwrap();
-    idx.upsert(&Document {
-        id: "a".into(),
-        vector: vec![(1, 1.0)],
-        tokens: None,
-        source: b"{}".to_vec(),
-    })
-    .unwrap();
+    idx.upsert(&doc("a", &[(1, 1.0)])).unwrap();
     idx.commit().unwrap();
     drop(idx);
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "seg"))
-        .unwrap();
+    let seg = file_with_extension(dir.path(), "seg");
     set_container_version(&seg, 3);
     let msg = verify(dir.path()).unwrap_err().to_string();
     assert!(
