@@ -250,7 +250,7 @@ pub fn evaluate_dataset(
     let searcher = index.searcher();
     let doc_counts = match scorer {
         Scorer::Bm25(_) => None,
-        Scorer::Sparse(_) => Some(document_token_counts(&searcher, &dataset.corpus)),
+        Scorer::Sparse(_) => Some(document_token_counts(&searcher, &dataset.corpus)?),
     };
     let started = Instant::now();
     let queries = encode_queries(&dataset.queries, scorer, progress)?;
@@ -407,14 +407,14 @@ fn check_cached(index: &Index, identity: &str, corpus: &[Record]) -> Result<()> 
 
 /// Token counts of the documents as stored in the index, so that a fresh and a reused index
 /// report the same FLOPS (weights that quantize to zero are not stored, hence not counted).
-fn document_token_counts(searcher: &Searcher, corpus: &[Record]) -> TokenCounts {
+fn document_token_counts(searcher: &Searcher, corpus: &[Record]) -> Result<TokenCounts> {
     let mut counts = TokenCounts::new();
     for r in corpus {
-        if let Some(v) = searcher.vector(&r.id) {
+        if let Some(v) = searcher.vector(&r.id)? {
             counts.add(v);
         }
     }
-    counts
+    Ok(counts)
 }
 
 /// A query ready for the searcher.

@@ -441,15 +441,31 @@ impl Searcher {
         }
     }
 
-    /// The quantized (stored) vector of a live document, dequantized, tokens ascending.
-    pub fn vector(&self, id: &str) -> Option<Vec<(u32, f32)>> {
-        let (s, d) = self.find(id)?;
-        let v = self.snap.segs[s as usize].seg.doc_vector(d);
-        Some(
-            v.into_iter()
+    /// The quantized (stored) vector of a live document, dequantized, tokens
+    /// ascending; `None` if `id` is not live. An error only when the
+    /// document's segment cannot read its postings from disk.
+    pub fn vector(&self, id: &str) -> Result<Option<Vec<(u32, f32)>>> {
+        let Some((s, d)) = self.find(id) else {
+            return Ok(None);
+        };
+        let seg = &self.snap.segs[s as usize].seg;
+        seg.postings()?;
+        Ok(Some(
+            seg.doc_vector(d)
+                .into_iter()
                 .map(|(t, w)| (t as u32, dequantize(w)))
                 .collect(),
-        )
+        ))
+    }
+
+    /// Load every segment's neural postings that is still on disk (a
+    /// segment just built by this process; see `Segment::build_and_write`),
+    /// so the search code after it may read them.
+    fn load_postings(&self) -> Result<()> {
+        for s in &self.snap.segs {
+            s.seg.postings()?;
+        }
+        Ok(())
     }
 
     /// Validate a query: tokens in vocabulary, weights finite and ≥ 0; duplicate
@@ -512,6 +528,7 @@ impl Searcher {
         filter: Option<DocFilter<'_>>,
     ) -> Result<Vec<Hit>> {
         let q = self.canon(query)?;
+        self.load_postings()?;
         let f = filter;
         let cands = match req.mode {
             SearchMode::Exact => self.run_tiled(&q, req.k, f, 1.0, usize::MAX),
@@ -604,6 +621,7 @@ impl Searcher {
         let Some((s, d)) = self.find(id) else {
             return Ok(None);
         };
+        self.snap.segs[s as usize].seg.postings()?;
         let score = self.dot(&q, s, d);
         Ok(Some((score, self.explain_doc(&q, s, d))))
     }
@@ -671,7 +689,7 @@ impl Searcher {
                 let mut lower = top.theta();
                 let mut max_acc = 0f32;
                 for &(ub, t, w) in &order {
-                    let df = seg.post.df(t);
+                    let df = seg.post().df(t);
                     // The k-th best live partial score is a lower bound of the k-th
                     // final score. Computing it costs O(touched): only try when it
                     // could exceed `rest` and would let us skip a long list.
@@ -698,7 +716,7 @@ impl Searcher {
                         break;
                     }
                     rest -= ub;
-                    for (d, qw) in seg.post.iter(t) {
+                    for (d, qw) in seg.post().iter(t) {
                         let a = &mut acc[d as usize];
                         if *a == 0.0 {
                             touched.push(d);
@@ -792,10 +810,10 @@ impl Searcher {
                 acc.clear();
                 acc.resize(seg.n_docs as usize, 0.0);
                 for &(t, w) in q {
-                    for i in seg.post.runs(t) {
-                        let (base, r) = seg.post.run(i);
+                    for i in seg.post().runs(t) {
+                        let (base, r) = seg.post().run(i);
                         let acc = &mut acc[base as usize..];
-                        for &x in &seg.post.packed[r] {
+                        for &x in &seg.post().packed[r] {
                             acc[postings::offset(x) as usize] += w * postings::weight(x);
                         }
                     }
@@ -1200,7 +1218,7 @@ fn score_block(
         let ei = s + i;
         // Blocks lie inside postings tiles: the offset's low bits are the
         // position in the block.
-        for &x in &seg.post.packed[bm.pos[ei]..bm.pos[ei + 1]] {
+        for &x in &seg.post().packed[bm.pos[ei]..bm.pos[ei + 1]] {
             let l = postings::offset(x) as usize & (BLOCK_DOCS - 1);
             acc[l] += w * postings::weight(x);
             mask |= 1 << l;
@@ -1249,6 +1267,7 @@ impl DocumentIter<'_> {
             let start = self.next;
             let end = (start + EXPORT_WINDOW).min(seg.n_docs);
             self.next = end;
+            seg.postings()?;
             let cursor = self.cursor.get_or_insert_with(|| seg.forward_cursor());
             let fwd = seg.forward_window(cursor, start, end);
             let mut sources = Vec::new();
@@ -1427,9 +1446,9 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
     let terms = &mut sc.terms;
     terms.clear();
     for (&(t, w), &gen) in p.q.iter().zip(p.gen) {
-        let runs = seg.post.runs(t);
+        let runs = seg.post().runs(t);
         if !runs.is_empty() {
-            let s = seg.post.term_start[t as usize];
+            let s = seg.post().term_start[t as usize];
             terms.push(TileTerm {
                 token: t,
                 w,
@@ -1514,10 +1533,10 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     continue;
                 }
                 let tm = &mut terms[i];
-                tm.locate(&seg.post, lo, hi);
+                tm.locate(seg.post(), lo, hi);
                 let w = tm.w;
                 let skip = lo - tm.base;
-                for &x in &seg.post.packed[tm.pos..tm.tile_end] {
+                for &x in &seg.post().packed[tm.pos..tm.tile_end] {
                     // The run holds docs in lo..hi, so the mask never changes the index.
                     let at = (postings::offset(x) - skip) as usize & (MAX_TILE - 1);
                     acc[at] += w * postings::weight(x);
@@ -1557,7 +1576,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     // others need their run in this tile.
                     for tm in terms.iter_mut() {
                         if dense.column(tm.token).is_none() {
-                            tm.locate(&seg.post, lo, hi);
+                            tm.locate(seg.post(), lo, hi);
                         }
                     }
                 }
@@ -1565,7 +1584,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     match dense.column(tm.token) {
                         Some(col) => Some(col[d as usize]).filter(|&w| w != 0),
                         None => postings::find_in_run(
-                            &seg.post.packed[tm.pos..tm.tile_end],
+                            &seg.post().packed[tm.pos..tm.tile_end],
                             d.wrapping_sub(tm.base),
                         ),
                     }
@@ -1821,7 +1840,7 @@ mod tests {
             let n = seg.n_docs as u64;
             let capped = DenseColumns::build_within(seg, 5 * 2 * n + 1);
             assert_eq!(capped.len(), 5);
-            let df = |t: u32| seg.post.df(t);
+            let df = |t: u32| seg.post().df(t);
             let min_kept = (0..30_522u32)
                 .filter(|&t| capped.column(t).is_some())
                 .map(df)

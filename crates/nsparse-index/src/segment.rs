@@ -13,9 +13,11 @@ use crate::id_index::IdIndex;
 use crate::postings::{self, Postings, PostingsBuilder};
 
 pub(crate) const SEG_MAGIC: &[u8; 8] = b"NSPSEG\0\0";
-/// Segment format written by this build. Version 2 bit-packs the doc-id
-/// gaps of each postings block; version 1 (delta varints) is still read.
-pub(crate) const SEG_VERSION: u32 = 2;
+/// Segment format written by this build. Version 3 stores the neural
+/// postings tile by tile ([`write_postings`]); version 2 stored them token by
+/// token, each block's doc-id gaps bit-packed; version 1 used delta varints.
+/// All three are read.
+pub(crate) const SEG_VERSION: u32 = 3;
 /// Oldest segment format this build reads.
 const SEG_OLDEST_READABLE: u32 = 1;
 
@@ -55,7 +57,17 @@ pub(crate) struct Segment {
     /// `_id` → position in `ids` (derived at build and load).
     pub id_index: IdIndex,
     /// Neural postings, grouped by token: docs ascending within a token.
-    pub post: Postings,
+    /// Read through [`Segment::postings`] (which loads them) or
+    /// [`Segment::post`]: a segment just written by
+    /// [`Segment::build_and_write`] leaves them on disk until first use.
+    post: std::sync::OnceLock<Postings>,
+    /// Serialises the loading of `post` (the load can fail, so it cannot
+    /// run inside `OnceLock::get_or_init`).
+    post_loading: std::sync::Mutex<()>,
+    /// The segment's file, where unloaded postings are read from.
+    file: Option<std::path::PathBuf>,
+    /// Number of neural postings (known before they are loaded).
+    n_post: usize,
     /// Block-max table, built on first use (only the block-max and BMP-style
     /// modes need it; it costs about as much memory as the doc ids).
     pub block_max: std::sync::OnceLock<BlockMax>,
@@ -458,6 +470,368 @@ fn encode_block(gaps: &[u32], weights: &[u16], buf: &mut Vec<u8>) {
     buf.truncate(at + k);
 }
 
+/// Postings per token in every tile of `tiles` (consecutive tiles on each
+/// of `workers` threads).
+fn count_tiles<S: PostingSource>(
+    tiles: &[std::ops::Range<usize>],
+    vocab: usize,
+    workers: usize,
+    src: &S,
+) -> Vec<Vec<u32>> {
+    let parts = workers.clamp(1, tiles.len().max(1));
+    let groups: Vec<_> = (0..parts)
+        .map(|p| tiles.len() * p / parts..tiles.len() * (p + 1) / parts)
+        .collect();
+    let count = |g: std::ops::Range<usize>| -> Vec<Vec<u32>> {
+        tiles[g]
+            .iter()
+            .map(|tile| {
+                let mut df = vec![0u32; vocab];
+                for i in tile.clone() {
+                    src.count(i, &mut df);
+                }
+                df
+            })
+            .collect()
+    };
+    if groups.len() == 1 {
+        return count(0..tiles.len());
+    }
+    per_range(&groups, count).into_iter().flatten().collect()
+}
+
+/// One thread's encoder of postings tiles, with buffers reused from tile to
+/// tile (so after the first tile they are warm memory, not fresh pages).
+struct TileEncoder {
+    /// The tile's postings counting-sorted by token.
+    sorted: Vec<u32>,
+    /// Per token: where its next posting goes in `sorted`.
+    cursor: Vec<u32>,
+    /// The tile's header and run directory.
+    head: Vec<u8>,
+    /// The tile's encoded runs.
+    data: Vec<u8>,
+    /// Per token: the largest quantized weight seen (f16 bits of positive
+    /// values order like the values).
+    max_bits: Vec<u16>,
+}
+
+impl TileEncoder {
+    fn new(longest: usize, vocab: usize) -> TileEncoder {
+        TileEncoder {
+            // Huge pages: the sort writes ~30k streams at once, which 4 KiB
+            // pages would spread over more TLB entries than there are.
+            sorted: crate::memory::huge_page_vec(longest),
+            cursor: vec![0; vocab],
+            head: Vec::new(),
+            data: Vec::new(),
+            max_bits: vec![0; vocab],
+        }
+    }
+
+    /// Sort and encode the postings of the documents `tile` (one whole
+    /// tile, or the segment's last, partial one) into `head` and `data`;
+    /// `df` is the tile's postings per token.
+    fn encode<S: PostingSource<Elem = u32>>(
+        &mut self,
+        tile: std::ops::Range<usize>,
+        df: &[u32],
+        src: &S,
+    ) {
+        let TileEncoder {
+            sorted,
+            cursor,
+            head,
+            data,
+            max_bits,
+        } = self;
+        let mut total = 0u32;
+        for (c, &k) in cursor.iter_mut().zip(df) {
+            *c = total;
+            total += k;
+        }
+        let sorted = &mut sorted[..total as usize];
+        for i in tile.clone() {
+            src.each(i, |t, e| {
+                let c = &mut cursor[t as usize];
+                sorted[*c as usize] = e;
+                *c += 1;
+            });
+        }
+        head.clear();
+        data.clear();
+        put_varint(head, tile.start as u64);
+        put_varint(head, tile.len() as u64);
+        put_varint(head, df.iter().filter(|&&k| k > 0).count() as u64);
+        let mut gaps = [0u32; POSTING_BLOCK];
+        let mut weights = [0u16; POSTING_BLOCK];
+        let (mut next_t, mut at) = (0usize, 0usize);
+        for (t, &k) in df.iter().enumerate() {
+            if k == 0 {
+                continue;
+            }
+            put_varint(head, (t - next_t) as u64);
+            put_varint(head, k as u64);
+            next_t = t + 1;
+            let run = &sorted[at..at + k as usize];
+            at += k as usize;
+            // Offsets are within the tile, which starts at a tile boundary:
+            // the run's first gap is its first doc's offset.
+            let mut next = 0u32;
+            let mut most = max_bits[t];
+            for block in run.chunks(POSTING_BLOCK) {
+                for (j, &x) in block.iter().enumerate() {
+                    let d = postings::offset(x);
+                    gaps[j] = d - next;
+                    next = d + 1;
+                    weights[j] = postings::weight_bits(x);
+                    most = most.max(weights[j]);
+                }
+                encode_block(&gaps[..block.len()], &weights[..block.len()], data);
+            }
+            max_bits[t] = most;
+        }
+        put_varint(head, data.len() as u64);
+    }
+}
+
+/// Write the neural postings section of format version 3, tile by tile, on
+/// `workers` threads; returns per token the largest quantized weight.
+///
+/// Layout: the number of tiles, then per tile of documents, in order: its
+/// first doc id, its number of docs (2^[`postings::TILE_SHIFT`], fewer in
+/// the last tile), its number of runs, per run the token (as the distance
+/// from the previous run's token plus one, the first as itself) and its
+/// number of postings, the byte length of the runs' data, then the data:
+/// each run's postings in blocks of [`POSTING_BLOCK`] ([`encode_block`]),
+/// the run's first gap counted from the tile's first doc. The directory in
+/// front lets a reader place every run before decoding any. A reader
+/// rejects anything else (tiles out of order, partial tiles before the
+/// last), so a token has at most one run per tile, as in memory.
+fn write_postings<S: PostingSource<Elem = u32>>(
+    out: &mut format::ContainerFile,
+    tiles: &[std::ops::Range<usize>],
+    tile_df: &[Vec<u32>],
+    src: &S,
+    workers: usize,
+    vocab: usize,
+) -> Result<Vec<u16>> {
+    put_varint(out.buffer(), tiles.len() as u64);
+    let longest = tile_df
+        .iter()
+        .map(|df| df.iter().map(|&k| k as usize).sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let workers = workers.clamp(1, tiles.len().max(1));
+    let mut encoders: Vec<TileEncoder> = (0..workers)
+        .map(|_| TileEncoder::new(longest, vocab))
+        .collect();
+    for (round, round_df) in tiles.chunks(workers).zip(tile_df.chunks(workers)) {
+        if workers == 1 {
+            encoders[0].encode(round[0].clone(), &round_df[0], src);
+        } else {
+            let jobs = encoders.iter_mut().zip(round).zip(round_df);
+            on_threads(jobs, |((e, tile), df)| e.encode(tile.clone(), df, src));
+        }
+        for e in &encoders[..round.len()] {
+            out.append(&e.head)?;
+            out.append(&e.data)?;
+        }
+    }
+    let mut max_bits = vec![0u16; vocab];
+    for e in &encoders {
+        for (m, &b) in max_bits.iter_mut().zip(&e.max_bits) {
+            *m = (*m).max(b);
+        }
+    }
+    Ok(max_bits)
+}
+
+/// Decode a neural postings section of format version 3 ([`write_postings`]),
+/// checking every value; `n_post` is the count the segment's header gives.
+fn decode_tile_postings(
+    c: &mut Cursor<'_>,
+    vocab: usize,
+    n_docs: u32,
+    n_post: usize,
+) -> Result<Postings> {
+    struct Piece<'a> {
+        first: u32,
+        end: u32,
+        runs: std::ops::Range<usize>,
+        data: &'a [u8],
+    }
+    let n_pieces = c.varint()?;
+    if n_pieces > n_docs as u64 {
+        return Err(c.err("more postings pieces than documents"));
+    }
+    // Pass 1: the directories, to know every list's length and place.
+    let mut pieces = Vec::with_capacity(n_pieces as usize);
+    let mut entries: Vec<(u32, u32)> = Vec::new();
+    let mut df = vec![0usize; vocab];
+    let mut runs_of = vec![0usize; vocab];
+    let (mut next_doc, mut total) = (0u64, 0usize);
+    for _ in 0..n_pieces {
+        let first = c.varint()?;
+        let len = c.varint()?;
+        let end = first.saturating_add(len);
+        let tile_end = (first + (1 << postings::TILE_SHIFT)).min(n_docs as u64);
+        if first != next_doc || first >= tile_end || end != tile_end {
+            return Err(c.err("postings pieces are not the segment's tiles in order"));
+        }
+        next_doc = end;
+        let n_runs = c.varint()?;
+        if n_runs > vocab as u64 {
+            return Err(c.err("more postings runs in a piece than tokens"));
+        }
+        let start = entries.len();
+        let mut next_t = 0u64;
+        for _ in 0..n_runs {
+            let t = next_t.saturating_add(c.varint()?);
+            let k = c.varint()?;
+            if t >= vocab as u64 || k == 0 || k > len {
+                return Err(c.err("postings run token or length out of range"));
+            }
+            total += k as usize;
+            if total > n_post {
+                return Err(c.err("more postings than the segment header says"));
+            }
+            df[t as usize] += k as usize;
+            runs_of[t as usize] += 1;
+            entries.push((t as u32, k as u32));
+            next_t = t + 1;
+        }
+        let data_len = c.varint()?;
+        let data = c.bytes(usize::try_from(data_len).unwrap_or(usize::MAX))?;
+        pieces.push(Piece {
+            first: first as u32,
+            end: end as u32,
+            runs: start..entries.len(),
+            data,
+        });
+    }
+    c.done()?;
+    if next_doc != n_docs as u64 || total != n_post {
+        return Err(c.err("postings pieces disagree with the segment header"));
+    }
+    let mut term_start = Vec::with_capacity(vocab + 1);
+    let mut run_slot = Vec::with_capacity(vocab + 1);
+    let (mut at, mut slot) = (0usize, 0usize);
+    for t in 0..vocab {
+        term_start.push(at);
+        run_slot.push(slot);
+        at += df[t];
+        slot += runs_of[t];
+    }
+    term_start.push(at);
+    run_slot.push(slot);
+    // Pass 2: decode every run into its place; note each run's (tile, start).
+    let mut packed = vec![0u32; total];
+    crate::memory::populate(&mut packed);
+    let mut cursor = term_start[..vocab].to_vec();
+    let mut fill = run_slot[..vocab].to_vec();
+    let mut slots = vec![(0u32, 0usize); entries.len()];
+    for piece in &pieces {
+        let mut pc = Cursor::new(piece.data, c.path);
+        let tile = piece.first >> postings::TILE_SHIFT;
+        for &(t, k) in &entries[piece.runs.clone()] {
+            let (t, k) = (t as usize, k as usize);
+            let dst = &mut packed[cursor[t]..cursor[t] + k];
+            slots[fill[t]] = (tile, cursor[t]);
+            fill[t] += 1;
+            cursor[t] += k;
+            let mut start = piece.first as u64;
+            for block in dst.chunks_mut(POSTING_BLOCK) {
+                let m = block.len();
+                let docs = unpack_docs(&mut pc, m, start, piece.end)?;
+                let weights = take_weights(&mut pc, m)?;
+                for (k, (x, &d)) in block.iter_mut().zip(&docs).enumerate() {
+                    *x =
+                        postings::pack(d, u16::from_le_bytes([weights[2 * k], weights[2 * k + 1]]));
+                }
+                start = docs[m - 1] as u64 + 1;
+            }
+        }
+        pc.done()?;
+    }
+    // Pieces are whole tiles: every (token, piece) is one tile run, and the
+    // slots are already token-major.
+    let (run_tile, mut run_pos): (Vec<u32>, Vec<usize>) = slots.into_iter().unzip();
+    run_pos.push(total);
+    Ok(Postings {
+        term_start,
+        run_start: run_slot,
+        run_tile,
+        run_pos,
+        packed,
+    })
+}
+
+/// Read the neural postings of the segment file `path` (format 3), after
+/// verifying its checksums and that it is the segment described by
+/// `n_docs`, `vocab` and `n_post`.
+fn load_postings(path: &Path, n_docs: u32, vocab: u32, n_post: usize) -> Result<Postings> {
+    let load = |bytes: &[u8]| -> Result<Postings> {
+        let (version, secs) = format::read_container_of(path, bytes, SEG_MAGIC, 3..=SEG_VERSION)?;
+        let mut c = Cursor::new(format::section(path, &secs, SEC_META)?, path);
+        let same = c.u32()? == n_docs && c.u32()? == vocab && {
+            c.u64()?;
+            c.u64()? == n_post as u64
+        };
+        if !same || version < 3 {
+            return Err(Error::corrupt(
+                path,
+                "the segment file changed after it was written".to_string(),
+            ));
+        }
+        let mut c = Cursor::new(format::section(path, &secs, SEC_POSTINGS)?, path);
+        decode_tile_postings(&mut c, vocab as usize, n_docs, n_post)
+    };
+    match format::map_file(path)? {
+        Some(map) => load(&map),
+        None => load(&format::read_file(path)?),
+    }
+}
+
+/// Read the doc ids of one bit-packed postings block ([`encode_block`]) of
+/// `m` ≤ [`POSTING_BLOCK`] entries whose first doc id is `start` plus the
+/// block's first gap, checking that every doc id is below `limit`.
+#[inline]
+fn unpack_docs(
+    c: &mut Cursor<'_>,
+    m: usize,
+    start: u64,
+    limit: u32,
+) -> Result<[u32; POSTING_BLOCK]> {
+    let first = c.varint()?;
+    let width = c.bytes(1)?[0] as usize;
+    if width > 32 {
+        return Err(c.err("postings bit width above 32"));
+    }
+    let packed = c.bytes(((m - 1) * width).div_ceil(8))?;
+    // A zero-padded copy lets every gap be read with one 8-byte load.
+    let mut padded = [0u8; (POSTING_BLOCK - 1) * 4 + 8];
+    padded[..packed.len()].copy_from_slice(packed);
+    let mask = (1u64 << width) - 1;
+    // Gaps are below 2^32, the first below 2^35 (varint bound) and `start`
+    // at most 2^32: sums of at most 128 of them cannot overflow a u64.
+    let mut d = start + first;
+    let mut docs = [0u32; POSTING_BLOCK];
+    docs[0] = d as u32;
+    for (i, doc) in docs[1..m].iter_mut().enumerate() {
+        let bit = i * width;
+        let word = u64::from_le_bytes(padded[bit / 8..bit / 8 + 8].try_into().unwrap_or_default());
+        d += ((word >> (bit % 8)) & mask) + 1;
+        // Truncation is harmless: the range check below rejects the block.
+        *doc = d as u32;
+    }
+    // Doc ids ascend, so the last one bounds them all.
+    if d >= limit as u64 {
+        return Err(c.err("doc id out of range in postings"));
+    }
+    Ok(docs)
+}
+
 /// Decode one postings block of format version 2 ([`encode_block`]) of
 /// `m` ≤ [`POSTING_BLOCK`] entries onto `out`'s current token, checking
 /// every value. `prev` is the list's last doc id so far (`None` at its start).
@@ -469,42 +843,20 @@ fn decode_packed_block(
     n_docs: u32,
     out: &mut PostingsBuilder,
 ) -> Result<()> {
-    let first = c.varint()?;
-    let width = c.bytes(1)?[0] as usize;
-    if width > 32 {
-        return Err(c.err("postings bit width above 32"));
+    let start = prev.map_or(0, |p| p as u64 + 1);
+    let docs = unpack_docs(c, m, start, n_docs)?;
+    let weights = take_weights(c, m)?;
+    for (k, &d) in docs[..m].iter().enumerate() {
+        out.push(d, u16::from_le_bytes([weights[2 * k], weights[2 * k + 1]]));
     }
-    let packed = c.bytes(((m - 1) * width).div_ceil(8))?;
-    // A zero-padded copy lets every gap be read with one 8-byte load.
-    let mut padded = [0u8; (POSTING_BLOCK - 1) * 4 + 8];
-    padded[..packed.len()].copy_from_slice(packed);
-    let mask = (1u64 << width) - 1;
-    // Gaps are below 2^32 and the first below 2^35 (varint bound):
-    // sums of at most 128 of them cannot overflow a u64.
-    let mut d = prev.map_or(first, |p| p as u64 + first + 1);
-    let mut docs = [0u32; POSTING_BLOCK];
-    docs[0] = d as u32;
-    for (i, doc) in docs[1..m].iter_mut().enumerate() {
-        let bit = i * width;
-        let word = u64::from_le_bytes(padded[bit / 8..bit / 8 + 8].try_into().unwrap_or_default());
-        d += ((word >> (bit % 8)) & mask) + 1;
-        // Truncation is harmless: the range check below rejects the block.
-        *doc = d as u32;
-    }
-    // Doc ids ascend, so the last one bounds them all.
-    if d >= n_docs as u64 {
-        return Err(c.err("doc id out of range in postings"));
-    }
-    push_with_weights(c, &docs[..m], out)?;
-    *prev = Some(d as u32);
+    *prev = Some(docs[m - 1]);
     Ok(())
 }
 
-/// Read the f16 weights of a block whose doc ids are `docs` (the block's
-/// tail in both formats), check them, and push the postings onto `out`.
+/// The `m` little-endian f16 weights at the cursor (a block's tail in every
+/// format), checked to be positive, finite and normal.
 #[inline]
-fn push_with_weights(c: &mut Cursor<'_>, docs: &[u32], out: &mut PostingsBuilder) -> Result<()> {
-    let m = docs.len();
+fn take_weights<'a>(c: &mut Cursor<'a>, m: usize) -> Result<&'a [u8]> {
     let Some(bytes) = c.buf.get(c.pos..c.pos + 2 * m) else {
         return Err(c.err("truncated weights"));
     };
@@ -512,11 +864,8 @@ fn push_with_weights(c: &mut Cursor<'_>, docs: &[u32], out: &mut PostingsBuilder
     if (0..m).any(|k| !(0x0400..0x7c00).contains(&weight(k))) {
         return Err(c.err("invalid quantized weight"));
     }
-    for (k, &d) in docs.iter().enumerate() {
-        out.push(d, weight(k));
-    }
     c.pos += 2 * m;
-    Ok(())
+    Ok(bytes)
 }
 
 /// Decode one postings block of format version 1 of `m` ≤ [`POSTING_BLOCK`]
@@ -568,7 +917,10 @@ fn decode_varint_block(
         last = Some(d as u32);
     }
     c.pos = pos;
-    push_with_weights(c, &docs[..m], out)?;
+    let weights = take_weights(c, m)?;
+    for (k, &d) in docs[..m].iter().enumerate() {
+        out.push(d, u16::from_le_bytes([weights[2 * k], weights[2 * k + 1]]));
+    }
     *prev = last;
     Ok(())
 }
@@ -633,17 +985,30 @@ impl Segment {
 
     /// [`Segment::build`] on at most `threads` threads ([`build_threads`]).
     fn build_on<D: SegmentInput + ?Sized>(docs: &D, vocab: u32, threads: usize) -> Segment {
-        let mut s = Segment::build_underived(docs, vocab, threads);
+        let mut s = Segment::build_underived(docs, vocab, threads, true);
         let derived = s.derived(None);
         s.set_derived(derived);
         s
     }
 
-    /// [`Segment::build`], then [`Segment::write_file`]; the derived
-    /// structures are computed while the file is written (the write waits
-    /// on the device and leaves the cores partly idle). `id_index`, when
-    /// given, is the `_id` index of `docs` already built by the caller;
-    /// `threads` limits the threads ([`build_threads`]; 0: every core).
+    /// Build a segment straight into the file `dir/name` and return it with
+    /// its neural postings left on disk: they are loaded on first use
+    /// ([`Segment::postings`]).
+    ///
+    /// The neural postings never exist in memory as a whole here: each tile
+    /// of documents is counting-sorted by token into a buffer the thread
+    /// reuses and encoded into the file from there ([`TileEncoder`]). A
+    /// segment's in-memory postings are 4 bytes per posting of fresh memory
+    /// (1.1 GB at a million documents), and on the machines we measure fresh
+    /// memory costs 0.5 to 4 s per GB to fault in, depending on the host:
+    /// more than the rest of the inversion. A process that only builds
+    /// (`nsparse index`, merges) never pays it; one that searches pays it
+    /// once, at the first search, as [`open_reader`](crate::open_reader)
+    /// always has. The `_id` index is built while the file is written (the
+    /// write waits on the device and leaves the cores partly idle).
+    /// `id_index`, when given, is the `_id` index of `docs` already built by
+    /// the caller; `threads` limits the threads ([`build_threads`]; 0: every
+    /// core).
     pub(crate) fn build_and_write<D: SegmentInput + ?Sized>(
         docs: &D,
         vocab: u32,
@@ -652,21 +1017,78 @@ impl Segment {
         id_index: Option<IdIndex>,
         threads: usize,
     ) -> Result<Segment> {
-        let mut s = Segment::build_underived(docs, vocab, threads);
         let t0 = std::time::Instant::now();
-        let (derived, written) = std::thread::scope(|sc| {
+        let mut s = Segment::build_underived(docs, vocab, threads, false);
+        let tiles = tile_pieces(0..docs.n_docs());
+        let workers = build_threads(docs.n_docs(), threads);
+        let neural = NeuralSource(docs);
+        let tile_df = count_tiles(&tiles, vocab as usize, workers, &neural);
+        s.n_post = tile_df.iter().flatten().map(|&k| k as usize).sum();
+        let counted = t0.elapsed();
+        let (index, written) = std::thread::scope(|sc| {
             let seg = &s;
-            let derived = sc.spawn(move || seg.derived(id_index));
-            let written = seg.write_file(dir, name, threads);
-            (join_part(derived), written)
+            let index = sc.spawn(move || id_index.map_or_else(|| IdIndex::build(&seg.ids), Ok));
+            let written = seg.write_file(dir, name, |out| {
+                write_postings(out, &tiles, &tile_df, &neural, workers, vocab as usize)
+            });
+            (join_part(index), written)
         });
-        written?;
+        let max_bits = written?;
+        let term_max = max_bits
+            .into_iter()
+            .map(|w| if w == 0 { 0.0 } else { dequantize(w) })
+            .collect();
+        s.set_derived(index.map(|i| (i, term_max)));
+        s.file = Some(dir.join(name));
         tracing::debug!(
-            write_ms = t0.elapsed().as_millis() as u64,
-            "wrote segment (derived structures alongside)"
+            count_ms = counted.as_millis() as u64,
+            write_ms = (t0.elapsed() - counted).as_millis() as u64,
+            "built and wrote segment (postings tile by tile, _id index alongside)"
         );
-        s.set_derived(derived);
         Ok(s)
+    }
+
+    /// The neural postings, read from the segment's file on first use.
+    pub(crate) fn postings(&self) -> Result<&Postings> {
+        if let Some(p) = self.post.get() {
+            return Ok(p);
+        }
+        let _loading = self
+            .post_loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = self.post.get() {
+            return Ok(p);
+        }
+        let Some(path) = self.file.as_deref() else {
+            return Err(Error::invalid(
+                "segment",
+                "in-memory segment without postings (a bug in nsparse-index)".to_string(),
+            ));
+        };
+        let t0 = std::time::Instant::now();
+        let post = load_postings(path, self.n_docs, self.vocab, self.n_post)?;
+        tracing::debug!(
+            path = %path.display(),
+            postings = self.n_post,
+            load_ms = t0.elapsed().as_millis() as u64,
+            "loaded segment postings"
+        );
+        Ok(self.post.get_or_init(|| post))
+    }
+
+    /// The neural postings, which must be loaded already.
+    ///
+    /// # Panics
+    /// If they are not: every entry point that reads postings calls
+    /// [`Segment::postings`] first (searches through
+    /// [`Searcher`](crate::Searcher)'s own check, merges through
+    /// [`Segment::records`] and the document iterator).
+    #[inline]
+    pub(crate) fn post(&self) -> &Postings {
+        self.post
+            .get()
+            .expect("segment postings used before Segment::postings loaded them")
     }
 
     /// Install [`Segment::derived`]'s result.
@@ -692,17 +1114,29 @@ impl Segment {
 
     /// The postings, `_id`s and sources of a segment, without the derived
     /// structures.
-    fn build_underived<D: SegmentInput + ?Sized>(docs: &D, vocab: u32, threads: usize) -> Segment {
+    ///
+    /// With `with_neural` false the neural postings are left out (unloaded,
+    /// no file): [`Segment::build_and_write`] streams them into the file.
+    fn build_underived<D: SegmentInput + ?Sized>(
+        docs: &D,
+        vocab: u32,
+        threads: usize,
+        with_neural: bool,
+    ) -> Segment {
         let v = vocab as usize;
         let n = docs.n_docs();
         let ranges = doc_ranges(n, build_threads(n, threads));
         let t0 = std::time::Instant::now();
         let (neural, bm25) = (NeuralSource(docs), Bm25Source(docs));
-        let post_inv = Inverter::count(&ranges, v, &neural);
+        let post_inv = with_neural.then(|| Inverter::count(&ranges, v, &neural));
         let tf_inv = Inverter::count(&ranges, v, &bm25);
         let counted = t0.elapsed();
-        let packed = post_inv.invert(&neural);
-        let post = post_inv.into_postings(packed);
+        let post_cell = std::sync::OnceLock::new();
+        if let Some(inv) = post_inv {
+            let packed = inv.invert(&neural);
+            let _ = post_cell.set(inv.into_postings(packed));
+        }
+        let n_post = post_cell.get().map_or(0, Postings::len);
         let tf_post = tf_inv.invert(&bm25);
         let inverted = t0.elapsed();
         let doc_len: Vec<u32> = (0..n).map(|i| docs.doc_len(i)).collect();
@@ -727,7 +1161,10 @@ impl Segment {
             vocab,
             id_index: IdIndex::default(),
             ids,
-            post,
+            post: post_cell,
+            post_loading: std::sync::Mutex::new(()),
+            file: None,
+            n_post,
             block_max: std::sync::OnceLock::new(),
             dense: std::sync::OnceLock::new(),
             term_max: Vec::new(),
@@ -759,7 +1196,7 @@ impl Segment {
             let index = sc.spawn(move || given.map_or_else(|| IdIndex::build(ids), Ok));
             // Quantized weights are positive f16 bits: their order is the order of the values.
             let term_max: Vec<f32> = (0..v as u32)
-                .map(|t| match self.post.max_weight(t) {
+                .map(|t| match self.post().max_weight(t) {
                     0 => 0.0,
                     w => dequantize(w),
                 })
@@ -787,9 +1224,9 @@ impl Segment {
             for t in 0..v as u32 {
                 bm.start.push(bm.block.len());
                 let mut last = u32::MAX;
-                for i in self.post.runs(t) {
-                    let (base, r) = self.post.run(i);
-                    for (p, &x) in self.post.packed[r.clone()].iter().enumerate() {
+                for i in self.post().runs(t) {
+                    let (base, r) = self.post().run(i);
+                    for (p, &x) in self.post().packed[r.clone()].iter().enumerate() {
                         // Blocks are aligned within tiles, so a block's postings are one slice.
                         let b = (base + postings::offset(x)) >> DOC_BLOCK_SHIFT;
                         if b != last {
@@ -804,7 +1241,7 @@ impl Segment {
                     }
                 }
             }
-            bm.pos.push(self.post.len());
+            bm.pos.push(self.post().len());
             bm.start.push(bm.block.len());
             bm
         })
@@ -818,17 +1255,24 @@ impl Segment {
     /// Quantized weight of token `t` in `doc` (binary search in the posting list).
     #[inline]
     pub(crate) fn weight(&self, t: u32, doc: u32) -> Option<u16> {
-        self.post.weight(t, doc)
+        self.post().weight(t, doc)
     }
 
     /// Number of neural postings.
     pub(crate) fn n_postings(&self) -> usize {
-        self.post.len()
+        self.n_post
     }
 
     /// Write the segment to `dir/name` (atomically, fsynced), streaming each
-    /// section through a small buffer instead of materialising the file.
-    pub(crate) fn write_file(&self, dir: &Path, name: &str, threads: usize) -> Result<()> {
+    /// section through a small buffer instead of materialising the file;
+    /// `postings` writes the neural postings section's bytes (format 3,
+    /// [`write_postings`]).
+    fn write_file<R>(
+        &self,
+        dir: &Path,
+        name: &str,
+        postings: impl FnOnce(&mut format::ContainerFile) -> Result<R>,
+    ) -> Result<R> {
         let v = self.vocab as usize;
         let mut out = format::ContainerFile::create(dir, name, SEG_MAGIC, SEG_VERSION, 5)?;
 
@@ -837,7 +1281,7 @@ impl Segment {
         buf.extend_from_slice(&self.n_docs.to_le_bytes());
         buf.extend_from_slice(&self.vocab.to_le_bytes());
         buf.extend_from_slice(&self.total_len.to_le_bytes());
-        buf.extend_from_slice(&(self.post.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&(self.n_post as u64).to_le_bytes());
         buf.extend_from_slice(&(self.tf_post.len() as u64).to_le_bytes());
         out.end()?;
 
@@ -851,44 +1295,7 @@ impl Segment {
         out.end()?;
 
         out.begin(SEC_POSTINGS);
-        let n_terms = (0..v as u32).filter(|&t| self.post.df(t) > 0).count();
-        put_varint(out.buffer(), n_terms as u64);
-        // Encode pieces of about PIECE postings, one per build thread at a
-        // time, and append them in token order; the sink's own thread
-        // overlaps the device writes.
-        const PIECE: usize = 1 << 20;
-        let threads = build_threads(self.n_docs as usize, threads);
-        let mut pieces = vec![0usize];
-        let term_start = &self.post.term_start;
-        for t in 0..v {
-            if term_start[t + 1] - term_start[*pieces.last().unwrap_or(&0)] >= PIECE {
-                pieces.push(t + 1);
-            }
-        }
-        if *pieces.last().unwrap_or(&0) != v {
-            pieces.push(v);
-        }
-        let mut bufs: Vec<Vec<u8>> = (0..threads).map(|_| Vec::new()).collect();
-        for batch in pieces.windows(2).collect::<Vec<_>>().chunks(threads) {
-            std::thread::scope(|sc| {
-                for (w, buf) in batch.iter().zip(bufs.iter_mut()) {
-                    let tokens = w[0]..w[1];
-                    sc.spawn(move || {
-                        // Encode into a Vec owned by this thread: the
-                        // headers of `bufs` share a cache line, and two
-                        // threads updating their lengths there ran slower
-                        // than one thread alone.
-                        let mut local = std::mem::take(buf);
-                        local.clear();
-                        self.encode_postings(tokens, &mut local);
-                        *buf = local;
-                    });
-                }
-            });
-            for buf in &bufs[..batch.len()] {
-                out.append(buf)?;
-            }
-        }
+        let written = postings(&mut out)?;
         out.end()?;
 
         out.begin(SEC_BM25);
@@ -928,51 +1335,8 @@ impl Segment {
             out.spill()?;
         }
         out.end()?;
-        out.finish()
-    }
-
-    /// The on-disk postings of `tokens` (non-empty lists only): token,
-    /// length, then blocks of `POSTING_BLOCK` postings (format version 2,
-    /// [`encode_block`]).
-    fn encode_postings(&self, tokens: std::ops::Range<usize>, buf: &mut Vec<u8>) {
-        let mut gaps = [0u32; POSTING_BLOCK];
-        let mut weights = [0u16; POSTING_BLOCK];
-        for t in tokens {
-            let t = t as u32;
-            let df = self.post.df(t);
-            if df == 0 {
-                continue;
-            }
-            put_varint(buf, t as u64);
-            put_varint(buf, df as u64);
-            // The list's first gap is its first doc id.
-            let mut next = 0u32;
-            // Walk the tile runs block by block without a per-posting iterator.
-            let mut runs = self.post.runs(t);
-            let (mut base, mut r) = (0u32, 0..0);
-            let mut left = df;
-            while left > 0 {
-                let m = left.min(POSTING_BLOCK);
-                let mut k = 0;
-                while k < m {
-                    if r.is_empty() {
-                        let Some(i) = runs.next() else { break };
-                        (base, r) = self.post.run(i);
-                    }
-                    let take = (m - k).min(r.len());
-                    for (j, &x) in self.post.packed[r.start..r.start + take].iter().enumerate() {
-                        let d = base + postings::offset(x);
-                        gaps[k + j] = d - next;
-                        next = d + 1;
-                        weights[k + j] = postings::weight_bits(x);
-                    }
-                    k += take;
-                    r.start += take;
-                }
-                encode_block(&gaps[..m], &weights[..m], buf);
-                left -= m;
-            }
-        }
+        out.finish()?;
+        Ok(written)
     }
 
     /// Parse and verify a segment file's bytes (checksums and structure).
@@ -983,6 +1347,7 @@ impl Segment {
             1 => decode_varint_block,
             _ => decode_packed_block,
         };
+        let by_tile = version >= 3;
         let mut c = Cursor::new(format::section(path, &secs, SEC_META)?, path);
         let n_docs = c.u32()?;
         let vocab = c.u32()?;
@@ -1013,6 +1378,9 @@ impl Segment {
         };
         let decode_postings = || -> Result<Postings> {
             let mut c = Cursor::new(format::section(path, &secs, SEC_POSTINGS)?, path);
+            if by_tile {
+                return decode_tile_postings(&mut c, v, n_docs, n_post as usize);
+            }
             let mut out = PostingsBuilder::new(v, n_post as usize);
             let n_terms = c.varint()?;
             let mut next_t = 0usize;
@@ -1131,7 +1499,10 @@ impl Segment {
             vocab,
             ids,
             id_index: IdIndex::default(),
-            post,
+            n_post: post.len(),
+            post: std::sync::OnceLock::from(post),
+            post_loading: std::sync::Mutex::new(()),
+            file: Some(path.to_path_buf()),
             block_max: std::sync::OnceLock::new(),
             dense: std::sync::OnceLock::new(),
             term_max: Vec::new(),
@@ -1208,8 +1579,8 @@ impl Segment {
     pub(crate) fn forward_cursor(&self) -> ForwardCursor {
         let v = self.vocab as usize;
         ForwardCursor {
-            run: self.post.run_start[..v].to_vec(),
-            post: self.post.term_start[..v].to_vec(),
+            run: self.post().run_start[..v].to_vec(),
+            post: self.post().term_start[..v].to_vec(),
             tf: self.tf_start[..v].to_vec(),
         }
     }
@@ -1232,15 +1603,15 @@ impl Segment {
             })
             .collect();
         for t in 0..self.vocab as usize {
-            let runs_end = self.post.run_start[t + 1];
+            let runs_end = self.post().run_start[t + 1];
             let (ri, p) = (&mut cur.run[t], &mut cur.post[t]);
             while *ri < runs_end {
-                let (base, r) = self.post.run(*ri);
+                let (base, r) = self.post().run(*ri);
                 if base >= end {
                     break;
                 }
                 while *p < r.end {
-                    let x = self.post.packed[*p];
+                    let x = self.post().packed[*p];
                     let d = base + postings::offset(x);
                     if d >= end {
                         break;
@@ -1293,7 +1664,7 @@ impl Segment {
     fn all_vectors(&self) -> Vec<Vec<(u16, u16)>> {
         let mut out = vec![Vec::new(); self.n_docs as usize];
         for t in 0..self.vocab {
-            for (d, w) in self.post.iter(t) {
+            for (d, w) in self.post().iter(t) {
                 out[d as usize].push((t as u16, w));
             }
         }
@@ -1317,6 +1688,7 @@ impl Segment {
         path: &Path,
         keep: impl Fn(u32) -> bool,
     ) -> Result<Vec<DocRecord>> {
+        self.postings()?;
         let tfs = self.all_tfs();
         let vecs = self.all_vectors();
         let mut out = Vec::new();
@@ -1518,7 +1890,7 @@ impl DenseColumns {
             return DenseColumns::default();
         }
         let min_df = n.div_ceil(DENSE_DF_DIVISOR as usize);
-        let df = |t: usize| seg.post.df(t as u32);
+        let df = |t: usize| seg.post().df(t as u32);
         let mut dense: Vec<usize> = (0..v).filter(|&t| df(t) >= min_df).collect();
         // Within the memory budget, the most frequent tokens save the most scatters.
         let max_cols = (max_bytes / (2 * n as u64).max(1)).min(v as u64) as usize;
@@ -1541,7 +1913,7 @@ impl DenseColumns {
         for (c, &t) in dense.iter().enumerate() {
             cols.slot[t] = c as u32;
             let col = &mut cols.data[c * n..(c + 1) * n];
-            for (d, w) in seg.post.iter(t as u32) {
+            for (d, w) in seg.post().iter(t as u32) {
                 col[d as usize] = w;
             }
         }
@@ -1693,13 +2065,120 @@ mod tests {
         // One thread, and three, whose document ranges cut tiles 1 and 2 in
         // two (a tile's run then spans two threads' pieces).
         for threads in [1, 3] {
-            check_multi_tile_segment(&docs, &Segment::build_on(&docs[..], 40, threads));
+            let seg = Segment::build_on(&docs[..], 40, threads);
+            check_multi_tile_segment(&docs, &seg);
+            // Written tile by tile, read back lazily and at open: the same
+            // postings, run table and per-token maxima.
+            let dir = tempfile::tempdir().unwrap();
+            let lazy = Segment::build_and_write(&docs[..], 40, dir.path(), "s.seg", None, threads)
+                .unwrap();
+            assert!(
+                lazy.post.get().is_none(),
+                "postings stay on disk until used"
+            );
+            assert_eq!(lazy.n_postings(), seg.n_postings());
+            assert_eq!(lazy.term_max, seg.term_max);
+            let opened = Segment::load(&dir.path().join("s.seg")).unwrap();
+            for back in [lazy.postings().unwrap(), opened.post()] {
+                assert_eq!(back.term_start, seg.post().term_start);
+                assert_eq!(back.run_start, seg.post().run_start);
+                assert_eq!(back.run_tile, seg.post().run_tile);
+                assert_eq!(back.run_pos, seg.post().run_pos);
+                assert_eq!(back.packed, seg.post().packed);
+            }
+            assert_eq!(opened.term_max, seg.term_max);
+            check_multi_tile_segment(&docs, &lazy);
         }
+    }
+
+    /// A few postings over two and a half tiles (a small file to damage).
+    fn sparse_multi_tile_docs() -> Vec<DocRecord> {
+        let tile = 1usize << postings::TILE_SHIFT;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..2 * tile + 4321)
+            .map(|i| {
+                let mut vec = Vec::new();
+                for t in 0..6u16 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if x.is_multiple_of(60) {
+                        vec.push((t, quantize(0.01 + (x >> 40) as f32 / (1u64 << 24) as f32)));
+                    }
+                }
+                DocRecord {
+                    id: format!("d{i}"),
+                    vec,
+                    tf: Vec::new(),
+                    len: 0,
+                    source: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_segment_is_written_and_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::build_and_write(&[][..], 6, dir.path(), "e.seg", None, 0).unwrap();
+        assert_eq!(seg.term_max, vec![0.0; 6]);
+        assert_eq!(seg.postings().unwrap().len(), 0);
+        let back = Segment::load(&dir.path().join("e.seg")).unwrap();
+        assert_eq!(back.post().term_start, vec![0; 7]);
+    }
+
+    #[test]
+    fn tile_postings_decoder_rejects_damage_without_panicking() {
+        let docs = sparse_multi_tile_docs();
+        let n = docs.len() as u32;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.seg");
+        let seg = Segment::build_and_write(&docs[..], 6, dir.path(), "s.seg", None, 1).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, secs) = format::read_container_of(&path, &bytes, SEG_MAGIC, 3..=3).unwrap();
+        let section = format::section(&path, &secs, SEC_POSTINGS)
+            .unwrap()
+            .to_vec();
+        let decode =
+            |b: &[u8]| decode_tile_postings(&mut Cursor::new(b, &path), 6, n, seg.n_postings());
+        let intact = decode(&section).unwrap();
+        assert_eq!(intact.packed, seg.postings().unwrap().packed);
+        let is_corrupt = |r: Result<Postings>| match r {
+            Err(Error::Corrupt { .. }) => true,
+            Err(e) => panic!("not a corruption error: {e}"),
+            Ok(p) => {
+                // A change the structure cannot see (a weight, a gap) still
+                // decodes to well-formed postings.
+                p.check(n).unwrap();
+                false
+            }
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rejected = 0;
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut damaged = section.clone();
+            let at = (x >> 8) as usize % damaged.len();
+            damaged[at] ^= 1 << (x % 8);
+            rejected += is_corrupt(decode(&damaged)) as usize;
+        }
+        assert!(rejected > 300, "only {rejected} of 3000 flips rejected");
+        for cut in (0..section.len()).step_by(section.len() / 211 + 1) {
+            assert!(is_corrupt(decode(&section[..cut])), "cut at {cut}");
+        }
+        // A file whose tiles are out of order: the first tile claims to start at doc 1.
+        let mut shifted = section.clone();
+        assert_eq!(shifted[1], 0, "first tile starts at doc 0");
+        shifted[1] = 1;
+        let e = decode(&shifted).unwrap_err().to_string();
+        assert!(e.contains("not the segment's tiles in order"), "{e}");
     }
 
     fn check_multi_tile_segment(docs: &[DocRecord], seg: &Segment) {
         let n = docs.len() as u32;
-        seg.post.check(n).unwrap();
+        seg.post().check(n).unwrap();
         let mut want: Vec<Vec<(u32, u16)>> = vec![Vec::new(); 40];
         for (d, doc) in docs.iter().enumerate() {
             for &(t, w) in &doc.vec {
@@ -1708,7 +2187,7 @@ mod tests {
         }
         for (t, list) in want.iter().enumerate() {
             assert_eq!(
-                seg.post.iter(t as u32).collect::<Vec<_>>(),
+                seg.post().iter(t as u32).collect::<Vec<_>>(),
                 *list,
                 "token {t}"
             );
@@ -1716,7 +2195,7 @@ mod tests {
                 assert_eq!(seg.weight(t as u32, d), Some(w));
             }
         }
-        assert_eq!(seg.post.runs(39).len(), 1);
+        assert_eq!(seg.post().runs(39).len(), 1);
 
         // Forward windows and whole-vector reconstruction give back the input.
         let mut cur = seg.forward_cursor();
@@ -1736,22 +2215,11 @@ mod tests {
         for t in 0..40u32 {
             for e in bm.start[t as usize]..bm.start[t as usize + 1] {
                 let base = bm.block[e] << DOC_BLOCK_SHIFT;
-                for &x in &seg.post.packed[bm.pos[e]..bm.pos[e + 1]] {
+                for &x in &seg.post().packed[bm.pos[e]..bm.pos[e + 1]] {
                     let d = base + (postings::offset(x) & ((1 << DOC_BLOCK_SHIFT) - 1));
                     assert_eq!(seg.weight(t, d), Some(postings::weight_bits(x)));
                 }
             }
         }
-
-        // The file decodes to the same in-memory postings.
-        let dir = tempfile::tempdir().unwrap();
-        seg.write_file(dir.path(), "s.seg", 0).unwrap();
-        let back = Segment::load(&dir.path().join("s.seg")).unwrap();
-        assert_eq!(back.post.term_start, seg.post.term_start);
-        assert_eq!(back.post.run_start, seg.post.run_start);
-        assert_eq!(back.post.run_tile, seg.post.run_tile);
-        assert_eq!(back.post.run_pos, seg.post.run_pos);
-        assert_eq!(back.post.packed, seg.post.packed);
-        assert_eq!(back.term_max, seg.term_max);
     }
 }

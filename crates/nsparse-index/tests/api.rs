@@ -189,7 +189,7 @@ fn documents_returns_every_live_document_once_and_reindexes_identically() {
         let e = by_id[d.id.as_str()];
         assert!(s.contains(&d.id));
         assert_eq!(e.source, d.source);
-        assert_eq!(Some(e.vector.clone()), s.vector(&d.id));
+        assert_eq!(Some(e.vector.clone()), s.vector(&d.id).unwrap());
         let mut want: Vec<(u32, f32)> = d
             .vector
             .iter()
@@ -370,10 +370,11 @@ fn bulk_upsert_equals_the_logged_path_and_rejects_bad_batches_whole() {
     for i in 0..350 {
         let id = format!("d{i}");
         assert_eq!(sa.get(&id).unwrap(), sb.get(&id).unwrap(), "{id}");
-        assert_eq!(sa.vector(&id), sb.vector(&id), "{id}");
+        assert_eq!(sa.vector(&id).unwrap(), sb.vector(&id).unwrap(), "{id}");
     }
     let edge: Vec<u32> = sa
         .vector("d7")
+        .unwrap()
         .unwrap()
         .iter()
         .map(|p| p.0)

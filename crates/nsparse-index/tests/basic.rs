@@ -389,10 +389,10 @@ fn unknown_version_is_rejected() {
     idx.commit().unwrap();
     drop(idx);
     let seg = file_with_extension(dir.path(), "seg");
-    set_container_version(&seg, 3);
+    set_container_version(&seg, 4);
     let msg = verify(dir.path()).unwrap_err().to_string();
     assert!(
-        msg.contains(".seg") && msg.contains("version 3, this build reads versions 1 to 2"),
+        msg.contains(".seg") && msg.contains("version 4, this build reads versions 1 to 3"),
         "{msg}"
     );
 }

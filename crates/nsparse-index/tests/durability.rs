@@ -118,7 +118,7 @@ fn acknowledged_writes_survive_sigkill() {
         let rep = verify(dir.path()).unwrap_or_else(|e| panic!("after kill {kills}: {e}"));
         let s = open_reader(dir.path()).unwrap();
         for id in &acked {
-            let v = s.vector(id);
+            let v = s.vector(id).unwrap();
             if deleted.contains(id) {
                 assert!(v.is_none(), "after kill {kills}: deleted {id} is back");
             } else {

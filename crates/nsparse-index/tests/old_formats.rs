@@ -1,7 +1,8 @@
-//! Indexes written in segment format version 1 (delta-varint postings,
-//! before bit-packing) still open, search and merge. The fixture in
-//! `tests/fixtures/index-v1` was written by the version-1 build from the
-//! documents [`fixture_docs`] regenerates.
+//! Indexes written in older segment formats still open, search and merge:
+//! version 1 (token-major delta-varint postings) in `tests/fixtures/index-v1`
+//! and version 2 (token-major, bit-packed gaps) in `tests/fixtures/index-v2`,
+//! each written by the build of its time from the documents [`fixture_docs`]
+//! regenerates (with `doc-7` deleted afterwards).
 
 use nsparse_index::synth::{Synth, SynthParams};
 use nsparse_index::*;
@@ -24,8 +25,10 @@ fn fixture_docs() -> Vec<Document> {
         .collect()
 }
 
-fn copy_fixture() -> tempfile::TempDir {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/index-v1");
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(&src).unwrap() {
         let e = e.unwrap();
@@ -64,11 +67,23 @@ fn results(s: &Searcher, docs: &[Document]) -> Vec<Vec<(String, f32)>> {
     out
 }
 
+/// The segment format this build writes.
+const CURRENT: u32 = 3;
+
 #[test]
-fn a_version_1_index_reads_like_a_fresh_one_and_is_rewritten_as_version_2() {
+fn a_version_1_index_reads_like_a_fresh_one_and_is_rewritten_in_the_current_format() {
+    reads_like_a_fresh_index_and_is_rewritten("index-v1", 1);
+}
+
+#[test]
+fn a_version_2_index_reads_like_a_fresh_one_and_is_rewritten_in_the_current_format() {
+    reads_like_a_fresh_index_and_is_rewritten("index-v2", 2);
+}
+
+fn reads_like_a_fresh_index_and_is_rewritten(fixture: &str, version: u32) {
     let docs = fixture_docs();
-    let old = copy_fixture();
-    assert_eq!(segment_versions(old.path()), [1]);
+    let old = copy_fixture(fixture);
+    assert_eq!(segment_versions(old.path()), [version]);
 
     // The same documents (and the same deletion) in a fresh index.
     let fresh = tempfile::tempdir().unwrap();
@@ -81,7 +96,7 @@ fn a_version_1_index_reads_like_a_fresh_one_and_is_rewritten_as_version_2() {
     idx.bulk_upsert(&docs).unwrap();
     idx.delete("doc-7").unwrap();
     idx.commit().unwrap();
-    assert_eq!(segment_versions(fresh.path()), [2]);
+    assert_eq!(segment_versions(fresh.path()), [CURRENT]);
     let want = results(&idx.searcher(), &docs);
     assert_eq!(
         results(&open_reader(fresh.path()).unwrap(), &docs),
@@ -99,18 +114,21 @@ fn a_version_1_index_reads_like_a_fresh_one_and_is_rewritten_as_version_2() {
             assert_eq!(got, None);
         } else {
             assert_eq!(got.unwrap(), d.source);
-            assert_eq!(reader.vector(&d.id), idx.searcher().vector(&d.id));
+            assert_eq!(
+                reader.vector(&d.id).unwrap(),
+                idx.searcher().vector(&d.id).unwrap()
+            );
         }
     }
 
-    // A merge rewrites the version-1 segment in the current format (and
+    // A merge rewrites the old segment in the current format (and
     // purges the deleted document, which changes BM25's statistics: compare
     // with the fresh index merged alike).
     let mut w = Index::open(old.path(), WriterOptions::default()).unwrap();
     w.force_merge(1).unwrap();
     drop(w);
     idx.force_merge(1).unwrap();
-    assert_eq!(segment_versions(old.path()), [2]);
+    assert_eq!(segment_versions(old.path()), [CURRENT]);
     assert_eq!(
         results(&open_reader(old.path()).unwrap(), &docs),
         results(&idx.searcher(), &docs)
