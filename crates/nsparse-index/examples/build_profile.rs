@@ -30,6 +30,11 @@ fn main() {
         idx.bulk_upsert(&docs).expect("bulk");
         let s = t.elapsed().as_secs_f64();
         eprintln!("bulk_upsert {s:.2}s = {:.0} docs/s", n as f64 / s);
+        drop(docs);
+        // The new segment's postings load on the writer's first search.
+        let t = Instant::now();
+        let _ = idx.searcher().search(&queries[0], &SearchRequest::new(10));
+        eprintln!("writer's first search {:?}", t.elapsed());
     }
     let t = Instant::now();
     let s = open_reader(&dir).expect("open");
