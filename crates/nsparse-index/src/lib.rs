@@ -85,10 +85,13 @@
 //! * `seg-NNNNNNNN.seg` — immutable segment: container with sections
 //!   1 META (doc count, vocab, BM25 total length, posting counts),
 //!   2 IDS (varint length + UTF-8 `_id` per doc),
-//!   3 POSTINGS (per token present: token, df, then blocks of 128 postings;
-//!   format 2: the block's first doc-id gap as a LEB128 varint, one byte of
-//!   bit width `b`, the other 127 gaps bit-packed at `b` bits, then the
-//!   u16 weights; format 1, still read: one varint per gap, then the weights),
+//!   3 POSTINGS (format 3: per 65,536-doc tile in order: first doc, doc
+//!   count, run count, a directory of (token delta, run length), the data's
+//!   byte length, then each run's blocks of 128 postings: the block's first
+//!   doc-id gap as a LEB128 varint, one byte of bit width `b`, the other 127
+//!   gaps bit-packed at `b` bits, then the u16 weights; formats 1 and 2, still
+//!   read, stored each token's whole list in turn (token, df, blocks), 2 with
+//!   these blocks, 1 with one varint per gap),
 //!   4 BM25 (per-doc lengths; per token: doc-id deltas + term frequencies),
 //!   5 SOURCE (chunks of 32 documents' sources, lz4 block-compressed).
 //! * `seg-NNNNNNNN-GGGGGGGG.del` — deletion bitmap of a segment at generation G
@@ -99,7 +102,7 @@
 //!
 //! The *container* used by MANIFEST, segments and bitmaps is: 8-byte magic
 //! (`NSPMANIF`, `NSPSEG\0\0`, `NSPDEL\0\0`), u32 format version (segments
-//! 2, reading 1 and 2; the others 1),
+//! 3, reading 1 to 3; the others 1),
 //! u32 section count, a table of `(kind u32, offset u64, length u64, crc32 u32)`
 //! entries, a crc32 of everything before it, then the sections back to back.
 //! Opening verifies the magic, the header checksum, the version (an unknown
@@ -109,7 +112,11 @@
 //! file. A segment file is memory-mapped only while it is verified and
 //! decoded into owned memory at open (segment files are immutable once renamed
 //! into place); searches never read the mapping, so nothing a file undergoes
-//! after open can reach them.
+//! after open can reach them. The exception is a segment this process has just
+//! written (bulk load, flush, merge): its neural postings stay on disk and are
+//! verified and decoded the same way on first use, so damage done to the file
+//! before then is reported as [`Error::Corrupt`] by that search (or `vector`,
+//! or merge).
 //!
 //! ## Weights: f16 quantization
 //! Document weights are stored as IEEE binary16 (round to nearest even), with

@@ -421,7 +421,7 @@ fn invert_pieces<S: PostingSource>(
     }
 }
 
-/// Append one postings block of format version 2 to `buf`.
+/// Append one postings block of format versions 2 and 3 to `buf`.
 ///
 /// `gaps[0]` is the distance from the list's previous doc id plus one (the
 /// doc id itself for a list's first block), then every next gap is
