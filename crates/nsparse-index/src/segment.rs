@@ -2024,27 +2024,24 @@ mod tests {
         assert!(err.contains("bit width"), "{err}");
     }
 
-    /// Documents spanning four postings tiles (the build splits them over
-    /// the machine's cores, so a tile is cut between two parts), with tokens
-    /// that skip whole tiles.
-    fn multi_tile_docs() -> Vec<DocRecord> {
-        let tile = 1usize << postings::TILE_SHIFT;
-        let n = 3 * tile + 1234;
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    /// `n` documents over tokens `0..vocab`: per (doc `i`, token `t`) one
+    /// xorshift step from `seed`; the token is present when `present(i, t, x)`
+    /// for the drawn `x`, with a weight taken from `x`'s high bits.
+    fn xorshift_docs(
+        n: usize,
+        vocab: u16,
+        seed: u64,
+        present: impl Fn(usize, u16, u64) -> bool,
+    ) -> Vec<DocRecord> {
+        let mut x = seed;
         (0..n)
             .map(|i| {
                 let mut vec = Vec::new();
-                for t in 0..40u16 {
+                for t in 0..vocab {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    // Token t occurs with probability ~1/(t+2); token 39 only in tile 2.
-                    let present = if t == 39 {
-                        i / tile == 2 && x.is_multiple_of(5)
-                    } else {
-                        x.is_multiple_of(t as u64 + 2)
-                    };
-                    if present {
+                    if present(i, t, x) {
                         vec.push((t, quantize(0.01 + (x >> 40) as f32 / (1u64 << 24) as f32)));
                     }
                 }
@@ -2057,6 +2054,21 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Documents spanning four postings tiles (the build splits them over
+    /// the machine's cores, so a tile is cut between two parts), with tokens
+    /// that skip whole tiles.
+    fn multi_tile_docs() -> Vec<DocRecord> {
+        let tile = 1usize << postings::TILE_SHIFT;
+        xorshift_docs(3 * tile + 1234, 40, 0x9e37_79b9_7f4a_7c15, |i, t, x| {
+            // Token t occurs with probability ~1/(t+2); token 39 only in tile 2.
+            if t == 39 {
+                i / tile == 2 && x.is_multiple_of(5)
+            } else {
+                x.is_multiple_of(t as u64 + 2)
+            }
+        })
     }
 
     #[test]
@@ -2094,27 +2106,9 @@ mod tests {
     /// A few postings over two and a half tiles (a small file to damage).
     fn sparse_multi_tile_docs() -> Vec<DocRecord> {
         let tile = 1usize << postings::TILE_SHIFT;
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        (0..2 * tile + 4321)
-            .map(|i| {
-                let mut vec = Vec::new();
-                for t in 0..6u16 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if x.is_multiple_of(60) {
-                        vec.push((t, quantize(0.01 + (x >> 40) as f32 / (1u64 << 24) as f32)));
-                    }
-                }
-                DocRecord {
-                    id: format!("d{i}"),
-                    vec,
-                    tf: Vec::new(),
-                    len: 0,
-                    source: Vec::new(),
-                }
-            })
-            .collect()
+        xorshift_docs(2 * tile + 4321, 6, 0x2545_f491_4f6c_dd1d, |_, _, x| {
+            x.is_multiple_of(60)
+        })
     }
 
     #[test]
