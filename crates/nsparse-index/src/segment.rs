@@ -845,11 +845,19 @@ fn decode_packed_block(
 ) -> Result<()> {
     let start = prev.map_or(0, |p| p as u64 + 1);
     let docs = unpack_docs(c, m, start, n_docs)?;
-    let weights = take_weights(c, m)?;
-    for (k, &d) in docs[..m].iter().enumerate() {
+    push_with_weights(c, &docs[..m], out)?;
+    *prev = Some(docs[m - 1]);
+    Ok(())
+}
+
+/// Read the f16 weights of a block whose doc ids are `docs` ([`take_weights`])
+/// and push the postings onto `out`'s current token (formats 1 and 2).
+#[inline]
+fn push_with_weights(c: &mut Cursor<'_>, docs: &[u32], out: &mut PostingsBuilder) -> Result<()> {
+    let weights = take_weights(c, docs.len())?;
+    for (k, &d) in docs.iter().enumerate() {
         out.push(d, u16::from_le_bytes([weights[2 * k], weights[2 * k + 1]]));
     }
-    *prev = Some(docs[m - 1]);
     Ok(())
 }
 
@@ -917,10 +925,7 @@ fn decode_varint_block(
         last = Some(d as u32);
     }
     c.pos = pos;
-    let weights = take_weights(c, m)?;
-    for (k, &d) in docs[..m].iter().enumerate() {
-        out.push(d, u16::from_le_bytes([weights[2 * k], weights[2 * k + 1]]));
-    }
+    push_with_weights(c, &docs[..m], out)?;
     *prev = last;
     Ok(())
 }
