@@ -1838,7 +1838,13 @@ mod tests {
         {
             let seg = &s.snap.segs[0].seg;
             let n = seg.n_docs as u64;
-            let capped = DenseColumns::build_within(seg, 5 * 2 * n + 1);
+            // Filled on three threads, the columns are the same.
+            let threaded = DenseColumns::build_within(seg, u64::MAX, 3);
+            assert_eq!(threaded.len(), cols.len());
+            for t in 0..30_522u32 {
+                assert_eq!(threaded.column(t), cols.column(t), "token {t}");
+            }
+            let capped = DenseColumns::build_within(seg, 5 * 2 * n + 1, 1);
             assert_eq!(capped.len(), 5);
             let df = |t: u32| seg.post().df(t);
             let min_kept = (0..30_522u32)
@@ -1852,13 +1858,17 @@ mod tests {
                 .max()
                 .unwrap();
             assert!(min_kept >= max_dropped);
-            assert_eq!(DenseColumns::build_within(seg, 0).len(), 0);
+            assert_eq!(DenseColumns::build_within(seg, 0, 1).len(), 0);
             let mut tiny = Synth::new(SynthParams::default(), 5);
             let s2 = snapshot(vec![(0..n).map(|_| tiny.doc()).collect()], 7);
             assert!(s2.snap.segs[0]
                 .seg
                 .dense
-                .set(DenseColumns::build_within(&s2.snap.segs[0].seg, 5 * 2 * n))
+                .set(DenseColumns::build_within(
+                    &s2.snap.segs[0].seg,
+                    5 * 2 * n,
+                    2
+                ))
                 .is_ok());
             for _ in 0..6 {
                 let q = s2.canon(&g.query()).unwrap();

@@ -647,6 +647,43 @@ fn write_postings<S: PostingSource<Elem = u32>>(
     Ok(max_bits)
 }
 
+/// The postings array of a segment being decoded, handed to several
+/// threads that each fill their own runs of it.
+struct DisjointRuns<'a> {
+    base: *mut u32,
+    len: usize,
+    _array: std::marker::PhantomData<&'a mut [u32]>,
+}
+
+// SAFETY: the array is borrowed mutably for 'a; threads only reach it
+// through `run`, whose callers promise disjoint ranges.
+unsafe impl Sync for DisjointRuns<'_> {}
+
+impl<'a> DisjointRuns<'a> {
+    fn new(array: &'a mut [u32]) -> DisjointRuns<'a> {
+        DisjointRuns {
+            base: array.as_mut_ptr(),
+            len: array.len(),
+            _array: std::marker::PhantomData,
+        }
+    }
+
+    /// The `k` elements from `at`.
+    ///
+    /// # Safety
+    /// No two live slices returned by `run` may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn run(&self, at: usize, k: usize) -> &'a mut [u32] {
+        assert!(
+            at <= self.len && k <= self.len - at,
+            "run outside the postings"
+        );
+        // SAFETY: in bounds (checked above) of the array borrowed for 'a;
+        // the caller guarantees no other live slice overlaps it.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(at), k) }
+    }
+}
+
 /// Decode a neural postings section of format version 3 ([`write_postings`]),
 /// checking every value; `n_post` is the count the segment's header gives.
 fn decode_tile_postings(
@@ -654,6 +691,7 @@ fn decode_tile_postings(
     vocab: usize,
     n_docs: u32,
     n_post: usize,
+    threads: usize,
 ) -> Result<Postings> {
     struct Piece<'a> {
         first: u32,
@@ -725,34 +763,71 @@ fn decode_tile_postings(
     }
     term_start.push(at);
     run_slot.push(slot);
-    // Pass 2: decode every run into its place; note each run's (tile, start).
-    let mut packed = vec![0u32; total];
-    crate::memory::populate(&mut packed);
+    // Every run's place in `packed` and in the run table, in piece order.
     let mut cursor = term_start[..vocab].to_vec();
     let mut fill = run_slot[..vocab].to_vec();
     let mut slots = vec![(0u32, 0usize); entries.len()];
+    let mut run_at = Vec::with_capacity(entries.len());
     for piece in &pieces {
-        let mut pc = Cursor::new(piece.data, c.path);
         let tile = piece.first >> postings::TILE_SHIFT;
         for &(t, k) in &entries[piece.runs.clone()] {
-            let (t, k) = (t as usize, k as usize);
-            let dst = &mut packed[cursor[t]..cursor[t] + k];
+            let t = t as usize;
             slots[fill[t]] = (tile, cursor[t]);
+            run_at.push(cursor[t]);
             fill[t] += 1;
-            cursor[t] += k;
-            let mut start = piece.first as u64;
-            for block in dst.chunks_mut(POSTING_BLOCK) {
-                let m = block.len();
-                let docs = unpack_docs(&mut pc, m, start, piece.end)?;
-                let weights = take_weights(&mut pc, m)?;
-                for (k, (x, &d)) in block.iter_mut().zip(&docs).enumerate() {
-                    *x =
-                        postings::pack(d, u16::from_le_bytes([weights[2 * k], weights[2 * k + 1]]));
-                }
-                start = docs[m - 1] as u64 + 1;
-            }
+            cursor[t] += k as usize;
         }
-        pc.done()?;
+    }
+    // Pass 2: decode every run into its place, consecutive pieces on each
+    // of `threads` threads.
+    let mut packed = vec![0u32; total];
+    let parts = threads.clamp(1, pieces.len().max(1));
+    if parts > 1 {
+        let share = total.div_ceil(parts).max(1);
+        on_threads(packed.chunks_mut(share), crate::memory::populate);
+    } else {
+        crate::memory::populate(&mut packed);
+    }
+    let out = DisjointRuns::new(&mut packed);
+    let decode = |group: std::ops::Range<usize>| -> Result<()> {
+        for piece in &pieces[group] {
+            let mut pc = Cursor::new(piece.data, c.path);
+            for (&(_, k), &at) in entries[piece.runs.clone()]
+                .iter()
+                .zip(&run_at[piece.runs.clone()])
+            {
+                // SAFETY: `run_at` gives each run the next `k` places of its
+                // token's list (`cursor` above), so no two runs overlap, and
+                // the runs' lengths sum to `total` = `packed.len()`.
+                let dst = unsafe { out.run(at, k as usize) };
+                let mut start = piece.first as u64;
+                for block in dst.chunks_mut(POSTING_BLOCK) {
+                    let m = block.len();
+                    let docs = unpack_docs(&mut pc, m, start, piece.end)?;
+                    let weights = take_weights(&mut pc, m)?;
+                    for (k, (x, &d)) in block.iter_mut().zip(&docs).enumerate() {
+                        *x = postings::pack(
+                            d,
+                            u16::from_le_bytes([weights[2 * k], weights[2 * k + 1]]),
+                        );
+                    }
+                    start = docs[m - 1] as u64 + 1;
+                }
+            }
+            pc.done()?;
+        }
+        Ok(())
+    };
+    if parts == 1 {
+        decode(0..pieces.len())?;
+    } else {
+        let groups: Vec<_> = (0..parts)
+            .map(|p| pieces.len() * p / parts..pieces.len() * (p + 1) / parts)
+            .collect();
+        // The first damaged piece in file order is the one reported.
+        per_range(&groups, decode)
+            .into_iter()
+            .collect::<Result<()>>()?;
     }
     // Pieces are whole tiles: every (token, piece) is one tile run, and the
     // slots are already token-major.
@@ -785,7 +860,9 @@ fn load_postings(path: &Path, n_docs: u32, vocab: u32, n_post: usize) -> Result<
             ));
         }
         let mut c = Cursor::new(format::section(path, &secs, SEC_POSTINGS)?, path);
-        decode_tile_postings(&mut c, vocab as usize, n_docs, n_post)
+        // Decoding, like a build, uses the cores (at most one thread per 64k docs).
+        let threads = build_threads(n_docs as usize, 0);
+        decode_tile_postings(&mut c, vocab as usize, n_docs, n_post, threads)
     };
     match format::map_file(path)? {
         Some(map) => load(&map),
@@ -1384,7 +1461,8 @@ impl Segment {
         let decode_postings = || -> Result<Postings> {
             let mut c = Cursor::new(format::section(path, &secs, SEC_POSTINGS)?, path);
             if by_tile {
-                return decode_tile_postings(&mut c, v, n_docs, n_post as usize);
+                let threads = build_threads(n_docs as usize, 0);
+                return decode_tile_postings(&mut c, v, n_docs, n_post as usize, threads);
             }
             let mut out = PostingsBuilder::new(v, n_post as usize);
             let n_terms = c.varint()?;
@@ -1883,12 +1961,13 @@ pub(crate) struct DenseColumns {
 
 impl DenseColumns {
     fn build(seg: &Segment) -> DenseColumns {
-        DenseColumns::build_within(seg, dense_columns_max_bytes())
+        let threads = build_threads(seg.n_docs as usize, 0);
+        DenseColumns::build_within(seg, dense_columns_max_bytes(), threads)
     }
 
     /// Columns for the segment's frequent tokens, at most `max_bytes` of them
-    /// (the most frequent first).
-    pub(crate) fn build_within(seg: &Segment, max_bytes: u64) -> DenseColumns {
+    /// (the most frequent first), filled on `threads` threads.
+    pub(crate) fn build_within(seg: &Segment, max_bytes: u64, threads: usize) -> DenseColumns {
         let n = seg.n_docs as usize;
         let v = seg.vocab as usize;
         if seg.n_docs < DENSE_MIN_DOCS {
@@ -1913,14 +1992,29 @@ impl DenseColumns {
             n_docs: n,
         };
         cols.data = vec![0u16; dense.len() * n];
-        // The columns are filled token by token, each at scattered documents.
-        crate::memory::populate(&mut cols.data);
         for (c, &t) in dense.iter().enumerate() {
             cols.slot[t] = c as u32;
-            let col = &mut cols.data[c * n..(c + 1) * n];
-            for (d, w) in seg.post().iter(t as u32) {
-                col[d as usize] = w;
+        }
+        // Each column is filled at scattered documents, so its pages are
+        // faulted in first; consecutive columns on each thread.
+        let fill = |(data, tokens): (&mut [u16], &[usize])| {
+            crate::memory::populate(data);
+            for (col, &t) in data.chunks_mut(n).zip(tokens) {
+                for (d, w) in seg.post().iter(t as u32) {
+                    col[d as usize] = w;
+                }
             }
+        };
+        let threads = threads.clamp(1, dense.len());
+        let per_thread = dense.len().div_ceil(threads);
+        let jobs = cols
+            .data
+            .chunks_mut(per_thread * n)
+            .zip(dense.chunks(per_thread));
+        if threads == 1 {
+            jobs.for_each(fill);
+        } else {
+            on_threads(jobs, fill);
         }
         tracing::debug!(
             docs = n,
@@ -2138,8 +2232,20 @@ mod tests {
         let section = format::section(&path, &secs, SEC_POSTINGS)
             .unwrap()
             .to_vec();
-        let decode =
-            |b: &[u8]| decode_tile_postings(&mut Cursor::new(b, &path), 6, n, seg.n_postings());
+        // Decoded on one thread and on three (pieces split between them),
+        // the outcome must be the same: equal postings, or both corrupt.
+        let decode = |b: &[u8]| {
+            let on = |threads| {
+                decode_tile_postings(&mut Cursor::new(b, &path), 6, n, seg.n_postings(), threads)
+            };
+            let (one, three) = (on(1), on(3));
+            match (&one, &three) {
+                (Ok(a), Ok(b)) => assert!(a.packed == b.packed && a.run_pos == b.run_pos),
+                (Err(Error::Corrupt { .. }), Err(Error::Corrupt { .. })) => {}
+                _ => panic!("1 and 3 decoding threads disagree: {one:?} vs {three:?}"),
+            }
+            one
+        };
         let intact = decode(&section).unwrap();
         assert_eq!(intact.packed, seg.postings().unwrap().packed);
         let is_corrupt = |r: Result<Postings>| match r {
