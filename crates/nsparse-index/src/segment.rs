@@ -2233,7 +2233,8 @@ mod tests {
             .unwrap()
             .to_vec();
         // Decoded on one thread and on three (pieces split between them),
-        // the outcome must be the same: equal postings, or both corrupt.
+        // the outcome must be the same: equal postings, or the same
+        // corruption (the first damaged piece in file order).
         let decode = |b: &[u8]| {
             let on = |threads| {
                 decode_tile_postings(&mut Cursor::new(b, &path), 6, n, seg.n_postings(), threads)
@@ -2241,7 +2242,9 @@ mod tests {
             let (one, three) = (on(1), on(3));
             match (&one, &three) {
                 (Ok(a), Ok(b)) => assert!(a.packed == b.packed && a.run_pos == b.run_pos),
-                (Err(Error::Corrupt { .. }), Err(Error::Corrupt { .. })) => {}
+                (Err(a @ Error::Corrupt { .. }), Err(b @ Error::Corrupt { .. })) => {
+                    assert_eq!(a.to_string(), b.to_string())
+                }
                 _ => panic!("1 and 3 decoding threads disagree: {one:?} vs {three:?}"),
             }
             one
