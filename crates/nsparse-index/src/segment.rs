@@ -685,7 +685,8 @@ impl<'a> DisjointRuns<'a> {
 }
 
 /// Decode a neural postings section of format version 3 ([`write_postings`]),
-/// checking every value; `n_post` is the count the segment's header gives.
+/// checking every value, on up to `threads` threads (the result and any error
+/// do not depend on the count); `n_post` is the count the segment's header gives.
 fn decode_tile_postings(
     c: &mut Cursor<'_>,
     vocab: usize,
