@@ -216,6 +216,11 @@ mod avx {
             _mm256_storeu_ps(c.as_mut_ptr(), gelu8(_mm256_loadu_ps(c.as_ptr())));
         }
         let rem = chunks.into_remainder();
+        // The GEMM epilogue calls this once per 16-float tile row: without
+        // this check every call evaluated a third, empty vector.
+        if rem.is_empty() {
+            return;
+        }
         let mut tmp = [0.0f32; 8];
         let n = rem.len();
         tmp[..n].copy_from_slice(rem);
