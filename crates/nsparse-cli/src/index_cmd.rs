@@ -146,22 +146,42 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
     let (mut done, mut truncated) = (0usize, 0usize);
     const BULK_DOCS: usize = 100_000;
     let mut pending: Vec<Document> = Vec::new();
-    loop {
-        // Pre-encoded vectors parse on all cores in large chunks, straight
-        // into token ids; text chunks stay small so the progress bar moves
-        // during encoding.
-        let (chunk, vectors): (Vec<Record>, Vec<SparseVector>) = if args.vectors.is_some() {
-            reader
-                .next_chunk_with(8192, |line, origin| {
-                    let (record, entries) = parse_vector_line(line, origin)?;
-                    let vector = encoder
-                        .vector_from_tokens(entries.iter().map(|(t, w)| (t.as_ref(), *w as f32)))
-                        .with_context(|| format!("{origin}: _id {}", record.id))?;
-                    Ok((record, vector))
-                })?
-                .into_iter()
-                .unzip()
+    // Turns a record and its vector into a document: pruning, BM25 tokens, stored source.
+    let document = |record: Record, mut vector: SparseVector| -> Result<Document> {
+        vector.prune(pruning);
+        let tokens = if args.no_bm25_tokens && !bm25 {
+            None
+        } else if record.text.is_empty() {
+            // (Vector lines need no text; the tokenizer would return nothing.)
+            Some(Vec::new())
         } else {
+            Some(
+                encoder
+                    .tokenizer()
+                    .tokenize_document_untruncated(&record.text)?,
+            )
+        };
+        Ok(Document {
+            id: record.id,
+            vector: vector.iter().collect(),
+            tokens,
+            // (For vector lines the parser left the vector out.)
+            source: serde_json::to_vec(&record.source)?,
+        })
+    };
+    loop {
+        let docs: Vec<Document> = if args.vectors.is_some() {
+            // Pre-encoded vectors: every document is built on the parsing
+            // threads, straight from its line to token ids.
+            reader.next_chunk_with(8192, |line, origin| {
+                let (record, entries) = parse_vector_line(line, origin)?;
+                let vector = encoder
+                    .vector_from_tokens(entries.iter().map(|(t, w)| (t.as_ref(), *w)))
+                    .with_context(|| format!("{origin}: _id {}", record.id))?;
+                document(record, vector)
+            })?
+        } else {
+            // Text chunks stay small so the progress bar moves during encoding.
             let chunk = reader.next_chunk(1024)?;
             let vectors = if bm25 {
                 vec![SparseVector::new(); chunk.len()]
@@ -173,30 +193,14 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
                 truncated += out.truncated;
                 out.vectors
             };
-            (chunk, vectors)
+            chunk
+                .into_iter()
+                .zip(vectors)
+                .map(|(record, vector)| document(record, vector))
+                .collect::<Result<_>>()?
         };
-        if chunk.is_empty() {
+        if docs.is_empty() {
             break;
-        }
-        let mut docs = Vec::with_capacity(chunk.len());
-        for (record, mut vector) in chunk.into_iter().zip(vectors) {
-            vector.prune(pruning);
-            let tokens = if args.no_bm25_tokens && !bm25 {
-                None
-            } else {
-                Some(
-                    encoder
-                        .tokenizer()
-                        .tokenize_document_untruncated(&record.text)?,
-                )
-            };
-            docs.push(Document {
-                id: record.id,
-                vector: vector.iter().collect(),
-                tokens,
-                // (For vector lines the parser left the vector out.)
-                source: serde_json::to_vec(&record.source)?,
-            });
         }
         done += docs.len();
         if args.vectors.is_some() {

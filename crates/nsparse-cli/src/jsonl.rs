@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use std::borrow::Cow;
 
 use anyhow::{bail, Context, Result};
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+
+use crate::vector_json;
 
 /// One line of a BEIR corpus or queries file.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,16 +67,28 @@ fn record_from_object(source: Value, origin: &str, require_text: bool) -> Result
 
 /// Token strings and weights of a `"vector"` object, borrowed from the line
 /// where JSON allows it.
-pub type TokenWeights<'a> = Vec<(Cow<'a, str>, f64)>;
+pub type TokenWeights<'a> = Vec<(Cow<'a, str>, f32)>;
 
 /// Parses one line of pre-encoded vectors, `{"_id": ..., "vector": {token:
 /// weight, ...}, ...}`: the record (its source without the vector; `text` is
 /// optional and only feeds BM25) and the vector's entries.
 ///
-/// The vector is read straight into (token, weight) pairs: building a
-/// `serde_json::Value` tree for it (an ordered map entry per token) was most
-/// of the time to index a vectors file.
+/// The vector is read by [`crate::vector_json`] in one checked pass, and the
+/// rest of the line, with the vector replaced by `null`, by serde_json. A
+/// line that scan cannot take apart (or that fails) is parsed whole by
+/// serde_json, whose message then names the problem's true position.
 pub fn parse_vector_line<'a>(line: &'a str, origin: &str) -> Result<(Record, TokenWeights<'a>)> {
+    if let Some(at) = vector_json::locate_vector(line) {
+        if let Ok((entries, end)) = vector_json::read_vector_object(line, at) {
+            let rest = format!("{}null{}", &line[..at], &line[end..]);
+            if let Ok(parsed) = serde_json::from_str::<VectorLine<'_>>(&rest) {
+                if parsed.vector.is_some_and(|v| v.get() == "null") {
+                    let record = record_from_object(Value::Object(parsed.fields), origin, false)?;
+                    return Ok((record, entries));
+                }
+            }
+        }
+    }
     let parsed: VectorLine<'a> = serde_json::from_str(line).with_context(|| {
         format!(
             "{origin}: not a vector line; each line must be {{\"_id\": ..., \"vector\": {{token: weight, ...}}}}"
@@ -82,15 +97,23 @@ pub fn parse_vector_line<'a>(line: &'a str, origin: &str) -> Result<(Record, Tok
     let Some(vector) = parsed.vector else {
         bail!("{origin}: no \"vector\" object; lines must be {{\"_id\": ..., \"vector\": {{token: weight}}}}");
     };
-    let record = record_from_object(Value::Object(parsed.fields), origin, false)?;
-    Ok((record, vector))
+    let raw = vector.get();
+    let (entries, end) = vector_json::read_vector_object(raw, 0)
+        .map_err(|problem| anyhow::anyhow!("{origin}: not a vector line: {problem}"))?;
+    if !raw[end..].trim().is_empty() {
+        bail!("{origin}: not a vector line: \"vector\" must be an object of token: number");
+    }
+    Ok((
+        record_from_object(Value::Object(parsed.fields), origin, false)?,
+        entries,
+    ))
 }
 
 /// A vector line: every field but `vector` as JSON values, and the vector's
-/// entries.
+/// raw JSON text.
 struct VectorLine<'a> {
     fields: serde_json::Map<String, Value>,
-    vector: Option<TokenWeights<'a>>,
+    vector: Option<&'a RawValue>,
 }
 
 impl<'de> Deserialize<'de> for VectorLine<'de> {
@@ -109,7 +132,7 @@ impl<'de> Deserialize<'de> for VectorLine<'de> {
                 let mut vector = None;
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "vector" {
-                        vector = Some(map.next_value::<Entries<'de>>()?.0);
+                        vector = Some(map.next_value::<&'de RawValue>()?);
                     } else {
                         let value: Value = map.next_value()?;
                         fields.insert(key, value);
@@ -119,68 +142,6 @@ impl<'de> Deserialize<'de> for VectorLine<'de> {
             }
         }
         d.deserialize_map(LineVisitor)
-    }
-}
-
-/// The entries of a `"vector"` object.
-struct Entries<'a>(TokenWeights<'a>);
-
-impl<'de> Deserialize<'de> for Entries<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = Entries<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of token: weight")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(256));
-                while let Some(token) = map.next_key_seed(TokenSeed)? {
-                    let weight: f64 = map.next_value()?;
-                    out.push((token, weight));
-                }
-                Ok(Entries(out))
-            }
-        }
-        d.deserialize_map(EntriesVisitor)
-    }
-}
-
-/// A token string, borrowed unless it contains JSON escapes.
-struct TokenSeed;
-
-impl<'de> DeserializeSeed<'de> for TokenSeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
-        struct TokenVisitor;
-        impl<'de> Visitor<'de> for TokenVisitor {
-            type Value = Cow<'de, str>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a token string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> std::result::Result<Self::Value, E> {
-                Ok(Cow::Borrowed(v))
-            }
-            fn visit_str<E: serde::de::Error>(
-                self,
-                v: &str,
-            ) -> std::result::Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_string()))
-            }
-            fn visit_string<E: serde::de::Error>(
-                self,
-                v: String,
-            ) -> std::result::Result<Self::Value, E> {
-                Ok(Cow::Owned(v))
-            }
-        }
-        d.deserialize_str(TokenVisitor)
     }
 }
 
@@ -346,13 +307,31 @@ mod tests {
         let (r, entries) = parse_vector_line(line, "v:1").unwrap();
         assert_eq!((r.id.as_str(), r.text.as_str()), ("7", ""));
         assert_eq!(r.source, serde_json::json!({"_id": 7, "year": 2020}));
-        let got: Vec<(&str, f64)> = entries.iter().map(|(t, w)| (t.as_ref(), *w)).collect();
+        let got: Vec<(&str, f32)> = entries.iter().map(|(t, w)| (t.as_ref(), *w)).collect();
         assert_eq!(got, vec![("\"", 1.5), ("café", 0.25), ("ny", 2.0)]);
         // Plain tokens are borrowed from the line, escaped ones decoded.
         assert!(matches!(entries[2].0, Cow::Borrowed(_)));
         assert!(matches!(entries[0].0, Cow::Owned(_)));
         let (r, _) = parse_vector_line(r#"{"_id":"a","text":"t","vector":{}}"#, "v:2").unwrap();
         assert_eq!(r.text, "t");
+        // The one-pass reader and serde_json's whole-line parse (taken for an
+        // escaped key name) agree, wherever the vector is.
+        for line in [
+            r#"{"vector": {"ny": 2, "caf\u00e9": 0.25}, "_id": "x", "n": [1, {"vector": 3}]}"#,
+            r#"{"_id": "x", "n": [1, {"vector": 3}], "vec\u0074or": {"ny": 2, "caf\u00e9": 0.25}}"#,
+        ] {
+            let (r, entries) = parse_vector_line(line, "v:2").unwrap();
+            assert_eq!(
+                r.source,
+                serde_json::json!({"_id": "x", "n": [1, {"vector": 3}]})
+            );
+            let got: Vec<(&str, f32)> = entries.iter().map(|(t, w)| (t.as_ref(), *w)).collect();
+            assert_eq!(got, vec![("ny", 2.0), ("café", 0.25)], "{line}");
+        }
+        // With two vectors the last one counts, as in serde_json.
+        let (_, entries) =
+            parse_vector_line(r#"{"_id":"x","vector":{"a":1},"vector":{"b":2}}"#, "v:2").unwrap();
+        assert_eq!(entries, vec![(Cow::Borrowed("b"), 2.0)]);
         for (line, needle) in [
             (r#"{"_id":"d"}"#, "v:3: no \"vector\" object"),
             (
@@ -360,11 +339,91 @@ mod tests {
                 "v:3: not a vector line",
             ),
             (r#"{"_id":"d","vector":[1]}"#, "v:3: not a vector line"),
+            (
+                r#"{"_id":"d","vector":{"a":null}}"#,
+                "token \"a\" is not a number",
+            ),
+            (
+                r#"{"_id":"d","vector":{"a":{"b":1}}}"#,
+                "token \"a\" is not a number",
+            ),
+            (
+                r#"{"_id":"d","vector":{"a":true}}"#,
+                "token \"a\" is not a number",
+            ),
+            (r#"{"_id":"d","vector":{"a":1,}}"#, "v:3: not a vector line"),
+            (r#"{"_id":"d","vector":{"a":1}"#, "v:3: not a vector line"),
+            (
+                r#"{"_id":"d","vector":"a"}"#,
+                "must be an object of token: number",
+            ),
+            (r#"{"_id":"d","vector":{"a":01}}"#, "v:3: not a vector line"),
             (r#"{"vector":{"a":1}}"#, "v:3: missing or empty \"_id\""),
             ("[1]", "v:3: not a vector line"),
         ] {
             let e = format!("{:#}", parse_vector_line(line, "v:3").unwrap_err());
             assert!(e.contains(needle), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn vector_entries_equal_serde_json_on_varied_lines() {
+        use serde_json::json;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let tokens = [
+            "ny", "##s", "café", "\"", "\\", "a b", "日本", "\n", "[CLS]", "x\u{7f}",
+        ];
+        for n in 0..300 {
+            let mut vector = serde_json::Map::new();
+            for _ in 0..(next() % 12) {
+                let token = tokens[(next() % tokens.len() as u64) as usize];
+                let weight = match next() % 4 {
+                    // Encoder output: f32 values as serde_json prints them.
+                    0 => json!(f32::from_bits(0x3000_0000 + (next() % 0x1800_0000) as u32)),
+                    1 => json!((next() % 100) as u32),
+                    2 => json!(-((next() % 1000) as f64) / 7.0),
+                    _ => json!(f64::from_bits(0x3f00_0000_0000_0000 + next() % (1 << 58))),
+                };
+                vector.insert(token.to_string(), weight);
+            }
+            let value = json!({"_id": format!("d{n}"), "vector": vector});
+            let compact = value.to_string();
+            // The same line with spaces around every separator.
+            let spaced = compact
+                .replace("\":", "\" :  ")
+                .replace(",\"", " ,\t\"")
+                .replace("{\"", "{ \"");
+            for line in [&compact, &spaced] {
+                let (_, entries) = parse_vector_line(line, "v:1").unwrap();
+                let want: Vec<(String, f32)> = vector
+                    .iter()
+                    .map(|(t, w)| (t.clone(), w.to_string().parse::<f32>().unwrap()))
+                    .collect();
+                let got: Vec<(String, f32)> =
+                    entries.iter().map(|(t, w)| (t.to_string(), *w)).collect();
+                assert_eq!(got, want, "{line}");
+                for ((t, w), (_, v)) in got.iter().zip(&vector) {
+                    // Within f32 rounding of serde_json's own f64.
+                    let exact = v.as_f64().unwrap();
+                    assert!(
+                        ((*w as f64) - exact).abs() <= exact.abs() * 6e-8,
+                        "{t}: {w} vs {exact}"
+                    );
+                }
+            }
+        }
+        // f32 weights as the encoder writes them come back bit for bit.
+        for bits in (0x3400_0000u32..0x4100_0000).step_by(999_983) {
+            let w = f32::from_bits(bits);
+            let line = json!({"_id": "x", "vector": {"ny": w}}).to_string();
+            let (_, entries) = parse_vector_line(&line, "v:1").unwrap();
+            assert_eq!(entries[0].1.to_bits(), bits, "{line}");
         }
     }
 

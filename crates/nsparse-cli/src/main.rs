@@ -10,6 +10,7 @@ mod jsonl;
 mod model_args;
 mod search_cmd;
 mod serve_cmd;
+mod vector_json;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -458,15 +458,14 @@ impl SparseEncoder {
         &self,
         tokens: impl IntoIterator<Item = (&'a str, f32)>,
     ) -> Result<SparseVector> {
-        let mut pairs = Vec::new();
-        for (token, weight) in tokens {
-            let id = self
-                .tokenizer
-                .id(token)
-                .ok_or_else(|| ModelError::InvalidArgument {
-                    what: "token",
-                    problem: format!("{token:?} is not in the model's vocabulary"),
-                })?;
+        let (tokens, weights): (Vec<&str>, Vec<f32>) = tokens.into_iter().unzip();
+        let ids = self.tokenizer.ids_of(&tokens);
+        let mut pairs = Vec::with_capacity(tokens.len());
+        for ((token, weight), id) in tokens.into_iter().zip(weights).zip(ids) {
+            let id = id.ok_or_else(|| ModelError::InvalidArgument {
+                what: "token",
+                problem: format!("{token:?} is not in the model's vocabulary"),
+            })?;
             if !weight.is_finite() || weight < 0.0 {
                 return Err(ModelError::InvalidArgument {
                     what: "token weight",

@@ -19,6 +19,7 @@ pub mod error;
 pub mod folder;
 pub mod network;
 pub mod sparse;
+mod token_table;
 pub mod tokenize;
 pub mod weights;
 

@@ -1,7 +1,5 @@
 //! WordPiece tokenization through Hugging Face's `tokenizers`, with nsparse's truncation rules.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,6 +12,7 @@ use tokenizers::{
 };
 
 use crate::error::{ModelError, Result};
+use crate::token_table::TokenTable;
 
 /// The token ids of one text as fed to the network, and whether the text was cut to fit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,37 +38,7 @@ pub struct TextTokenizer {
     vocab_size: usize,
     max_length: usize,
     /// Token string → id, added tokens included (shared by clones).
-    ids: Arc<HashMap<Box<str>, u32, BuildHasherDefault<Fnv1a>>>,
-}
-
-/// FNV-1a, for the token → id map.
-///
-/// Reading pre-encoded vectors looks up every token string (~285 per
-/// document); `Tokenizer::token_to_id` hashes it twice with SipHash (added
-/// tokens, then the model's vocabulary), ~30 % of the CPU time to index a
-/// vectors file (perf). One map with this hash saved ~7 % of that CPU time
-/// (50k documents, three interleaved rounds); what is left of the lookup is
-/// mostly cache misses on the table and its keys. The keys are the fixed
-/// vocabulary, so an unkeyed hash cannot be driven into long probe chains by
-/// the input.
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    ids: Arc<TokenTable>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -152,11 +121,7 @@ impl TextTokenizer {
         untruncated
             .with_truncation(None)
             .map_err(|e| ModelError::invalid(origin, format!("cannot unset truncation: {e}")))?;
-        let ids = tokenizer
-            .get_vocab(true)
-            .into_iter()
-            .map(|(token, id)| (token.into_boxed_str(), id))
-            .collect();
+        let ids = TokenTable::new(tokenizer.get_vocab(true));
         Ok(TextTokenizer {
             ids: Arc::new(ids),
             vocab_size: tokenizer.get_vocab_size(true),
@@ -224,7 +189,15 @@ impl TextTokenizer {
     /// The id of a token string.
     #[inline]
     pub fn id(&self, token: &str) -> Option<u32> {
-        self.ids.get(token).copied()
+        self.ids.get(token)
+    }
+
+    /// The ids of token strings, in order (`None` for strings not in the
+    /// vocabulary); faster than [`TextTokenizer::id`] per string for a whole vector.
+    pub fn ids_of(&self, tokens: &[&str]) -> Vec<Option<u32>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        self.ids.get_all(tokens, &mut out);
+        out
     }
 
     /// The ids of `[CLS]` and `[SEP]`, needed to frame the windows of chunked documents.
