@@ -173,7 +173,7 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
         let docs: Vec<Document> = if args.vectors.is_some() {
             // Pre-encoded vectors: every document is built on the parsing
             // threads, straight from its line to token ids.
-            reader.next_chunk_with(8192, |line, origin| {
+            reader.next_chunk_with(2048, |line, origin| {
                 let (record, entries) = parse_vector_line(line, origin)?;
                 let vector = encoder
                     .vector_from_tokens(entries.iter().map(|(t, w)| (t.as_ref(), *w)))
