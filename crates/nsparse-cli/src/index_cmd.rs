@@ -136,12 +136,28 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
         .as_ref()
         .or(args.vectors.as_ref())
         .expect("clap requires one");
-    let total = count_records(input)?;
     let mut reader = RecordReader::open(input)?;
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} docs  {per_sec}  eta {eta}")
+    // A vectors file is large and quick to index, so its bar counts bytes:
+    // counting its lines first would read it twice. A corpus is counted in
+    // documents, which encoding reports as it goes.
+    let bar = if args.vectors.is_some() {
+        let bytes = std::fs::metadata(input)
+            .with_context(|| format!("cannot read {}", input.display()))?
+            .len();
+        ProgressBar::new(bytes).with_style(
+            ProgressStyle::with_template(
+                "{spinner} {bar:40} {bytes}/{total_bytes}  {msg}  {binary_bytes_per_sec}  eta {eta}",
+            )
             .expect("static template"),
-    );
+        )
+    } else {
+        ProgressBar::new(count_records(input)?).with_style(
+            ProgressStyle::with_template(
+                "{spinner} {bar:40} {pos}/{len} docs  {per_sec}  eta {eta}",
+            )
+            .expect("static template"),
+        )
+    };
     let started = Instant::now();
     let (mut done, mut truncated) = (0usize, 0usize);
     const BULK_DOCS: usize = 100_000;
@@ -214,7 +230,12 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
         } else {
             index.upsert_batch(&docs)?;
         }
-        bar.set_position(done as u64);
+        if args.vectors.is_some() {
+            bar.set_position(reader.bytes_read());
+            bar.set_message(format!("{done} docs"));
+        } else {
+            bar.set_position(done as u64);
+        }
     }
     if !pending.is_empty() {
         index.bulk_upsert(&pending)?;

@@ -150,6 +150,8 @@ pub struct RecordReader {
     path: PathBuf,
     lines: std::io::Lines<BufReader<File>>,
     line_no: usize,
+    /// Bytes of the file read so far, line ends included (for progress).
+    bytes_read: u64,
     /// The next chunk's lines, read while the previous chunk was parsed (or
     /// the error that stopped the reading, reported in its turn).
     ahead: Option<Result<Vec<(usize, String)>>>,
@@ -164,6 +166,7 @@ impl RecordReader {
             // Lines of pre-encoded vectors are ~9 KB; a larger buffer halves the reads.
             lines: BufReader::with_capacity(1 << 20, file).lines(),
             line_no: 0,
+            bytes_read: 0,
             ahead: None,
         })
     }
@@ -212,6 +215,11 @@ impl RecordReader {
         parsed.into_iter().collect()
     }
 
+    /// Bytes of the file read so far, line ends included (lines read ahead too).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
     /// The next up to `n` non-blank lines with their line numbers.
     fn read_lines(&mut self, n: usize) -> Result<Vec<(usize, String)>> {
         let mut lines = Vec::with_capacity(n);
@@ -221,6 +229,8 @@ impl RecordReader {
             let line = line.with_context(|| {
                 format!("{}:{}: cannot read", self.path.display(), self.line_no)
             })?;
+            // (A CRLF line end counts one byte short; this is for progress only.)
+            self.bytes_read += line.len() as u64 + 1;
             if line.trim().is_empty() {
                 continue;
             }
@@ -356,6 +366,7 @@ mod tests {
         let want: Vec<String> = (0..1000).map(|i| format!("d{i}")).collect();
         assert_eq!(ids, want);
         assert!(reader.next_chunk(10).unwrap().is_empty());
+        assert_eq!(reader.bytes_read(), std::fs::metadata(&path).unwrap().len());
     }
 
     #[test]
