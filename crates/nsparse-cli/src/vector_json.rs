@@ -40,12 +40,11 @@ pub fn locate_vector(line: &str) -> Option<usize> {
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let start = i + 1;
-        let end = start + b.get(start..)?.iter().position(|&c| c == b'"')?;
-        let key = &b[start..end];
-        if key.contains(&b'\\') {
+        let (end, escaped) = string_end(b, i).ok()?;
+        if escaped {
             return None;
         }
+        let key = &b[i + 1..end];
         i = skip_ws(b, end + 1);
         if b.get(i) != Some(&b':') {
             return None;
@@ -67,17 +66,7 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
     let mut depth = 0usize;
     loop {
         match *b.get(i)? {
-            b'"' => {
-                i += 1;
-                loop {
-                    match *b.get(i)? {
-                        b'"' => break,
-                        b'\\' => i += 2,
-                        _ => i += 1,
-                    }
-                }
-                i += 1;
-            }
+            b'"' => i = string_end(b, i).ok()?.0 + 1,
             b'{' | b'[' => {
                 depth += 1;
                 i += 1;
@@ -117,22 +106,7 @@ pub fn read_vector_object(text: &str, at: usize) -> Result<(TokenWeights<'_>, us
             return Err(SHAPE.to_string());
         }
         let start = i + 1;
-        let mut j = start;
-        let mut escaped = false;
-        loop {
-            match b.get(j) {
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    escaped = true;
-                    j += 2;
-                }
-                Some(&c) if c < 0x20 => {
-                    return Err("a token contains an unescaped control character".to_string())
-                }
-                Some(_) => j += 1,
-                None => return Err("a token string is not closed".to_string()),
-            }
-        }
+        let (j, escaped) = string_end(b, i).map_err(|problem| format!("a token {problem}"))?;
         // `i` and `j` are at ASCII quotes, so both are char boundaries.
         let token = if escaped {
             let quoted = &text[i..=j];
@@ -156,6 +130,26 @@ pub fn read_vector_object(text: &str, at: usize) -> Result<(TokenWeights<'_>, us
             Some(b',') => i = skip_ws(b, i + 1),
             Some(b'}') => return Ok((out, i + 1)),
             _ => return Err(SHAPE.to_string()),
+        }
+    }
+}
+
+/// The closing quote of the JSON string that opens at `open`, and whether
+/// the string holds escapes (they are skipped, not checked: serde_json
+/// decodes or rejects them); an error names what is wrong.
+fn string_end(b: &[u8], open: usize) -> Result<(usize, bool), &'static str> {
+    let mut i = open + 1;
+    let mut escaped = false;
+    loop {
+        match b.get(i) {
+            Some(b'"') => return Ok((i, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                i += 2;
+            }
+            Some(&c) if c < 0x20 => return Err("contains an unescaped control character"),
+            Some(_) => i += 1,
+            None => return Err("string is not closed"),
         }
     }
 }

@@ -66,21 +66,12 @@ impl TokenTable {
                 continue;
             }
             let key = padded(token.as_bytes());
-            let mut i = table.home(&key, token.len());
-            loop {
-                let slot = &mut table.slots[i];
-                if slot.len == EMPTY_LEN {
-                    *slot = Slot {
-                        key,
-                        len: token.len() as u32,
-                        id,
-                    };
-                    break;
-                }
-                if slot.len == token.len() as u32 && slot.key == key {
-                    break;
-                }
-                i = (i + 1) & (n_slots - 1);
+            if let Err(empty) = table.probe(&key, token.len(), table.home(&key, token.len())) {
+                table.slots[empty] = Slot {
+                    key,
+                    len: token.len() as u32,
+                    id,
+                };
             }
         }
         table
@@ -94,18 +85,9 @@ impl TokenTable {
             return self.long.get(token).copied();
         }
         let key = padded(bytes);
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(&key, bytes.len());
-        loop {
-            let slot = &self.slots[i];
-            if slot.len == bytes.len() as u32 && slot.key == key {
-                return Some(slot.id);
-            }
-            if slot.len == EMPTY_LEN {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
+        let home = self.home(&key, bytes.len());
+        let found = self.probe(&key, bytes.len(), home);
+        found.ok().map(|i| self.slots[i].id)
     }
 
     /// The ids of `tokens`, in order, into `out` (cleared first).
@@ -128,25 +110,32 @@ impl TokenTable {
                 keys.push((key, home));
             }
         }
-        let mask = self.slots.len() - 1;
         for (token, (key, home)) in tokens.iter().zip(&keys) {
-            if *home == usize::MAX {
-                out.push(self.long.get(*token).copied());
-                continue;
+            out.push(if *home == usize::MAX {
+                self.long.get(*token).copied()
+            } else {
+                let found = self.probe(key, token.len(), *home);
+                found.ok().map(|i| self.slots[i].id)
+            });
+        }
+    }
+
+    /// Linear probe from slot `home` for `key` of `len` bytes: `Ok` with
+    /// the slot that holds it, or `Err` with the empty slot that ends its
+    /// chain (where it would go).
+    #[inline]
+    fn probe(&self, key: &[u8; INLINE_KEY], len: usize, home: usize) -> Result<usize, usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = home;
+        loop {
+            let slot = &self.slots[i];
+            if slot.len == len as u32 && slot.key == *key {
+                return Ok(i);
             }
-            let len = token.len() as u32;
-            let mut i = *home;
-            let id = loop {
-                let slot = &self.slots[i];
-                if slot.len == len && slot.key == *key {
-                    break Some(slot.id);
-                }
-                if slot.len == EMPTY_LEN {
-                    break None;
-                }
-                i = (i + 1) & mask;
-            };
-            out.push(id);
+            if slot.len == EMPTY_LEN {
+                return Err(i);
+            }
+            i = (i + 1) & mask;
         }
     }
 
