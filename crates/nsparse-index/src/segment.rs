@@ -996,7 +996,7 @@ pub(crate) fn per_range<R: Send>(
 /// instead made the one-thread bulk load ~15 % slower (1M docs, interleaved
 /// runs in sessions 9 and 10); with `MALLOC_ARENA_MAX=1` both ways measured
 /// alike, which points at the main thread's malloc arena, where the bulk's
-/// `_id` strings and sources then came from. A thread starts in ~50 µs.
+/// `_id` strings and sources then came from.
 fn on_threads<T: Send, R: Send>(
     items: impl IntoIterator<Item = T>,
     f: impl Fn(T) -> R + Sync,
