@@ -48,7 +48,10 @@ fn main() {
         modes.truncate(1);
     }
     let mut lat = vec![Vec::new(); modes.len()];
+    // The first search builds the derived columns.
+    let t = Instant::now();
     let _ = s.search(&queries[0], &SearchRequest::new(10));
+    eprintln!("first search after open {:?}", t.elapsed());
     // Interleave the modes so machine noise hits both alike.
     let rounds: usize = std::env::var("NSPARSE_PROFILE_ROUNDS")
         .ok()

@@ -137,15 +137,21 @@
 //! * [`SearchMode::Exact`] — tiled term-at-a-time, chosen by measurement
 //!   (see BENCHMARKS.md): documents are scanned in tiles of 32,768 ids so the
 //!   f32 accumulator stays in L2. Per tile, each query token is added in
-//!   canonical order either from its *dense column* (tokens in ≥ 1/8 of the
-//!   segment's documents: one f16 weight per document, a vectorised
-//!   multiply-add) or by scattering its postings in the tile (found through
-//!   the postings' directory of 65,536-document runs, 4 bytes per posting in
-//!   memory); a vectorised pre-filter finds the accumulator chunks that can
-//!   enter the top-k. The same code holds a MaxScore split (terms whose upper
-//!   bounds sum below the k-th score are completed only for candidates), off
-//!   for exact search because flat-weight learned-sparse queries made it
-//!   slower; the approximate mode uses it.
+//!   its tile: rare tokens by scattering their postings in the tile (found
+//!   through the postings' directory of 65,536-document runs, 4 bytes per
+//!   posting in memory), frequent ones (in ≥ 1/16 of the segment's
+//!   documents) from their *bound column*: one byte per document bounding
+//!   the weight from above, added by a vectorised multiply-add. The
+//!   accumulator then holds an upper bound of each score; a vectorised
+//!   pre-filter finds the documents whose bound can enter the top k, and
+//!   only those are rescored exactly (the bound column's block positions
+//!   find a token's exact weight in one or two cache lines), most promising
+//!   first. Because a bound overstates a score by at most one code step per
+//!   frequent token, a handful of documents per query are rescored. The same
+//!   code holds a MaxScore split (terms whose upper bounds sum below the
+//!   k-th score are completed only for candidates), off for exact search
+//!   because flat-weight learned-sparse queries made it slower; the
+//!   approximate mode uses it.
 //! * [`SearchMode::ExactTaat`] — plain term-at-a-time over a dense
 //!   accumulator, no pruning (the previous default; benchmark baseline).
 //! * [`SearchMode::ExactMaxScore`] — term-at-a-time MaxScore: terms are
@@ -167,8 +173,9 @@
 //!
 //! Derived in-memory structures (per-token maxima, `_id` index, and on first
 //! use the block maxima and the dense columns) are rebuilt from the postings,
-//! so they cannot disagree with the files. Dense columns cost 2 bytes per
-//! document per dense token (about 1 GB at 1M SPLADE-like documents); the
+//! so they cannot disagree with the files. Bound columns cost a byte per
+//! document per frequent token, plus 4 bytes per 64 documents (about 1.2 GB
+//! at 1M SPLADE-like documents); the
 //! environment variable `NSPARSE_DENSE_COLUMNS_MAX_MB` ([`DENSE_COLUMNS_MAX_MB_ENV`])
 //! or [`set_dense_columns_max_mb`] (before the first search) caps them per
 //! segment (most frequent tokens first; `0` turns them off), trading speed

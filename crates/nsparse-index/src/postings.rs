@@ -19,7 +19,7 @@ use crate::format::dequantize;
 /// log2 of the documents per postings tile (doc offsets fit 16 bits).
 pub(crate) const TILE_SHIFT: u32 = 16;
 /// Mask of a doc id's offset within its tile.
-const TILE_MASK: u32 = (1 << TILE_SHIFT) - 1;
+pub(crate) const TILE_MASK: u32 = (1 << TILE_SHIFT) - 1;
 
 /// Pack a document's offset within its tile and a quantized weight.
 #[inline]

@@ -13,8 +13,10 @@ use crate::error::{Error, Result};
 use crate::format::dequantize;
 use crate::index::Bm25Params;
 use crate::postings::{self, Postings};
-use crate::segment::{Bitset, ForwardCursor, Segment, DOC_BLOCK_SHIFT, SOURCE_CHUNK};
-use crate::simd::{accumulate_dense_batch, chunks_reaching, values_in_chunks, DENSE_BATCH};
+use crate::segment::{Bitset, DenseColumn, ForwardCursor, Segment, DOC_BLOCK_SHIFT, SOURCE_CHUNK};
+use crate::simd::{
+    accumulate_dense_batch, chunks_reaching, values_in_chunks, DENSE_BATCH, SCAN_CHUNK,
+};
 
 pub(crate) struct SnapInfo {
     pub model: String,
@@ -1367,7 +1369,7 @@ struct TileTerm {
     gen: bool,
     /// Postings before `pos` are below the current tile. Once [`TileTerm::locate`]
     /// ran for the tile, its postings are `pos..tile_end` (`tile_end` is
-    /// `UNLOCATED` until then: dense-column terms skip it), with doc ids
+    /// `UNLOCATED` until then: bound-column terms skip it), with doc ids
     /// relative to `base`.
     pos: usize,
     tile_end: usize,
@@ -1383,7 +1385,7 @@ const UNLOCATED: usize = usize::MAX;
 impl TileTerm {
     /// Find this search tile's postings `pos..tile_end` (docs in `lo..hi`,
     /// inside one postings tile), skipping postings of earlier tiles left
-    /// behind while the term was scored from its dense column.
+    /// behind while the term was scored from its bound column.
     #[inline]
     fn locate(&mut self, post: &Postings, lo: u32, hi: u32) {
         if self.tile_end != UNLOCATED {
@@ -1421,17 +1423,178 @@ struct TileParams<'a, 'f> {
     tile_shift: u32,
 }
 
+/// Candidates of a tile scored first, by decreasing bound, before the rest
+/// are sorted: while the top k is not full every document of the tile is a
+/// candidate, and scoring the most promising ones first sets a bar that
+/// drops almost all of the others unsorted.
+const HEAD_CANDIDATES: usize = 32;
+
+/// The rescoring of one tile's candidates (see [`tiled_segment`]).
+struct Completion<'a, 'f> {
+    ss: &'a SnapSeg,
+    si: u32,
+    /// The query's terms, canonical order, located in the tile unless they
+    /// have a bound column.
+    terms: &'a [TileTerm],
+    /// Per term: its bound column, if it has one.
+    cols: &'a [Option<DenseColumn<'a>>],
+    /// Non-essential terms, by decreasing bound.
+    non_essential: &'a [usize],
+    /// Sum of the bounds of the non-essential terms that generate candidates.
+    ne_ub: f32,
+    heap_factor: f32,
+    filter: Option<DocFilter<'f>>,
+}
+
+impl Completion<'_, '_> {
+    /// Score the candidates `(doc, bound of the essential terms)` into `top`,
+    /// the most promising first, dropping those that cannot reach it.
+    fn run(&self, cands: &mut Vec<(u32, f32)>, top: &mut TopK) {
+        let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let head = HEAD_CANDIDATES.max(top.k);
+        let mut start = 0;
+        if cands.len() > 4 * head {
+            cands.select_nth_unstable_by(head, desc);
+            cands[..head].sort_unstable_by(desc);
+            for &c in &cands[..head] {
+                if !self.consider(c, top) {
+                    break;
+                }
+            }
+            start = head;
+            let bar = self.bar(top);
+            let mut kept = start;
+            for r in start..cands.len() {
+                if self.may_reach(cands[r].1, bar) {
+                    cands.swap(kept, r);
+                    kept += 1;
+                }
+            }
+            cands.truncate(kept);
+        }
+        cands[start..].sort_unstable_by(desc);
+        for &c in &cands[start..] {
+            if !self.consider(c, top) {
+                break;
+            }
+        }
+    }
+
+    /// The score a candidate must be able to reach (−∞ while `top` is not full).
+    fn bar(&self, top: &TopK) -> f32 {
+        if top.full() {
+            top.theta() * self.heap_factor
+        } else {
+            f32::NEG_INFINITY
+        }
+    }
+
+    /// Whether a document whose essential terms are bounded by `partial` can
+    /// reach `bar` (with slack for sums in different orders).
+    fn may_reach(&self, partial: f32, bar: f32) -> bool {
+        (partial + self.ne_ub) * (1.0 + BOUND_SLACK) >= bar
+    }
+
+    /// Score one candidate into `top` unless its bounds rule it out. Returns
+    /// false when even its first bound cannot reach the bar: then no later
+    /// candidate (bounds come in decreasing order) can either.
+    fn consider(&self, (d, partial): (u32, f32), top: &mut TopK) -> bool {
+        if !self.may_reach(partial, self.bar(top)) {
+            return false;
+        }
+        let mut part = partial;
+        let mut rest = self.ne_ub;
+        for &i in self.non_essential {
+            let tm = &self.terms[i];
+            if !tm.gen {
+                continue;
+            }
+            rest -= tm.ub;
+            part += self.bound_of(i, d);
+            if (part + rest.max(0.0)) * (1.0 + BOUND_SLACK) < self.bar(top) {
+                return true;
+            }
+        }
+        if !self.ss.accepts(d, self.filter) {
+            return true;
+        }
+        // Exact score in canonical order over every query term.
+        let mut s = 0f32;
+        for (i, tm) in self.terms.iter().enumerate() {
+            if let Some(w) = self.exact_of(i, d) {
+                s += tm.w * dequantize(w);
+            }
+        }
+        if s > 0.0 {
+            top.push(Cand {
+                score: s,
+                seg: self.si,
+                doc: d,
+            });
+        }
+        true
+    }
+
+    /// An upper bound of term `i`'s contribution to document `d`.
+    #[inline]
+    fn bound_of(&self, i: usize, d: u32) -> f32 {
+        let tm = &self.terms[i];
+        match self.cols[i] {
+            Some(col) => tm.w * col.bound(d),
+            None => self.exact_of(i, d).map_or(0.0, |w| tm.w * dequantize(w)),
+        }
+    }
+
+    /// Term `i`'s quantized weight in document `d`, if present.
+    #[inline]
+    fn exact_of(&self, i: usize, d: u32) -> Option<u16> {
+        let post = self.ss.seg.post();
+        match self.cols[i] {
+            Some(col) => col.exact(post, d),
+            None => {
+                let tm = &self.terms[i];
+                postings::find_in_run(&post.packed[tm.pos..tm.tile_end], d.wrapping_sub(tm.base))
+            }
+        }
+    }
+}
+
+/// A guess of the bar a tile's own documents will set: the `k`-th largest of
+/// the bounds' maxima over [`SCAN_CHUNK`]-document chunks, less the most
+/// the bound columns can overstate a score (`slack`). The k documents
+/// holding those maxima score at least that much unless filtered out, so
+/// candidates below it rarely matter; 0 when the tile has fewer than `k`
+/// chunks with a bound.
+fn likely_bar(acc: &[f32], k: usize, slack: f32, maxima: &mut Vec<f32>) -> f32 {
+    maxima.clear();
+    maxima.extend(
+        acc.chunks(SCAN_CHUNK)
+            .map(|c| c.iter().fold(0f32, |m, &x| if x > m { x } else { m }))
+            .filter(|&m| m > 0.0),
+    );
+    if k == 0 || maxima.len() < k {
+        return 0.0;
+    }
+    let (_, kth, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    ((*kth - slack) * (1.0 - BOUND_SLACK) - slack * BOUND_SLACK).max(0.0)
+}
+
 /// Exact top-k by MaxScore over doc-id tiles.
 ///
 /// Documents are processed in tiles of 2^`TILE_SHIFT` ids so the dense
 /// accumulator stays in L2. Per tile, with θ the current k-th score, the
 /// lowest-bound terms whose bounds sum to at most θ are *non-essential*: a
-/// document matching only them cannot beat θ, so only the essential terms'
-/// postings are scattered. Documents whose partial score plus the
-/// non-essential bound can still beat θ are completed by binary search in
-/// the non-essential lists (dropping out as soon as they cannot make it), and
-/// survivors are rescored in canonical token order, so scores equal brute
-/// force bit for bit. While every term is essential (e.g. the first tile),
+/// document matching only them cannot beat θ, so only the essential terms
+/// are added to the accumulator: postings scattered for rare tokens, byte
+/// codes (upper bounds) of the bound columns for frequent ones. Unless
+/// every term went in exactly, the accumulator holds upper bounds, and
+/// documents whose bound plus the non-essential bound can still beat θ are
+/// candidates ([`Completion`]): by decreasing bound, completed over the
+/// non-essential terms (dropping out as soon as they cannot make it) and
+/// rescored in canonical token order from exact weights, so scores equal
+/// brute force bit for bit. While the top k is not full, the candidates
+/// whose bound is near the tile's k best ([`likely_bar`]) go first. When
+/// every term is essential and none has a bound column (small segments),
 /// the accumulator is summed in canonical order and used as is.
 ///
 /// Approximate mode: terms outside the `top_n` heaviest are never essential
@@ -1465,11 +1628,13 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
     if terms.is_empty() {
         return;
     }
+    let dense = seg.dense();
+    let cols: Vec<Option<DenseColumn<'_>>> =
+        terms.iter().map(|tm| dense.column(tm.token)).collect();
     // Ascending bound; the non-essential set is a prefix of this order.
     let mut by_ub: Vec<usize> = (0..terms.len()).collect();
     by_ub.sort_by(|&a, &b| terms[a].ub.total_cmp(&terms[b].ub));
     let tile = 1usize << p.tile_shift;
-    let dense = seg.dense();
     assert!(
         tile <= MAX_TILE && p.tile_shift <= postings::TILE_SHIFT,
         "tile of {tile} documents exceeds {MAX_TILE} or a postings tile"
@@ -1514,18 +1679,21 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
         if !essential.is_empty() {
             essential.sort_unstable(); // canonical order
             let width = (hi - lo) as usize;
-            // Consecutive dense-column terms are added in one pass over the
-            // accumulator (same order of additions per document).
-            let mut batch: [(f32, &[u16]); DENSE_BATCH] = [(0.0, &[]); DENSE_BATCH];
+            // Consecutive bound-column terms are added in one pass over the
+            // accumulator; they make `acc` an upper bound, not a score.
+            let mut bounded = false;
+            // Most a bound column's code can overstate a score.
+            let mut dense_slack = 0f32;
+            let mut batch: [(f32, &[u8]); DENSE_BATCH] = [(0.0, &[]); DENSE_BATCH];
             let mut batched = 0usize;
             for (pos, &i) in essential.iter().enumerate() {
                 let tm = &terms[i];
-                if let Some(col) = dense.column(tm.token) {
-                    batch[batched] = (tm.w, &col[lo as usize..hi as usize]);
+                if let Some(col) = cols[i] {
+                    batch[batched] = (tm.w * col.step, &col.codes[lo as usize..hi as usize]);
                     batched += 1;
-                    let next_dense = essential
-                        .get(pos + 1)
-                        .is_some_and(|&j| dense.column(terms[j].token).is_some());
+                    bounded = true;
+                    dense_slack += tm.w * col.step;
+                    let next_dense = essential.get(pos + 1).is_some_and(|&j| cols[j].is_some());
                     if batched == DENSE_BATCH || !next_dense {
                         accumulate_dense_batch(&mut acc[..width], &batch[..batched]);
                         batched = 0;
@@ -1542,7 +1710,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     acc[at] += w * postings::weight(x);
                 }
             }
-            if non_essential.is_empty() {
+            if non_essential.is_empty() && !bounded {
                 // Every term is in `acc`, summed in canonical order: exact scores.
                 let mut theta = top.theta().max(0.0);
                 // Vectorised pre-filter at the tile's starting θ (θ only grows,
@@ -1561,76 +1729,72 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                 }
                 acc[..width].fill(0.0);
             } else {
-                // Candidates: partial + non-essential bound can reach the bar.
-                let need = (bar - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK;
-                cands.clear();
-                chunks_reaching(&acc[..width], need.max(0.0), &mut sc.chunks);
-                cands.extend(
-                    values_in_chunks(&acc[..width], &sc.chunks)
-                        .filter(|&(_, s)| s > 0.0 && s >= need)
-                        .map(|(x, s)| (lo + x as u32, s)),
-                );
-                acc[..width].fill(0.0);
-                if !cands.is_empty() {
-                    // Dense-column terms are looked up directly; only the
-                    // others need their run in this tile.
-                    for tm in terms.iter_mut() {
-                        if dense.column(tm.token).is_none() {
-                            tm.locate(seg.post(), lo, hi);
-                        }
-                    }
-                }
-                let weight_in = |tm: &TileTerm, d: u32| -> Option<u16> {
-                    match dense.column(tm.token) {
-                        Some(col) => Some(col[d as usize]).filter(|&w| w != 0),
-                        None => postings::find_in_run(
-                            &seg.post().packed[tm.pos..tm.tile_end],
-                            d.wrapping_sub(tm.base),
-                        ),
-                    }
+                // Candidates: the partial bound plus the non-essential bound
+                // can reach the bar.
+                let need = if top.full() {
+                    (bar - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK
+                } else {
+                    0.0
                 };
-                non_essential.sort_by(|&a, &b| terms[b].ub.total_cmp(&terms[a].ub));
-                for &(d, partial) in cands.iter() {
-                    let mut part = partial;
-                    let mut rest = ne_ub;
-                    let mut alive = true;
-                    for &i in &non_essential {
-                        let tm = &terms[i];
-                        if !tm.gen {
-                            continue;
+                // Until the top k is full every document would be a
+                // candidate: take first those whose bound is near the k best
+                // of the tile, and the rest only if the bar they set does
+                // not rule them out.
+                let first = if top.full() {
+                    need
+                } else {
+                    likely_bar(&acc[..width], top.k, dense_slack, &mut sc.tmp).max(need)
+                };
+                // Bound-column terms are looked up directly; only the
+                // others need their run in this tile.
+                let mut located = false;
+                let mut floor = first;
+                let mut ceiling = f32::INFINITY;
+                loop {
+                    cands.clear();
+                    chunks_reaching(&acc[..width], floor.max(0.0), &mut sc.chunks);
+                    cands.extend(
+                        values_in_chunks(&acc[..width], &sc.chunks)
+                            .filter(|&(_, s)| s > 0.0 && s >= floor && s < ceiling)
+                            .map(|(x, s)| (lo + x as u32, s)),
+                    );
+                    if !cands.is_empty() {
+                        if !located {
+                            for (tm, col) in terms.iter_mut().zip(&cols) {
+                                if col.is_none() {
+                                    tm.locate(seg.post(), lo, hi);
+                                }
+                            }
+                            non_essential.sort_by(|&a, &b| terms[b].ub.total_cmp(&terms[a].ub));
+                            located = true;
                         }
-                        rest -= tm.ub;
-                        if let Some(w) = weight_in(tm, d) {
-                            part += tm.w * dequantize(w);
-                        }
-                        let bar_now = if top.full() {
-                            top.theta() * p.heap_factor
-                        } else {
-                            f32::NEG_INFINITY
+                        let job = Completion {
+                            ss,
+                            si,
+                            terms,
+                            cols: &cols,
+                            non_essential: &non_essential,
+                            ne_ub,
+                            heap_factor: p.heap_factor,
+                            filter: p.filter,
                         };
-                        if (part + rest.max(0.0)) * (1.0 + BOUND_SLACK) < bar_now {
-                            alive = false;
-                            break;
-                        }
+                        job.run(cands, top);
                     }
-                    if !alive || !ss.accepts(d, p.filter) {
-                        continue;
+                    // Documents below `floor` remain; they matter only if the
+                    // bar now lets a bound below `floor` through.
+                    let bar_now = if top.full() {
+                        top.theta() * p.heap_factor
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    let still = (bar_now - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK;
+                    if floor <= need || still >= floor {
+                        break;
                     }
-                    // Exact score in canonical order over every query term.
-                    let mut s = 0f32;
-                    for tm in terms.iter() {
-                        if let Some(w) = weight_in(tm, d) {
-                            s += tm.w * dequantize(w);
-                        }
-                    }
-                    if s > 0.0 {
-                        top.push(Cand {
-                            score: s,
-                            seg: si,
-                            doc: d,
-                        });
-                    }
+                    ceiling = floor;
+                    floor = need.max(still);
                 }
+                acc[..width].fill(0.0);
             }
         }
         for tm in terms.iter_mut() {
@@ -1843,8 +2007,26 @@ mod tests {
             assert_eq!(threaded.len(), cols.len());
             for t in 0..30_522u32 {
                 assert_eq!(threaded.column(t), cols.column(t), "token {t}");
+                // A code bounds the weight from above and is 0 only where
+                // the token is absent; the block positions find the exact
+                // weight.
+                if let Some(col) = cols.column(t) {
+                    for d in 0..seg.n_docs {
+                        let exact = seg.weight(t, d);
+                        assert_eq!(col.exact(seg.post(), d), exact, "token {t} doc {d}");
+                        let w = exact.map_or(0.0, dequantize);
+                        assert_eq!(col.codes[d as usize] == 0, exact.is_none());
+                        assert!(
+                            col.bound(d) >= w,
+                            "token {t} doc {d}: {} < {w}",
+                            col.bound(d)
+                        );
+                        assert!(col.bound(d) - w <= col.step * 1.001, "token {t} doc {d}");
+                    }
+                }
             }
-            let capped = DenseColumns::build_within(seg, 5 * 2 * n + 1, 1);
+            let capped =
+                DenseColumns::build_within(seg, 5 * DenseColumns::column_bytes(n as usize) + 1, 1);
             assert_eq!(capped.len(), 5);
             let df = |t: u32| seg.post().df(t);
             let min_kept = (0..30_522u32)
@@ -1866,7 +2048,7 @@ mod tests {
                 .dense
                 .set(DenseColumns::build_within(
                     &s2.snap.segs[0].seg,
-                    5 * 2 * n,
+                    5 * DenseColumns::column_bytes(n as usize),
                     2
                 ))
                 .is_ok());

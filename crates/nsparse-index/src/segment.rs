@@ -1889,11 +1889,12 @@ impl Bitset {
 /// Segments below this many documents get no dense columns: their scans are
 /// cheap anyway and a column would cost more memory than it saves time.
 pub(crate) const DENSE_MIN_DOCS: u32 = 1 << 14;
-/// A token gets a dense column when at least 1/`DENSE_DF_DIVISOR` of the
-/// segment's documents contain it. Scattering one posting into the
-/// accumulator costs about ten times a vectorised pass over one document slot
-/// (BENCHMARKS.md), so past ~1/8 density the dense pass wins.
-pub(crate) const DENSE_DF_DIVISOR: u32 = 8;
+/// A token gets a bound column when at least 1/`DENSE_DF_DIVISOR` of the
+/// segment's documents contain it. A column costs one byte per document of
+/// streamed memory, a posting a scatter into the accumulator; measured on
+/// the fitted 1M-document bench (BENCHMARKS.md, session 11), 1/16 beat 1/8
+/// by ~15 % and 1/32 was no faster at twice the memory.
+pub(crate) const DENSE_DF_DIVISOR: u32 = 16;
 
 /// Environment variable capping the dense columns' memory per segment, in MiB
 /// (`0` turns them off; unset: no cap). Read once per process.
@@ -1935,27 +1936,109 @@ fn dense_columns_max_bytes() -> u64 {
     })
 }
 
-/// Dense weight columns for a segment's most frequent tokens: one f16 weight
-/// per document (0 = absent), derived from the postings.
+/// Bound columns for a segment's most frequent tokens: per document one byte
+/// bounding the token's weight from above (0 = absent), plus a position
+/// index that finds the exact weight in the postings.
 ///
-/// Frequent tokens dominate query cost (on the SciFact-fitted vectors, tokens
-/// in at least 1/8 of the documents carry ~80 % of a query's postings), and a
-/// dense column is scored by a vectorised multiply-add instead of a scatter
-/// per posting. The sparse postings stay (explain, merges and the block-max
-/// table read them); the columns cost 2 bytes × documents per dense token.
+/// Frequent tokens dominate query cost (on the SciFact-fitted vectors,
+/// tokens in at least 1/8 of the documents carry ~80 % of a query's
+/// postings), and a column is scored by a vectorised multiply-add over the
+/// documents instead of a scatter per posting. That pass streams the column
+/// from memory, so its width is its cost: one byte per document, half of an
+/// f16 column (BENCHMARKS.md, session 11). The bytes give an upper bound of
+/// each score; the few documents whose bound can reach the top k are
+/// rescored from the exact f16 weights, which [`DenseColumn::exact`] finds
+/// through the column's block positions in one or two cache lines. The
+/// sparse postings stay (explain, merges and the block-max table read them).
+/// Memory: a byte per document and four per 64 documents per column.
 #[derive(Debug, Default)]
 pub(crate) struct DenseColumns {
     /// Per token: its column number, or `u32::MAX` when it has none.
     slot: Vec<u32>,
-    /// Column-major weights: column `c` is `data[c * n_docs..(c + 1) * n_docs]`.
-    data: Vec<u16>,
+    /// Column-major codes: column `c` is `codes[c * n_docs..(c + 1) * n_docs]`.
+    /// A code `k > 0` promises `weight <= step[c] * k` (in f32 arithmetic).
+    codes: Vec<u8>,
+    /// Per column: the weight one code unit stands for.
+    step: Vec<f32>,
+    /// Per column, `n_blocks + 1` entries: where each 64-document block's
+    /// postings start in the token's list (relative to its first posting).
+    block_pos: Vec<u32>,
+    /// Per column: the token.
+    token: Vec<u32>,
     n_docs: usize,
+}
+
+/// One token's bound column (see [`DenseColumns`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct DenseColumn<'a> {
+    /// One code per document of the segment.
+    pub codes: &'a [u8],
+    /// The weight one code unit stands for.
+    pub step: f32,
+    blocks: &'a [u32],
+    token: u32,
+}
+
+impl DenseColumn<'_> {
+    /// Exact quantized weight of this column's token in `doc`, if present.
+    #[inline]
+    pub(crate) fn exact(&self, post: &Postings, doc: u32) -> Option<u16> {
+        if self.codes[doc as usize] == 0 {
+            return None;
+        }
+        let b = (doc >> DOC_BLOCK_SHIFT) as usize;
+        let first = post.term_start[self.token as usize];
+        let r = first + self.blocks[b] as usize..first + self.blocks[b + 1] as usize;
+        // A 64-document block never crosses a postings tile.
+        postings::find_in_run(&post.packed[r], doc & postings::TILE_MASK)
+    }
+
+    /// An upper bound of the token's (dequantized) weight in `doc`; 0 if absent.
+    #[inline]
+    pub(crate) fn bound(&self, doc: u32) -> f32 {
+        self.step * self.codes[doc as usize] as f32
+    }
+}
+
+/// One thread's share of [`DenseColumns::build_within`]: its columns' codes
+/// and block positions, and their tokens and code steps.
+type ColumnsJob<'a> = ((&'a mut [u8], &'a mut [u32]), (&'a [usize], &'a [f32]));
+
+/// Smallest code whose `step × code` is at least `w` (f32 arithmetic), for
+/// `inv = 1 / step` and a `step` at least `max / 255` (with `w <= max`).
+#[inline]
+fn bound_code(w: f32, step: f32, inv: f32) -> u8 {
+    if w <= 0.0 {
+        return 0;
+    }
+    // `w * inv` is within a few ulps of `w / step` (≤ 255), so the ceiling
+    // is its truncation or one more; the two checks settle it in the
+    // arithmetic the searcher uses, without loops or a libm `ceil` call.
+    let mut k = ((w * inv) as u32 + 1).clamp(1, 255);
+    if k > 1 && step * ((k - 1) as f32) >= w {
+        k -= 1;
+    }
+    if k < 255 && step * (k as f32) < w {
+        k += 1;
+    }
+    k as u8
+}
+
+/// The code step for a token whose largest weight is `max`: `step × 255 >=
+/// max` holds in f32 arithmetic thanks to the relative margin.
+fn code_step(max: f32) -> f32 {
+    (max / 255.0) * (1.0 + 1e-6)
 }
 
 impl DenseColumns {
     fn build(seg: &Segment) -> DenseColumns {
         let threads = build_threads(seg.n_docs as usize, 0);
         DenseColumns::build_within(seg, dense_columns_max_bytes(), threads)
+    }
+
+    /// Bytes one column takes for `n` documents.
+    pub(crate) fn column_bytes(n: usize) -> u64 {
+        n as u64 + 4 * ((n >> DOC_BLOCK_SHIFT) as u64 + 2)
     }
 
     /// Columns for the segment's frequent tokens, at most `max_bytes` of them
@@ -1970,7 +2053,7 @@ impl DenseColumns {
         let df = |t: usize| seg.post().df(t as u32);
         let mut dense: Vec<usize> = (0..v).filter(|&t| df(t) >= min_df).collect();
         // Within the memory budget, the most frequent tokens save the most scatters.
-        let max_cols = (max_bytes / (2 * n as u64).max(1)).min(v as u64) as usize;
+        let max_cols = (max_bytes / DenseColumns::column_bytes(n)).min(v as u64) as usize;
         if dense.len() > max_cols {
             dense.sort_by_key(|&t| (std::cmp::Reverse(df(t)), t));
             dense.truncate(max_cols);
@@ -1979,52 +2062,77 @@ impl DenseColumns {
         if dense.is_empty() {
             return DenseColumns::default();
         }
+        let n_blocks = n.div_ceil(1 << DOC_BLOCK_SHIFT);
+        let per_col = n_blocks + 1;
         let mut cols = DenseColumns {
             slot: vec![u32::MAX; v],
-            data: Vec::new(),
+            codes: vec![0u8; dense.len() * n],
+            step: dense.iter().map(|&t| code_step(seg.term_max[t])).collect(),
+            block_pos: vec![0u32; dense.len() * per_col],
+            token: dense.iter().map(|&t| t as u32).collect(),
             n_docs: n,
         };
-        cols.data = vec![0u16; dense.len() * n];
         for (c, &t) in dense.iter().enumerate() {
             cols.slot[t] = c as u32;
         }
         // Each column is filled at scattered documents, so its pages are
         // faulted in first; consecutive columns on each thread.
-        let fill = |(data, tokens): (&mut [u16], &[usize])| {
-            crate::memory::populate(data);
-            for (col, &t) in data.chunks_mut(n).zip(tokens) {
+        let fill = |((codes, blocks), (tokens, steps)): ColumnsJob<'_>| {
+            crate::memory::populate(codes);
+            let cols = codes.chunks_mut(n).zip(blocks.chunks_mut(per_col));
+            for ((col, pos), (&t, &step)) in cols.zip(tokens.iter().zip(steps)) {
+                let inv = 1.0 / step;
+                // pos[b] = postings of the token in blocks before b.
+                let mut seen = 0u32;
+                let mut next_block = 0usize;
                 for (d, w) in seg.post().iter(t as u32) {
-                    col[d as usize] = w;
+                    let b = d as usize >> DOC_BLOCK_SHIFT;
+                    while next_block <= b {
+                        pos[next_block] = seen;
+                        next_block += 1;
+                    }
+                    col[d as usize] = bound_code(dequantize(w), step, inv);
+                    seen += 1;
                 }
+                pos[next_block..].fill(seen);
             }
         };
         let threads = threads.clamp(1, dense.len());
         let per_thread = dense.len().div_ceil(threads);
         let jobs = cols
-            .data
+            .codes
             .chunks_mut(per_thread * n)
-            .zip(dense.chunks(per_thread));
+            .zip(cols.block_pos.chunks_mut(per_thread * per_col))
+            .zip(dense.chunks(per_thread).zip(cols.step.chunks(per_thread)));
         on_threads(jobs, fill);
         tracing::debug!(
             docs = n,
             columns = cols.len(),
-            bytes = cols.data.len() * 2,
-            "built dense columns"
+            bytes = cols.codes.len() + cols.block_pos.len() * 4,
+            "built dense bound columns"
         );
         cols
     }
 
-    /// The column of token `t` (one quantized weight per document), if it has one.
+    /// The bound column of token `t`, if it has one.
     #[inline]
-    pub(crate) fn column(&self, t: u32) -> Option<&[u16]> {
-        let c = *self.slot.get(t as usize)?;
-        (c != u32::MAX)
-            .then(|| &self.data[c as usize * self.n_docs..(c as usize + 1) * self.n_docs])
+    pub(crate) fn column(&self, t: u32) -> Option<DenseColumn<'_>> {
+        let c = *self.slot.get(t as usize)? as usize;
+        if c == u32::MAX as usize {
+            return None;
+        }
+        let per_col = self.n_docs.div_ceil(1 << DOC_BLOCK_SHIFT) + 1;
+        Some(DenseColumn {
+            codes: &self.codes[c * self.n_docs..(c + 1) * self.n_docs],
+            step: self.step[c],
+            blocks: &self.block_pos[c * per_col..(c + 1) * per_col],
+            token: self.token[c],
+        })
     }
 
-    /// Number of dense columns.
+    /// Number of columns.
     pub(crate) fn len(&self) -> usize {
-        self.data.len() / self.n_docs.max(1)
+        self.token.len()
     }
 }
 
@@ -2046,6 +2154,35 @@ mod tests {
         }
         c.done()?;
         Ok(out.finish(1).iter(0).collect())
+    }
+
+    /// A bound code is the smallest that covers the weight, in the f32
+    /// arithmetic of the searcher, for every f16 weight up to the maximum.
+    #[test]
+    fn bound_codes_are_the_smallest_upper_bounds() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..200 {
+            let max = dequantize(quantize(rng.random_range(1e-3f32..3.0)));
+            let step = code_step(max);
+            let inv = 1.0 / step;
+            assert!(step * 255.0 >= max);
+            let mut ws: Vec<f32> = (0..500)
+                .map(|_| dequantize(quantize(rng.random_range(0.0..=max))))
+                .collect();
+            ws.extend([max, step, 2.0 * step, 1e-7, 0.0]);
+            for w in ws.into_iter().filter(|&w| w <= max) {
+                let k = bound_code(w, step, inv);
+                if w <= 0.0 {
+                    assert_eq!(k, 0);
+                    continue;
+                }
+                assert!(k >= 1 && step * k as f32 >= w, "w {w} max {max} k {k}");
+                assert!(
+                    k == 1 || step * ((k - 1) as f32) < w,
+                    "w {w} max {max} k {k}"
+                );
+            }
+        }
     }
 
     #[test]

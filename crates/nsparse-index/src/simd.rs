@@ -1,35 +1,28 @@
 //! Vectorised inner loops of the searcher, with scalar fallbacks that give
 //! bit-identical results (the searcher's exact mode promises brute-force scores).
 
-use crate::format::dequantize;
-
-/// `acc[i] += w * weight(col[i])` for every `i`, where `col` holds quantized
-/// (f16) weights and 0 means absent: the definition the vector kernel must
-/// match. The product and the sum are rounded separately (no fused
-/// multiply-add), as in the scalar scoring paths.
-fn accumulate_dense_scalar(acc: &mut [f32], w: f32, col: &[u16]) {
-    for (a, &h) in acc.iter_mut().zip(col) {
-        if h != 0 {
-            *a += w * dequantize(h);
-        }
+/// `acc[i] += w * code[i] as f32` for every `i`: the definition the vector
+/// kernel must match. The product and the sum are rounded separately (no
+/// fused multiply-add), so the vector and scalar paths agree bit for bit.
+fn accumulate_codes_scalar(acc: &mut [f32], w: f32, codes: &[u8]) {
+    for (a, &k) in acc.iter_mut().zip(codes) {
+        *a += w * k as f32;
     }
 }
 
 /// Most columns [`accumulate_dense_batch`] adds in one pass.
 pub(crate) const DENSE_BATCH: usize = 4;
 
-/// `acc[i] += w_j * dequantize(col_j[i])` for the columns in order, in one
-/// pass over `acc`: each element still receives the columns' products one
-/// after the other, rounded separately (no fused multiply-add), so the
-/// result is bit-identical to adding the columns one pass at a time, and to
-/// the scalar scoring paths; the accumulator is read and written once
-/// instead of once per column. A zero weight adds +0.0, which changes no
-/// accumulator value.
+/// `acc[i] += w_j * code_j[i]` for the byte columns in order, in one pass
+/// over `acc`: each element receives the columns' products one after the
+/// other, rounded separately, so the result is bit-identical to adding the
+/// columns one pass at a time; the accumulator is read and written once
+/// instead of once per column. A zero code adds +0.0.
 ///
 /// # Panics
 /// If there are more than [`DENSE_BATCH`] columns or a column's length
 /// differs from the accumulator's.
-pub(crate) fn accumulate_dense_batch(acc: &mut [f32], cols: &[(f32, &[u16])]) {
+pub(crate) fn accumulate_dense_batch(acc: &mut [f32], cols: &[(f32, &[u8])]) {
     assert!(cols.len() <= DENSE_BATCH, "too many columns in one batch");
     for (_, col) in cols {
         assert_eq!(
@@ -39,24 +32,24 @@ pub(crate) fn accumulate_dense_batch(acc: &mut [f32], cols: &[(f32, &[u16])]) {
         );
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: AVX2 and F16C were detected at run time; every column has
-        // the accumulator's length and there are at most DENSE_BATCH of them
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time; every column has the
+        // accumulator's length and there are at most DENSE_BATCH of them
         // (asserted above), which is all the function requires.
         unsafe { accumulate_dense_batch_avx2(acc, cols) };
         return;
     }
     for &(w, col) in cols {
-        accumulate_dense_scalar(acc, w, col);
+        accumulate_codes_scalar(acc, w, col);
     }
 }
 
 /// # Safety
-/// The CPU must support AVX2 and F16C; `cols.len() <= DENSE_BATCH` and every
-/// column is as long as `acc`.
+/// The CPU must support AVX2; `cols.len() <= DENSE_BATCH` and every column
+/// is as long as `acc`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn accumulate_dense_batch_avx2(acc: &mut [f32], cols: &[(f32, &[u16])]) {
+#[target_feature(enable = "avx2")]
+unsafe fn accumulate_dense_batch_avx2(acc: &mut [f32], cols: &[(f32, &[u8])]) {
     // One kernel per column count: the column pointers and weights stay in
     // registers and the loop over columns unrolls.
     // SAFETY: forwarded from this function's contract.
@@ -71,21 +64,21 @@ unsafe fn accumulate_dense_batch_avx2(acc: &mut [f32], cols: &[(f32, &[u16])]) {
     }
 }
 
-/// Elements of a column fetched ahead of use: the columns stream from
-/// memory, several at once, and the hardware prefetcher alone runs too
-/// short a distance ahead of them.
+/// Bytes of a column fetched ahead of use: the columns stream from memory,
+/// several at once, and the hardware prefetcher alone runs too short a
+/// distance ahead of them.
 #[cfg(target_arch = "x86_64")]
 const DENSE_PREFETCH: usize = 512;
 
 /// # Safety
 /// As [`accumulate_dense_batch_avx2`], with exactly `K` columns.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn dense_kernel_avx2<const K: usize>(acc: &mut [f32], cols: &[(f32, &[u16])]) {
+#[target_feature(enable = "avx2")]
+unsafe fn dense_kernel_avx2<const K: usize>(acc: &mut [f32], cols: &[(f32, &[u8])]) {
     use std::arch::x86_64::*;
     let n = acc.len();
     let w: [__m256; K] = std::array::from_fn(|j| _mm256_set1_ps(cols[j].0));
-    let c: [*const u16; K] = std::array::from_fn(|j| cols[j].1.as_ptr());
+    let c: [*const u8; K] = std::array::from_fn(|j| cols[j].1.as_ptr());
     let a = acc.as_mut_ptr();
     // Add the columns to the 8 documents at `o` (o + 8 <= n).
     let step = |o: usize| {
@@ -94,22 +87,23 @@ unsafe fn dense_kernel_avx2<const K: usize>(acc: &mut [f32], cols: &[(f32, &[u16
         unsafe {
             let mut v = _mm256_loadu_ps(a.add(o));
             for j in 0..K {
-                let h = _mm_loadu_si128(c[j].add(o) as *const __m128i);
-                v = _mm256_add_ps(v, _mm256_mul_ps(w[j], _mm256_cvtph_ps(h)));
+                let k = _mm_loadl_epi64(c[j].add(o) as *const __m128i);
+                let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(k));
+                v = _mm256_add_ps(v, _mm256_mul_ps(w[j], f));
             }
             _mm256_storeu_ps(a.add(o), v);
         }
     };
     let mut i = 0;
-    while i + 32 <= n {
+    while i + 64 <= n {
         for &cj in &c {
             // A prefetch never faults, so its address may run past the column.
             _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(i + DENSE_PREFETCH) as *const i8);
         }
-        for o in [i, i + 8, i + 16, i + 24] {
+        for o in (i..i + 64).step_by(8) {
             step(o);
         }
-        i += 32;
+        i += 64;
     }
     while i + 8 <= n {
         step(i);
@@ -117,7 +111,7 @@ unsafe fn dense_kernel_avx2<const K: usize>(acc: &mut [f32], cols: &[(f32, &[u16
     }
     // The tail column by column: per element the order is the same.
     for &(wj, col) in cols {
-        accumulate_dense_scalar(&mut acc[i..], wj, &col[i..]);
+        accumulate_codes_scalar(&mut acc[i..], wj, &col[i..]);
     }
 }
 
@@ -187,7 +181,6 @@ unsafe fn chunks_reaching_avx2(acc: &[f32], threshold: i32, out: &mut Vec<u32>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::quantize;
 
     #[test]
     fn chunks_reaching_finds_exactly_the_chunks_with_a_value_at_theta() {
@@ -215,36 +208,38 @@ mod tests {
         }
     }
 
+    /// A random byte column: zeros (absent) and codes.
+    fn code_column(rng: &mut rand::rngs::StdRng, n: usize, absent: f64) -> Vec<u8> {
+        use rand::Rng;
+        (0..n)
+            .map(|_| {
+                if rng.random_bool(absent) {
+                    0
+                } else {
+                    rng.random_range(1..=255)
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn dense_accumulation_is_bit_identical_to_scalar() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         // Odd lengths exercise the scalar tail after the vector loop.
-        for n in [0usize, 1, 7, 15, 16, 17, 33, 1000, 4099] {
-            let col: Vec<u16> = (0..n)
-                .map(|_| {
-                    if rng.random_bool(0.4) {
-                        0
-                    } else {
-                        quantize(rng.random_range(1e-4f32..3.0))
-                    }
-                })
-                .collect();
+        for n in [0usize, 1, 7, 15, 16, 17, 33, 63, 64, 65, 1000, 4099] {
+            let col = code_column(&mut rng, n, 0.4);
             let start: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..20.0)).collect();
-            for w in [0.37f32, 1.0, 7.9, -2.5] {
+            for w in [0.0037f32, 0.01, 0.079, -0.025] {
                 let mut fast = start.clone();
                 let mut slow = start.clone();
                 accumulate_dense_batch(&mut fast, &[(w, &col)]);
-                accumulate_dense_scalar(&mut slow, w, &col);
+                accumulate_codes_scalar(&mut slow, w, &col);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&fast), bits(&slow), "n {n} w {w}");
                 // And both equal the plain definition.
                 for i in 0..n {
-                    let want = if col[i] == 0 {
-                        start[i]
-                    } else {
-                        start[i] + w * dequantize(col[i])
-                    };
+                    let want = start[i] + w * col[i] as f32;
                     assert_eq!(slow[i].to_bits(), want.to_bits());
                 }
             }
@@ -255,30 +250,20 @@ mod tests {
     fn batched_dense_accumulation_equals_one_column_at_a_time() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for n in [0usize, 5, 8, 23, 1000, 4099] {
-            let cols: Vec<Vec<u16>> = (0..DENSE_BATCH)
-                .map(|_| {
-                    (0..n)
-                        .map(|_| {
-                            if rng.random_bool(0.3) {
-                                0
-                            } else {
-                                quantize(rng.random_range(1e-4f32..3.0))
-                            }
-                        })
-                        .collect()
-                })
+        for n in [0usize, 5, 8, 23, 64, 1000, 4099] {
+            let cols: Vec<Vec<u8>> = (0..DENSE_BATCH)
+                .map(|_| code_column(&mut rng, n, 0.3))
                 .collect();
-            let weights = [0.37f32, 7.9, 1.0, 4.25];
+            let weights = [0.0037f32, 0.079, 0.01, 0.0425];
             let start: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..20.0)).collect();
             for k in 0..=DENSE_BATCH {
-                let batch: Vec<(f32, &[u16])> =
+                let batch: Vec<(f32, &[u8])> =
                     (0..k).map(|j| (weights[j], cols[j].as_slice())).collect();
                 let mut batched = start.clone();
                 accumulate_dense_batch(&mut batched, &batch);
                 let mut single = start.clone();
                 for &(w, col) in &batch {
-                    accumulate_dense_scalar(&mut single, w, col);
+                    accumulate_codes_scalar(&mut single, w, col);
                 }
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&batched), bits(&single), "n {n} k {k}");
