@@ -47,6 +47,11 @@ fn main() {
     if std::env::var_os("NSPARSE_PROFILE_EXACT_ONLY").is_some() {
         modes.truncate(1);
     }
+    // NSPARSE_PROFILE_K sets the number of hits (default 10).
+    let k: usize = std::env::var("NSPARSE_PROFILE_K")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let mut lat = vec![Vec::new(); modes.len()];
     // The first search builds the derived columns.
     let t = Instant::now();
@@ -61,7 +66,7 @@ fn main() {
         for (m, (_, mode)) in modes.iter().enumerate() {
             let t = Instant::now();
             let h = s
-                .search(q, &SearchRequest::new(10).mode(*mode))
+                .search(q, &SearchRequest::new(k).mode(*mode))
                 .expect("search");
             lat[m].push(t.elapsed().as_secs_f64() * 1e3);
             std::hint::black_box(h);

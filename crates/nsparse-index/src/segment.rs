@@ -2036,6 +2036,18 @@ impl DenseColumns {
         DenseColumns::build_within(seg, dense_columns_max_bytes(), threads)
     }
 
+    /// No columns at all (usable in a `static`).
+    pub(crate) const fn none() -> DenseColumns {
+        DenseColumns {
+            slot: Vec::new(),
+            codes: Vec::new(),
+            step: Vec::new(),
+            block_pos: Vec::new(),
+            token: Vec::new(),
+            n_docs: 0,
+        }
+    }
+
     /// Bytes one column takes for `n` documents.
     pub(crate) fn column_bytes(n: usize) -> u64 {
         n as u64 + 4 * ((n >> DOC_BLOCK_SHIFT) as u64 + 2)
