@@ -54,9 +54,9 @@ pub struct SearchArgs {
     /// Fuse the neural hits with BM25 hits over the same index.
     #[arg(long, value_enum)]
     hybrid: Option<Fusion>,
-    /// Memory cap (MiB per segment) of the dense weight columns that speed up frequent tokens.
-    /// Default 0 (none) unless NSPARSE_DENSE_COLUMNS_MAX_MB is set: building them takes longer
-    /// than they save on a single query. Results never change.
+    /// Memory cap (MiB per segment) of the bound columns that speed up frequent tokens.
+    /// Default 0 (none) unless NSPARSE_DENSE_COLUMNS_MAX_MB is set: building a query's columns
+    /// takes longer than they save on a single query. Results never change.
     #[arg(long)]
     dense_columns_max_mb: Option<u64>,
     /// The query text.

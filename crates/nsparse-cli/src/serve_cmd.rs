@@ -34,7 +34,7 @@ pub struct ServeArgs {
     /// Requests taking longer are answered with 504.
     #[arg(long, default_value_t = 60)]
     request_timeout_secs: u64,
-    /// Memory cap (MiB per segment) of the dense weight columns that speed up exact search
+    /// Memory cap (MiB per segment) of the bound columns that speed up exact search
     /// (about 2 bytes per document per frequent token; most frequent kept first, 0 = none).
     /// Default: no cap, or NSPARSE_DENSE_COLUMNS_MAX_MB. Results never change.
     #[arg(long)]

@@ -172,10 +172,11 @@
 //!   that window with all tokens.
 //!
 //! Derived in-memory structures (per-token maxima, `_id` index, and on first
-//! use the block maxima and the dense columns) are rebuilt from the postings,
-//! so they cannot disagree with the files. Bound columns cost a byte per
-//! document per frequent token, plus 4 bytes per 64 documents (about 1.2 GB
-//! at 1M SPLADE-like documents); the
+//! use the block maxima and each token's bound column) are rebuilt from the
+//! postings, so they cannot disagree with the files. Bound columns cost a
+//! byte per document per frequent token, plus 4 bytes per 64 documents (at
+//! most about 1.2 GB at 1M SPLADE-like documents, if queries use every
+//! frequent token); the
 //! environment variable `NSPARSE_DENSE_COLUMNS_MAX_MB` ([`DENSE_COLUMNS_MAX_MB_ENV`])
 //! or [`set_dense_columns_max_mb`] (before the first search) caps them per
 //! segment (most frequent tokens first; `0` turns them off), trading speed

@@ -1649,8 +1649,10 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
     } else {
         &NO_COLUMNS
     };
-    let cols: Vec<Option<DenseColumn<'_>>> =
-        terms.iter().map(|tm| dense.column(tm.token)).collect();
+    let cols: Vec<Option<DenseColumn<'_>>> = terms
+        .iter()
+        .map(|tm| dense.column(seg.post(), tm.token))
+        .collect();
     // Ascending bound; the non-essential set is a prefix of this order.
     let mut by_ub: Vec<usize> = (0..terms.len()).collect();
     by_ub.sort_by(|&a, &b| terms[a].ub.total_cmp(&terms[b].ub));
@@ -2023,15 +2025,19 @@ mod tests {
         {
             let seg = &s.snap.segs[0].seg;
             let n = seg.n_docs as u64;
-            // Filled on three threads, the columns are the same.
-            let threaded = DenseColumns::build_within(seg, u64::MAX, 3);
-            assert_eq!(threaded.len(), cols.len());
+            // Planned twice, the columns are the same.
+            let again = DenseColumns::plan(seg, u64::MAX);
+            assert_eq!(again.len(), cols.len());
             for t in 0..30_522u32 {
-                assert_eq!(threaded.column(t), cols.column(t), "token {t}");
+                assert_eq!(
+                    again.column(seg.post(), t),
+                    cols.column(seg.post(), t),
+                    "token {t}"
+                );
                 // A code bounds the weight from above and is 0 only where
                 // the token is absent; the block positions find the exact
                 // weight.
-                if let Some(col) = cols.column(t) {
+                if let Some(col) = cols.column(seg.post(), t) {
                     for d in 0..seg.n_docs {
                         let exact = seg.weight(t, d);
                         assert_eq!(col.exact(seg.post(), d), exact, "token {t} doc {d}");
@@ -2046,31 +2052,29 @@ mod tests {
                     }
                 }
             }
-            let capped =
-                DenseColumns::build_within(seg, 5 * DenseColumns::column_bytes(n as usize) + 1, 1);
+            let capped = DenseColumns::plan(seg, 5 * DenseColumns::column_bytes(n as usize) + 1);
             assert_eq!(capped.len(), 5);
             let df = |t: u32| seg.post().df(t);
             let min_kept = (0..30_522u32)
-                .filter(|&t| capped.column(t).is_some())
+                .filter(|&t| capped.has(t))
                 .map(df)
                 .min()
                 .unwrap();
             let max_dropped = (0..30_522u32)
-                .filter(|&t| cols.column(t).is_some() && capped.column(t).is_none())
+                .filter(|&t| cols.has(t) && !capped.has(t))
                 .map(df)
                 .max()
                 .unwrap();
             assert!(min_kept >= max_dropped);
-            assert_eq!(DenseColumns::build_within(seg, 0, 1).len(), 0);
+            assert_eq!(DenseColumns::plan(seg, 0).len(), 0);
             let mut tiny = Synth::new(SynthParams::default(), 5);
             let s2 = snapshot(vec![(0..n).map(|_| tiny.doc()).collect()], 7);
             assert!(s2.snap.segs[0]
                 .seg
                 .dense
-                .set(DenseColumns::build_within(
+                .set(DenseColumns::plan(
                     &s2.snap.segs[0].seg,
                     5 * DenseColumns::column_bytes(n as usize),
-                    2
                 ))
                 .is_ok());
             for _ in 0..6 {
@@ -2081,7 +2085,7 @@ mod tests {
         let mut dense_terms = 0;
         for _ in 0..12 {
             let q = s.canon(&g.query()).unwrap();
-            dense_terms += q.iter().filter(|p| cols.column(p.0).is_some()).count();
+            dense_terms += q.iter().filter(|p| cols.has(p.0)).count();
             assert_tiled_equals_brute(&s, &q, &[1, 10, 100, 300], &[9, 15], &accept);
         }
         assert!(

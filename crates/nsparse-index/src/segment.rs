@@ -1912,8 +1912,8 @@ static DENSE_BUDGET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 /// Call it before the first search: the budget is fixed once a segment has
 /// built its columns, and then this returns `false` and changes nothing.
 /// A program that runs one query per process (like `nsparse search`) should
-/// pass 0: building the columns of a large segment costs far more than they
-/// save on one query.
+/// pass 0: building the query's columns (~1–3 ms each at 1M documents)
+/// costs more than they save on one query.
 pub fn set_dense_columns_max_mb(mb: u64) -> bool {
     DENSE_BUDGET.set(mb.saturating_mul(1 << 20)).is_ok()
 }
@@ -1951,21 +1951,66 @@ fn dense_columns_max_bytes() -> u64 {
 /// through the column's block positions in one or two cache lines. The
 /// sparse postings stay (explain, merges and the block-max table read them).
 /// Memory: a byte per document and four per 64 documents per column.
+///
+/// Which tokens get a column is decided when the segment's columns are
+/// first asked for; each column is built the first time a search needs it
+/// (~1–3 ms for 1M documents), so a process pays only for the tokens its
+/// queries use, and no search waits for all of them.
 #[derive(Debug, Default)]
 pub(crate) struct DenseColumns {
     /// Per token: its column number, or `u32::MAX` when it has none.
     slot: Vec<u32>,
-    /// Column-major codes: column `c` is `codes[c * n_docs..(c + 1) * n_docs]`.
-    /// A code `k > 0` promises `weight <= step[c] * k` (in f32 arithmetic).
-    codes: Vec<u8>,
-    /// Per column: the weight one code unit stands for.
-    step: Vec<f32>,
-    /// Per column, `n_blocks + 1` entries: where each 64-document block's
-    /// postings start in the token's list (relative to its first posting).
-    block_pos: Vec<u32>,
-    /// Per column: the token.
-    token: Vec<u32>,
+    /// The columns, by column number.
+    cols: Vec<LazyColumn>,
     n_docs: usize,
+}
+
+/// A column's token, code step, and its data once built.
+#[derive(Debug)]
+struct LazyColumn {
+    token: u32,
+    /// The weight one code unit stands for.
+    step: f32,
+    data: std::sync::OnceLock<ColumnData>,
+}
+
+/// A built column.
+#[derive(Debug)]
+struct ColumnData {
+    /// One code per document: a code `k > 0` promises `weight <= step * k`
+    /// (in f32 arithmetic); 0 = absent.
+    codes: Box<[u8]>,
+    /// `n_blocks + 1` entries: where each 64-document block's postings start
+    /// in the token's list (relative to its first posting).
+    blocks: Box<[u32]>,
+}
+
+impl ColumnData {
+    /// The column of token `t` with code step `step`, from its postings.
+    fn build(post: &Postings, n_docs: usize, t: u32, step: f32) -> ColumnData {
+        let mut codes = vec![0u8; n_docs];
+        // Filled at scattered documents: fault its pages in first.
+        crate::memory::populate(&mut codes);
+        let mut blocks = vec![0u32; n_docs.div_ceil(1 << DOC_BLOCK_SHIFT) + 1];
+        let inv = 1.0 / step;
+        // blocks[b] = postings of the token in blocks before b.
+        let mut seen = 0u32;
+        let mut next_block = 0usize;
+        for (d, w) in post.iter(t) {
+            let b = d as usize >> DOC_BLOCK_SHIFT;
+            while next_block <= b {
+                blocks[next_block] = seen;
+                next_block += 1;
+            }
+            codes[d as usize] = bound_code(dequantize(w), step, inv);
+            seen += 1;
+        }
+        blocks[next_block..].fill(seen);
+        ColumnData {
+            codes: codes.into_boxed_slice(),
+            blocks: blocks.into_boxed_slice(),
+        }
+    }
 }
 
 /// One token's bound column (see [`DenseColumns`]).
@@ -2000,10 +2045,6 @@ impl DenseColumn<'_> {
     }
 }
 
-/// One thread's share of [`DenseColumns::build_within`]: its columns' codes
-/// and block positions, and their tokens and code steps.
-type ColumnsJob<'a> = ((&'a mut [u8], &'a mut [u32]), (&'a [usize], &'a [f32]));
-
 /// Smallest code whose `step × code` is at least `w` (f32 arithmetic), for
 /// `inv = 1 / step` and a `step` at least `max / 255` (with `w <= max`).
 #[inline]
@@ -2032,18 +2073,14 @@ fn code_step(max: f32) -> f32 {
 
 impl DenseColumns {
     fn build(seg: &Segment) -> DenseColumns {
-        let threads = build_threads(seg.n_docs as usize, 0);
-        DenseColumns::build_within(seg, dense_columns_max_bytes(), threads)
+        DenseColumns::plan(seg, dense_columns_max_bytes())
     }
 
     /// No columns at all (usable in a `static`).
     pub(crate) const fn none() -> DenseColumns {
         DenseColumns {
             slot: Vec::new(),
-            codes: Vec::new(),
-            step: Vec::new(),
-            block_pos: Vec::new(),
-            token: Vec::new(),
+            cols: Vec::new(),
             n_docs: 0,
         }
     }
@@ -2054,8 +2091,8 @@ impl DenseColumns {
     }
 
     /// Columns for the segment's frequent tokens, at most `max_bytes` of them
-    /// (the most frequent first), filled on `threads` threads.
-    pub(crate) fn build_within(seg: &Segment, max_bytes: u64, threads: usize) -> DenseColumns {
+    /// (the most frequent first); each is built on first use.
+    pub(crate) fn plan(seg: &Segment, max_bytes: u64) -> DenseColumns {
         let n = seg.n_docs as usize;
         let v = seg.vocab as usize;
         if seg.n_docs < DENSE_MIN_DOCS {
@@ -2071,80 +2108,57 @@ impl DenseColumns {
             dense.truncate(max_cols);
             dense.sort_unstable();
         }
-        if dense.is_empty() {
-            return DenseColumns::default();
-        }
-        let n_blocks = n.div_ceil(1 << DOC_BLOCK_SHIFT);
-        let per_col = n_blocks + 1;
-        let mut cols = DenseColumns {
-            slot: vec![u32::MAX; v],
-            codes: vec![0u8; dense.len() * n],
-            step: dense.iter().map(|&t| code_step(seg.term_max[t])).collect(),
-            block_pos: vec![0u32; dense.len() * per_col],
-            token: dense.iter().map(|&t| t as u32).collect(),
-            n_docs: n,
-        };
+        let mut slot = vec![u32::MAX; if dense.is_empty() { 0 } else { v }];
         for (c, &t) in dense.iter().enumerate() {
-            cols.slot[t] = c as u32;
+            slot[t] = c as u32;
         }
-        // Each column is filled at scattered documents, so its pages are
-        // faulted in first; consecutive columns on each thread.
-        let fill = |((codes, blocks), (tokens, steps)): ColumnsJob<'_>| {
-            crate::memory::populate(codes);
-            let cols = codes.chunks_mut(n).zip(blocks.chunks_mut(per_col));
-            for ((col, pos), (&t, &step)) in cols.zip(tokens.iter().zip(steps)) {
-                let inv = 1.0 / step;
-                // pos[b] = postings of the token in blocks before b.
-                let mut seen = 0u32;
-                let mut next_block = 0usize;
-                for (d, w) in seg.post().iter(t as u32) {
-                    let b = d as usize >> DOC_BLOCK_SHIFT;
-                    while next_block <= b {
-                        pos[next_block] = seen;
-                        next_block += 1;
-                    }
-                    col[d as usize] = bound_code(dequantize(w), step, inv);
-                    seen += 1;
-                }
-                pos[next_block..].fill(seen);
-            }
-        };
-        let threads = threads.clamp(1, dense.len());
-        let per_thread = dense.len().div_ceil(threads);
-        let jobs = cols
-            .codes
-            .chunks_mut(per_thread * n)
-            .zip(cols.block_pos.chunks_mut(per_thread * per_col))
-            .zip(dense.chunks(per_thread).zip(cols.step.chunks(per_thread)));
-        on_threads(jobs, fill);
         tracing::debug!(
             docs = n,
-            columns = cols.len(),
-            bytes = cols.codes.len() + cols.block_pos.len() * 4,
-            "built dense bound columns"
+            columns = dense.len(),
+            most_bytes = dense.len() as u64 * DenseColumns::column_bytes(n),
+            "planned bound columns (each built on first use)"
         );
-        cols
+        DenseColumns {
+            slot,
+            cols: dense
+                .iter()
+                .map(|&t| LazyColumn {
+                    token: t as u32,
+                    step: code_step(seg.term_max[t]),
+                    data: std::sync::OnceLock::new(),
+                })
+                .collect(),
+            n_docs: n,
+        }
     }
 
-    /// The bound column of token `t`, if it has one.
+    /// Whether token `t` has a bound column.
+    #[cfg(test)]
+    pub(crate) fn has(&self, t: u32) -> bool {
+        self.slot.get(t as usize).is_some_and(|&c| c != u32::MAX)
+    }
+
+    /// The bound column of token `t`, if it has one, built from `post` (the
+    /// segment's postings) the first time it is asked for.
     #[inline]
-    pub(crate) fn column(&self, t: u32) -> Option<DenseColumn<'_>> {
+    pub(crate) fn column(&self, post: &Postings, t: u32) -> Option<DenseColumn<'_>> {
         let c = *self.slot.get(t as usize)? as usize;
-        if c == u32::MAX as usize {
-            return None;
-        }
-        let per_col = self.n_docs.div_ceil(1 << DOC_BLOCK_SHIFT) + 1;
+        let col = self.cols.get(c)?;
+        let data = col
+            .data
+            .get_or_init(|| ColumnData::build(post, self.n_docs, col.token, col.step));
         Some(DenseColumn {
-            codes: &self.codes[c * self.n_docs..(c + 1) * self.n_docs],
-            step: self.step[c],
-            blocks: &self.block_pos[c * per_col..(c + 1) * per_col],
-            token: self.token[c],
+            codes: &data.codes,
+            step: col.step,
+            blocks: &data.blocks,
+            token: col.token,
         })
     }
 
-    /// Number of columns.
+    /// Number of columns (built or not).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.token.len()
+        self.cols.len()
     }
 }
 
