@@ -290,6 +290,16 @@ impl TopK {
             f32::NEG_INFINITY
         }
     }
+    /// The score a candidate must be able to reach: θ × `heap_factor`
+    /// (−∞ while not full).
+    #[inline]
+    fn bar(&self, heap_factor: f32) -> f32 {
+        if self.full() {
+            self.theta() * heap_factor
+        } else {
+            f32::NEG_INFINITY
+        }
+    }
     #[inline]
     fn push(&mut self, c: Cand) {
         if self.k == 0 {
@@ -1495,11 +1505,7 @@ impl Completion<'_, '_> {
 
     /// The score a candidate must be able to reach (−∞ while `top` is not full).
     fn bar(&self, top: &TopK) -> f32 {
-        if top.full() {
-            top.theta() * self.heap_factor
-        } else {
-            f32::NEG_INFINITY
-        }
+        top.bar(self.heap_factor)
     }
 
     /// Whether a document whose essential terms are bounded by `partial` can
@@ -1561,12 +1567,12 @@ impl Completion<'_, '_> {
     /// Term `i`'s quantized weight in document `d`, if present.
     #[inline]
     fn exact_of(&self, i: usize, d: u32) -> Option<u16> {
-        let post = self.ss.seg.post();
         match self.cols[i] {
-            Some(col) => col.exact(post, d),
+            Some(col) => col.exact(d),
             None => {
                 let tm = &self.terms[i];
-                postings::find_in_run(&post.packed[tm.pos..tm.tile_end], d.wrapping_sub(tm.base))
+                let run = &self.ss.seg.post().packed[tm.pos..tm.tile_end];
+                postings::find_in_run(run, d.wrapping_sub(tm.base))
             }
         }
     }
@@ -1592,7 +1598,14 @@ fn likely_bar(acc: &[f32], k: usize, slack: f32, maxima: &mut Vec<f32>) -> f32 {
         return 0.0;
     }
     let (_, kth, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    ((*kth - slack) * (1.0 - BOUND_SLACK) - slack * BOUND_SLACK).max(0.0)
+    minus_with_slack(*kth, slack).max(0.0)
+}
+
+/// `x − by`, lowered by the relative slack [`BOUND_SLACK`]: a bound at least
+/// this value is never ruled out by sums of the same terms in another order.
+#[inline]
+fn minus_with_slack(x: f32, by: f32) -> f32 {
+    (x - by) * (1.0 - BOUND_SLACK) - by * BOUND_SLACK
 }
 
 /// Exact top-k by MaxScore over doc-id tiles.
@@ -1674,12 +1687,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
         for tm in terms.iter_mut() {
             tm.tile_end = UNLOCATED;
         }
-        let theta = top.theta();
-        let bar = if top.full() {
-            theta * p.heap_factor
-        } else {
-            f32::NEG_INFINITY
-        };
+        let bar = top.bar(p.heap_factor);
         // Split terms: non-essential while the bounds' sum stays below the bar.
         essential.clear();
         non_essential.clear();
@@ -1754,7 +1762,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                 // Candidates: the partial bound plus the non-essential bound
                 // can reach the bar.
                 let need = if top.full() {
-                    (bar - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK
+                    minus_with_slack(bar, ne_ub)
                 } else {
                     0.0
                 };
@@ -1804,12 +1812,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                     }
                     // Documents below `floor` remain; they matter only if the
                     // bar now lets a bound below `floor` through.
-                    let bar_now = if top.full() {
-                        top.theta() * p.heap_factor
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    let still = (bar_now - ne_ub) * (1.0 - BOUND_SLACK) - ne_ub * BOUND_SLACK;
+                    let still = minus_with_slack(top.bar(p.heap_factor), ne_ub);
                     if floor <= need || still >= floor {
                         break;
                     }
@@ -2040,7 +2043,7 @@ mod tests {
                 if let Some(col) = cols.column(seg.post(), t) {
                     for d in 0..seg.n_docs {
                         let exact = seg.weight(t, d);
-                        assert_eq!(col.exact(seg.post(), d), exact, "token {t} doc {d}");
+                        assert_eq!(col.exact(d), exact, "token {t} doc {d}");
                         let w = exact.map_or(0.0, dequantize);
                         assert_eq!(col.codes[d as usize] == 0, exact.is_none());
                         assert!(

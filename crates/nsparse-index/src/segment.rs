@@ -2020,22 +2020,23 @@ pub(crate) struct DenseColumn<'a> {
     pub codes: &'a [u8],
     /// The weight one code unit stands for.
     pub step: f32,
+    /// Per 64-document block (+1): where its postings start in `postings`.
     blocks: &'a [u32],
-    token: u32,
+    /// The token's postings, docs ascending.
+    postings: &'a [u32],
 }
 
 impl DenseColumn<'_> {
     /// Exact quantized weight of this column's token in `doc`, if present.
     #[inline]
-    pub(crate) fn exact(&self, post: &Postings, doc: u32) -> Option<u16> {
+    pub(crate) fn exact(&self, doc: u32) -> Option<u16> {
         if self.codes[doc as usize] == 0 {
             return None;
         }
         let b = (doc >> DOC_BLOCK_SHIFT) as usize;
-        let first = post.term_start[self.token as usize];
-        let r = first + self.blocks[b] as usize..first + self.blocks[b + 1] as usize;
+        let r = self.blocks[b] as usize..self.blocks[b + 1] as usize;
         // A 64-document block never crosses a postings tile.
-        postings::find_in_run(&post.packed[r], doc & postings::TILE_MASK)
+        postings::find_in_run(&self.postings[r], doc & postings::TILE_MASK)
     }
 
     /// An upper bound of the token's (dequantized) weight in `doc`; 0 if absent.
@@ -2141,7 +2142,7 @@ impl DenseColumns {
     /// The bound column of token `t`, if it has one, built from `post` (the
     /// segment's postings) the first time it is asked for.
     #[inline]
-    pub(crate) fn column(&self, post: &Postings, t: u32) -> Option<DenseColumn<'_>> {
+    pub(crate) fn column<'a>(&'a self, post: &'a Postings, t: u32) -> Option<DenseColumn<'a>> {
         let c = *self.slot.get(t as usize)? as usize;
         let col = self.cols.get(c)?;
         let data = col
@@ -2151,7 +2152,7 @@ impl DenseColumns {
             codes: &data.codes,
             step: col.step,
             blocks: &data.blocks,
-            token: col.token,
+            postings: &post.packed[post.term_start[t as usize]..post.term_start[t as usize + 1]],
         })
     }
 
