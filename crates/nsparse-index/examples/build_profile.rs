@@ -30,6 +30,10 @@ fn main() {
         idx.bulk_upsert(&docs).expect("bulk");
         let s = t.elapsed().as_secs_f64();
         eprintln!("bulk_upsert {s:.2}s = {:.0} docs/s", n as f64 / s);
+        // NSPARSE_PROFILE_BUILD_ONLY=1 stops here (to profile the build alone).
+        if std::env::var_os("NSPARSE_PROFILE_BUILD_ONLY").is_some() {
+            return;
+        }
         drop(docs);
         // The new segment's postings load on the writer's first search.
         let t = Instant::now();

@@ -144,10 +144,13 @@
 //!   the weight from above, added by a vectorised multiply-add. The
 //!   accumulator then holds an upper bound of each score; a vectorised
 //!   pre-filter finds the documents whose bound can enter the top k, and
-//!   only those are rescored exactly (the bound column's block positions
-//!   find a token's exact weight in one or two cache lines), most promising
-//!   first. Because a bound overstates a score by at most one code step per
-//!   frequent token, a handful of documents per query are rescored. The same
+//!   only those are rescored exactly, most promising first: a document's
+//!   rank among its 64-document block's non-zero codes is the position of
+//!   its posting, so an exact weight is one load away, and the next
+//!   candidate's weights are prefetched while one is scored. Because a
+//!   bound overstates a score by at most one code step per frequent token,
+//!   a handful of documents per query are rescored (more for a large k;
+//!   above k = 512 frequent tokens are scattered from their postings). The same
 //!   code holds a MaxScore split (terms whose upper bounds sum below the
 //!   k-th score are completed only for candidates), off for exact search
 //!   because flat-weight learned-sparse queries made it slower; the

@@ -165,10 +165,57 @@ impl Postings {
     }
 }
 
+/// Where the search of a tile run (offsets ascending) for offset `off`
+/// starts: the index `off` would have if the run's offsets were evenly
+/// spread between its first and last.
+#[inline]
+pub(crate) fn guess_in_run(run: &[u32], off: u32) -> usize {
+    let n = run.len();
+    if n < 2 {
+        return 0;
+    }
+    let (first, last) = (offset(run[0]), offset(run[n - 1]));
+    if off <= first {
+        return 0;
+    }
+    if off >= last {
+        return n - 1;
+    }
+    ((off - first) as u64 * (n - 1) as u64 / (last - first) as u64) as usize
+}
+
 /// The weight stored for document offset `off` in a tile run, if any.
+///
+/// Interpolation, then an exponential search from the guess: the documents
+/// of a run are spread fairly evenly, so the guess is a few entries off and
+/// the search reads one or two cache lines, where a binary search waits on
+/// a chain of dependent loads across the run.
 #[inline]
 pub(crate) fn find_in_run(run: &[u32], off: u32) -> Option<u16> {
-    let i = run.partition_point(|&p| offset(p) < off);
+    if run.is_empty() {
+        return None;
+    }
+    let below = |p: &u32| offset(*p) < off;
+    let g = guess_in_run(run, off);
+    let i = if below(&run[g]) {
+        // run[..lo] is below `off`.
+        let (mut lo, mut step) = (g + 1, 1);
+        while lo + step <= run.len() && below(&run[lo + step - 1]) {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step).min(run.len());
+        lo + run[lo..hi].partition_point(below)
+    } else {
+        // run[hi] is not below `off`.
+        let (mut hi, mut step) = (g, 1);
+        while hi >= step && !below(&run[hi - step]) {
+            hi -= step;
+            step *= 2;
+        }
+        let lo = hi.saturating_sub(step);
+        lo + run[lo..hi].partition_point(below)
+    };
     run.get(i)
         .filter(|&&p| offset(p) == off)
         .map(|&p| weight_bits(p))
@@ -301,6 +348,47 @@ mod tests {
         assert_eq!(p.weight(4, 2 * tile + 7), None);
         // A doc id past the segment is a structural error.
         assert!(p.check(3 * tile).is_err());
+    }
+
+    #[test]
+    fn find_in_run_finds_what_a_binary_search_finds() {
+        let mut x = 0x2545_f491_u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for len in 0..120usize {
+            for spread in [1u32, 3, 50, 2000] {
+                // Ascending offsets: even gaps, or clustered at both ends
+                // (far from where interpolation guesses).
+                let clustered = next() % 2 == 0;
+                let mut run = Vec::with_capacity(len);
+                let mut off = next() % 5;
+                for i in 0..len {
+                    let gap = if clustered && i == len / 2 {
+                        60_000 / (len as u32 + 1)
+                    } else {
+                        1 + next() % spread
+                    };
+                    off = (off + gap).min(TILE_MASK);
+                    if run.last().is_some_and(|&p| offset(p) >= off) {
+                        break;
+                    }
+                    run.push(pack(off, (next() % 0x7bff) as u16 | 1));
+                }
+                let top = run.last().map_or(10, |&p| offset(p) + 3);
+                for probe in 0..=top.min(70_000) {
+                    let i = run.partition_point(|&p| offset(p) < probe);
+                    let want = run
+                        .get(i)
+                        .filter(|&&p| offset(p) == probe)
+                        .map(|&p| weight_bits(p));
+                    assert_eq!(find_in_run(&run, probe), want, "offset {probe} in {run:?}");
+                }
+            }
+        }
     }
 
     #[test]

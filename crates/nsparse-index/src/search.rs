@@ -1440,11 +1440,12 @@ struct TileParams<'a, 'f> {
 
 /// Largest k for which frequent tokens are scored from their bound columns.
 /// Every document whose bound reaches the top k is rescored from exact
-/// weights (~1–2 µs each), and a larger k means more of them: on the 1M
-/// fitted bench, columns win up to k ≈ 300 (k 10: 1.9 ms against 4.1 ms
-/// without; k 100: 3.2 against 4.3; k 300: even; k 1000: 10.4 against 6.0).
-/// Above it the tokens' postings are scattered like the others'.
-const BOUND_COLUMNS_MAX_K: usize = 256;
+/// weights (~0.5–1 µs each), and a larger k means more of them: on the 1M
+/// fitted bench, columns win up to k ≈ 500 (k 300: 2.4–3.4 ms against
+/// 3.2–3.5 without; k 500: 3.0–3.1 against 3.3–3.4; k 1000: 4.8–7.3
+/// against 4.0–5.2). Above it the tokens' postings are scattered like the
+/// others'.
+const BOUND_COLUMNS_MAX_K: usize = 512;
 
 /// Candidates of a tile scored first, by decreasing bound, before the rest
 /// are sorted: while the top k is not full every document of the tile is a
@@ -1479,11 +1480,7 @@ impl Completion<'_, '_> {
         if cands.len() > 4 * head {
             cands.select_nth_unstable_by(head, desc);
             cands[..head].sort_unstable_by(desc);
-            for &c in &cands[..head] {
-                if !self.consider(c, top) {
-                    break;
-                }
-            }
+            self.consider_all(&cands[..head], top);
             start = head;
             let bar = self.bar(top);
             let mut kept = start;
@@ -1495,10 +1492,22 @@ impl Completion<'_, '_> {
             }
             cands.truncate(kept);
         }
-        cands[start..].sort_unstable_by(desc);
-        for &c in &cands[start..] {
+        if start < cands.len() {
+            cands[start..].sort_unstable_by(desc);
+            self.consider_all(&cands[start..], top);
+        }
+    }
+
+    /// [`Completion::consider`] each of `cands` (bounds decreasing) in turn,
+    /// loading the next one's weights meanwhile, until one cannot reach the
+    /// bar.
+    fn consider_all(&self, cands: &[(u32, f32)], top: &mut TopK) {
+        for (i, &c) in cands.iter().enumerate() {
+            if let Some(&(next, _)) = cands.get(i + 1) {
+                self.prefetch(next);
+            }
             if !self.consider(c, top) {
-                break;
+                return;
             }
         }
     }
@@ -1552,6 +1561,22 @@ impl Completion<'_, '_> {
             });
         }
         true
+    }
+
+    /// Start loading the cache lines that hold document `d`'s weights.
+    #[inline]
+    fn prefetch(&self, d: u32) {
+        let packed = &self.ss.seg.post().packed;
+        for (tm, col) in self.terms.iter().zip(self.cols) {
+            match col {
+                Some(col) => col.prefetch(d),
+                None => {
+                    let run = &packed[tm.pos..tm.tile_end];
+                    let at = postings::guess_in_run(run, d.wrapping_sub(tm.base));
+                    crate::simd::prefetch(run.as_ptr().wrapping_add(at));
+                }
+            }
+        }
     }
 
     /// An upper bound of term `i`'s contribution to document `d`.
@@ -2089,7 +2114,7 @@ mod tests {
         for _ in 0..12 {
             let q = s.canon(&g.query()).unwrap();
             dense_terms += q.iter().filter(|p| cols.has(p.0)).count();
-            assert_tiled_equals_brute(&s, &q, &[1, 10, 100, 300], &[9, 15], &accept);
+            assert_tiled_equals_brute(&s, &q, &[1, 10, 100, 300, 600], &[9, 15], &accept);
         }
         assert!(
             dense_terms > 12,

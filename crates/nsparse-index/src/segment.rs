@@ -2030,13 +2030,31 @@ impl DenseColumn<'_> {
     /// Exact quantized weight of this column's token in `doc`, if present.
     #[inline]
     pub(crate) fn exact(&self, doc: u32) -> Option<u16> {
-        if self.codes[doc as usize] == 0 {
+        let d = doc as usize;
+        if self.codes[d] == 0 {
             return None;
         }
-        let b = (doc >> DOC_BLOCK_SHIFT) as usize;
-        let r = self.blocks[b] as usize..self.blocks[b + 1] as usize;
-        // A 64-document block never crosses a postings tile.
-        postings::find_in_run(&self.postings[r], doc & postings::TILE_MASK)
+        // The block's postings are its documents with a non-zero code, in
+        // order: the document's rank among them is its posting's position,
+        // so the weight is one load away (a search of the block's postings
+        // waited on one cache miss after another).
+        let b = d >> DOC_BLOCK_SHIFT;
+        let rank = nonzero_bytes(&self.codes[b << DOC_BLOCK_SHIFT..d]);
+        let x = self.postings[self.blocks[b] as usize + rank];
+        debug_assert_eq!(postings::offset(x), doc & postings::TILE_MASK);
+        Some(postings::weight_bits(x))
+    }
+
+    /// Start loading what [`DenseColumn::exact`] will read for `doc`: its
+    /// block's entry and, estimated from it, the line of its posting.
+    #[inline]
+    pub(crate) fn prefetch(&self, doc: u32) {
+        let d = doc as usize;
+        let b = d >> DOC_BLOCK_SHIFT;
+        let (from, to) = (self.blocks[b] as usize, self.blocks[b + 1] as usize);
+        let within = d & ((1 << DOC_BLOCK_SHIFT) - 1);
+        let guess = from + (((to - from) * within) >> DOC_BLOCK_SHIFT);
+        crate::simd::prefetch(self.postings.as_ptr().wrapping_add(guess));
     }
 
     /// An upper bound of the token's (dequantized) weight in `doc`; 0 if absent.
@@ -2044,6 +2062,24 @@ impl DenseColumn<'_> {
     pub(crate) fn bound(&self, doc: u32) -> f32 {
         self.step * self.codes[doc as usize] as f32
     }
+}
+
+/// Number of non-zero bytes in `bytes`, eight at a time.
+#[inline]
+fn nonzero_bytes(bytes: &[u8]) -> usize {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut n = 0usize;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        // Bit 7 of each byte of `high` is set iff the byte is non-zero
+        // (adding 0x7f to the low 7 bits carries into bit 7 unless they are 0).
+        let high = (((w & LOW7).wrapping_add(LOW7) | w) >> 7) & ONES;
+        // The sum of the eight 0/1 bytes lands in the top byte.
+        n += (high.wrapping_mul(ONES) >> 56) as usize;
+    }
+    n + chunks.remainder().iter().filter(|&&c| c != 0).count()
 }
 
 /// Smallest code whose `step × code` is at least `w` (f32 arithmetic), for
@@ -2185,6 +2221,31 @@ mod tests {
 
     /// A bound code is the smallest that covers the weight, in the f32
     /// arithmetic of the searcher, for every f16 weight up to the maximum.
+    #[test]
+    fn nonzero_bytes_counts_every_non_zero_byte() {
+        let mut x = 0x9e37_79b9_u32;
+        for len in 0..80 {
+            for density in [0u32, 1, 4, 8, 16] {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        // Zero with probability density/16; otherwise any
+                        // non-zero byte, 0x80 and 0xff included.
+                        if x % 16 < density {
+                            0
+                        } else {
+                            [1u8, 0x7f, 0x80, 0xff, (x >> 8) as u8 | 1][(x >> 4) as usize % 5]
+                        }
+                    })
+                    .collect();
+                let want = bytes.iter().filter(|&&b| b != 0).count();
+                assert_eq!(nonzero_bytes(&bytes), want, "{bytes:?}");
+            }
+        }
+    }
+
     #[test]
     fn bound_codes_are_the_smallest_upper_bounds() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);

@@ -115,6 +115,21 @@ unsafe fn dense_kernel_avx2<const K: usize>(acc: &mut [f32], cols: &[(f32, &[u8]
     }
 }
 
+/// Ask for the cache line at `p` to be loaded (a hint; `p` may point
+/// anywhere, since a prefetch never faults).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch reads
+        // nothing the program sees and never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Documents per chunk of [`chunks_reaching`].
 pub(crate) const SCAN_CHUNK: usize = 16;
 
