@@ -35,7 +35,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 60)]
     request_timeout_secs: u64,
     /// Memory cap (MiB per segment) of the bound columns that speed up exact search
-    /// (about 2 bytes per document per frequent token; most frequent kept first, 0 = none).
+    /// (a byte per document per frequent token plus 4 bytes per 64 documents; most frequent
+    /// kept first, 0 = none).
     /// Default: no cap, or NSPARSE_DENSE_COLUMNS_MAX_MB. Results never change.
     #[arg(long)]
     dense_columns_max_mb: Option<u64>,

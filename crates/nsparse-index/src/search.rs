@@ -1396,6 +1396,12 @@ struct TileTerm {
 const UNLOCATED: usize = usize::MAX;
 
 impl TileTerm {
+    /// The term's postings in the located tile, doc offsets from `base`.
+    #[inline]
+    fn tile_run<'p>(&self, post: &'p Postings) -> &'p [u32] {
+        &post.packed[self.pos..self.tile_end]
+    }
+
     /// Find this search tile's postings `pos..tile_end` (docs in `lo..hi`,
     /// inside one postings tile), skipping postings of earlier tiles left
     /// behind while the term was scored from its bound column.
@@ -1566,12 +1572,12 @@ impl Completion<'_, '_> {
     /// Start loading the cache lines that hold document `d`'s weights.
     #[inline]
     fn prefetch(&self, d: u32) {
-        let packed = &self.ss.seg.post().packed;
+        let post = self.ss.seg.post();
         for (tm, col) in self.terms.iter().zip(self.cols) {
             match col {
                 Some(col) => col.prefetch(d),
                 None => {
-                    let run = &packed[tm.pos..tm.tile_end];
+                    let run = tm.tile_run(post);
                     let at = postings::guess_in_run(run, d.wrapping_sub(tm.base));
                     crate::simd::prefetch(run.as_ptr().wrapping_add(at));
                 }
@@ -1596,8 +1602,7 @@ impl Completion<'_, '_> {
             Some(col) => col.exact(d),
             None => {
                 let tm = &self.terms[i];
-                let run = &self.ss.seg.post().packed[tm.pos..tm.tile_end];
-                postings::find_in_run(run, d.wrapping_sub(tm.base))
+                postings::find_in_run(tm.tile_run(self.ss.seg.post()), d.wrapping_sub(tm.base))
             }
         }
     }
@@ -1759,7 +1764,7 @@ fn tiled_segment(ss: &SnapSeg, si: u32, p: &TileParams<'_, '_>, top: &mut TopK, 
                 tm.locate(seg.post(), lo, hi);
                 let w = tm.w;
                 let skip = lo - tm.base;
-                for &x in &seg.post().packed[tm.pos..tm.tile_end] {
+                for &x in tm.tile_run(seg.post()) {
                     // The run holds docs in lo..hi, so the mask never changes the index.
                     let at = (postings::offset(x) - skip) as usize & (MAX_TILE - 1);
                     acc[at] += w * postings::weight(x);

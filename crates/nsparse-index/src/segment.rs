@@ -1947,8 +1947,9 @@ fn dense_columns_max_bytes() -> u64 {
 /// from memory, so its width is its cost: one byte per document, half of an
 /// f16 column (BENCHMARKS.md, session 11). The bytes give an upper bound of
 /// each score; the few documents whose bound can reach the top k are
-/// rescored from the exact f16 weights, which [`DenseColumn::exact`] finds
-/// through the column's block positions in one or two cache lines. The
+/// rescored from the exact f16 weights, which [`DenseColumn::exact`] reads
+/// at the block's position plus the document's rank among the block's
+/// non-zero codes (a code is non-zero exactly where there is a posting). The
 /// sparse postings stay (explain, merges and the block-max table read them).
 /// Memory: a byte per document and four per 64 documents per column.
 ///
@@ -2219,8 +2220,6 @@ mod tests {
         Ok(out.finish(1).iter(0).collect())
     }
 
-    /// A bound code is the smallest that covers the weight, in the f32
-    /// arithmetic of the searcher, for every f16 weight up to the maximum.
     #[test]
     fn nonzero_bytes_counts_every_non_zero_byte() {
         let mut x = 0x9e37_79b9_u32;
@@ -2246,6 +2245,8 @@ mod tests {
         }
     }
 
+    /// A bound code is the smallest that covers the weight, in the f32
+    /// arithmetic of the searcher, for every f16 weight up to the maximum.
     #[test]
     fn bound_codes_are_the_smallest_upper_bounds() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);

@@ -198,6 +198,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prefetch_of_any_address_is_harmless() {
+        let v = vec![7u32; 100];
+        prefetch(v.as_ptr());
+        prefetch(v.as_ptr().wrapping_add(v.len()));
+        prefetch(v.as_ptr().wrapping_add(1 << 40));
+        prefetch(std::ptr::null::<u32>());
+        assert!(v.iter().all(|&x| x == 7));
+    }
+
+    #[test]
     fn chunks_reaching_finds_exactly_the_chunks_with_a_value_at_theta() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
