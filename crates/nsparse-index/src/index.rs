@@ -414,8 +414,8 @@ fn check_id(doc: &Document) -> Result<()> {
 
 /// Whether `v`'s tokens strictly ascend below `vocab` and every weight is
 /// finite and in `[0, MAX_WEIGHT]`: the common case, settled by one pass
-/// without early exits, which the compiler vectorises (a third of the
-/// time of the checking loop below, which finds and names the problem).
+/// without early exits (a third of the time of the checking loop below,
+/// which finds and names the problem).
 fn is_clean_sorted_vector(v: &[(u32, f32)], vocab: u32) -> bool {
     let Some(&(last, _)) = v.last() else {
         return true;
@@ -426,13 +426,25 @@ fn is_clean_sorted_vector(v: &[(u32, f32)], vocab: u32) -> bool {
     // the range check accepts too).
     let bad_weight = |w: f32| {
         let b = w.to_bits();
-        (b > max_bits) & (b != 0x8000_0000)
+        ((b > max_bits) & (b != 0x8000_0000)) as u32
     };
+    // The previous token rides in a register, flags are OR-ed as integers
+    // and the loop is unrolled by eight: ~1.25 instead of ~1.75 ns per
+    // posting over vectors in memory (BENCHMARKS.md, session 13).
     let mut bad = bad_weight(v[0].1);
-    for i in 1..v.len() {
-        bad |= (v[i - 1].0 >= v[i].0) | bad_weight(v[i].1);
+    let mut prev = v[0].0;
+    let mut chunks = v[1..].chunks_exact(8);
+    for c in &mut chunks {
+        for &(t, w) in c {
+            bad |= (prev >= t) as u32 | bad_weight(w);
+            prev = t;
+        }
     }
-    !bad && last < vocab
+    for &(t, w) in chunks.remainder() {
+        bad |= (prev >= t) as u32 | bad_weight(w);
+        prev = t;
+    }
+    bad == 0 && last < vocab
 }
 
 /// Validate a vector whose tokens are ascending (`v` may be the caller's own
@@ -1236,7 +1248,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     #[test]
-    fn the_vectorised_vector_check_agrees_with_the_full_one() {
+    fn the_fast_vector_check_agrees_with_the_full_one() {
         let weights = [
             0.0,
             -0.0,
@@ -1285,5 +1297,26 @@ mod tests {
             }
         }
         assert!(clean > 2_000 && unclean > 2_000, "{clean} {unclean}");
+        // Longer vectors with at most one fault, at every position: in the
+        // unrolled chunks of eight and in the remainder.
+        for n in 12..40usize {
+            for at in 0..=n {
+                for fault in 0..3 {
+                    let mut v: Vec<(u32, f32)> = (0..n).map(|i| (3 * i as u32 + 1, 0.5)).collect();
+                    if at < n {
+                        match fault {
+                            0 if at > 0 => v[at].0 = v[at - 1].0,
+                            1 => v[at].1 = f32::NAN,
+                            2 => v[at].1 = -1.0,
+                            _ => {}
+                        }
+                    }
+                    let fast = is_clean_sorted_vector(&v, 200);
+                    let full = matches!(check_sorted_vector_in_full("d", &v, 200), Ok(true))
+                        && v.windows(2).all(|p| p[0].0 < p[1].0);
+                    assert_eq!(fast, full, "n {n} fault {fault} at {at}");
+                }
+            }
+        }
     }
 }
