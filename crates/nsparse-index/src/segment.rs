@@ -635,14 +635,22 @@ impl TileEncoder {
             let mut next = 0u32;
             let mut most = max_bits[t];
             for block in run.chunks(POSTING_BLOCK) {
-                for (j, &x) in block.iter().enumerate() {
-                    let d = postings::offset(x);
-                    gaps[j] = d - next;
-                    next = d + 1;
-                    weights[j] = postings::weight_bits(x);
-                    most = most.max(weights[j]);
+                // Gaps from neighbouring offsets, weights and their maximum
+                // in separate loops without a carried value, which the
+                // compiler vectorises: with the gap carried from posting to
+                // posting, this loop and `encode_block` took ~1.6x as long
+                // (BENCHMARKS.md, session 13).
+                let m = block.len();
+                gaps[0] = postings::offset(block[0]) - next;
+                for ((g, &x), &before) in gaps[1..m].iter_mut().zip(&block[1..]).zip(block) {
+                    *g = postings::offset(x) - postings::offset(before) - 1;
                 }
-                encode_block(&gaps[..block.len()], &weights[..block.len()], data);
+                for (w, &x) in weights[..m].iter_mut().zip(block) {
+                    *w = postings::weight_bits(x);
+                }
+                most = weights[..m].iter().fold(most, |a, &w| a.max(w));
+                next = postings::offset(block[m - 1]) + 1;
+                encode_block(&gaps[..m], &weights[..m], data);
             }
             max_bits[t] = most;
         }
