@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -29,8 +29,13 @@ use crate::error::{Error, Result};
 const ALIGN: usize = 4096;
 /// Bytes per direct write.
 const BLOCK: usize = 4 << 20;
-/// Blocks in flight: one filling, the others queued or being written.
-const BLOCKS: usize = 6;
+/// Most blocks in flight (one filling, the others queued or being
+/// written), allocated as needed. A segment's postings tile (~50 MB at a
+/// million documents) is encoded in one burst after the tile's sort: with
+/// room for the whole burst, the device writes it while the next tile is
+/// sorted. With room for 24 MB, a one-thread build of 1M documents waited
+/// 0.75-0.9 s on the device (BENCHMARKS.md, session 13).
+const BLOCKS_MAX: usize = 32;
 
 /// A heap buffer whose usable part starts at an `ALIGN`-aligned address.
 struct AlignedBlock {
@@ -64,6 +69,9 @@ struct DirectWriter {
     /// Block being filled and the file offset where it starts.
     block: AlignedBlock,
     block_off: u64,
+    /// Blocks allocated so far, and the most there may be.
+    allocated: usize,
+    max_blocks: usize,
     to_thread: Option<SyncSender<(AlignedBlock, u64)>>,
     free: Receiver<AlignedBlock>,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -84,9 +92,14 @@ impl FileSink {
     /// Create (truncate) `path`. `direct` asks for page-cache bypass where
     /// the system supports it.
     pub(crate) fn create(path: &Path, direct: bool) -> Result<FileSink> {
+        Self::create_with(path, direct, BLOCKS_MAX)
+    }
+
+    /// [`FileSink::create`] with at most `max_blocks` (≥ 2) direct-I/O blocks.
+    fn create_with(path: &Path, direct: bool, max_blocks: usize) -> Result<FileSink> {
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
         let direct = if direct {
-            open_direct(path).and_then(|fd| DirectWriter::start(fd, &file, path))
+            open_direct(path).and_then(|fd| DirectWriter::start(fd, &file, path, max_blocks))
         } else {
             None
         };
@@ -157,15 +170,20 @@ impl FileSink {
 }
 
 impl DirectWriter {
-    fn start(direct: File, buffered: &File, path: &Path) -> Option<DirectWriter> {
+    fn start(
+        direct: File,
+        buffered: &File,
+        path: &Path,
+        max_blocks: usize,
+    ) -> Option<DirectWriter> {
+        assert!(max_blocks >= 2, "one block filling, one being written");
         // The thread falls back to an ordinary descriptor if the filesystem
         // accepted O_DIRECT at open but rejects the I/O itself.
         let fallback = buffered.try_clone().ok()?;
-        let (to_thread, from_main) = sync_channel::<(AlignedBlock, u64)>(BLOCKS - 1);
-        let (give_back, free) = sync_channel::<AlignedBlock>(BLOCKS);
-        for _ in 0..BLOCKS - 1 {
-            give_back.send(AlignedBlock::new()).ok()?;
-        }
+        // Neither channel can fill up: there are never more blocks than
+        // `max_blocks`.
+        let (to_thread, from_main) = sync_channel::<(AlignedBlock, u64)>(max_blocks);
+        let (give_back, free) = sync_channel::<AlignedBlock>(max_blocks);
         let shown = path.display().to_string();
         let thread = std::thread::Builder::new()
             .name("nsparse-write".into())
@@ -197,18 +215,30 @@ impl DirectWriter {
         Some(DirectWriter {
             block: AlignedBlock::new(),
             block_off: 0,
+            allocated: 1,
+            max_blocks,
             to_thread: Some(to_thread),
             free,
             thread: Some(thread),
         })
     }
 
-    /// Hand the current block to the thread and take an empty one.
+    /// Hand the current block to the thread and take an empty one: a
+    /// written one if there is one, else a new one while fewer than
+    /// `max_blocks` exist, else the next one the thread finishes.
     fn submit(&mut self, path: &Path) -> Result<()> {
-        let next = match self.free.recv() {
+        let next = match self.free.try_recv() {
             Ok(b) => b,
+            Err(TryRecvError::Empty) if self.allocated < self.max_blocks => {
+                self.allocated += 1;
+                AlignedBlock::new()
+            }
+            Err(TryRecvError::Empty) => match self.free.recv() {
+                Ok(b) => b,
+                Err(_) => return Err(self.join_error(path)),
+            },
             // The thread stopped: it failed, and join reports why.
-            Err(_) => return Err(self.join_error(path)),
+            Err(TryRecvError::Disconnected) => return Err(self.join_error(path)),
         };
         let full = std::mem::replace(&mut self.block, next);
         let off = self.block_off;
@@ -285,11 +315,15 @@ mod tests {
     }
 
     fn roundtrip(direct: bool, sizes: &[usize]) {
+        roundtrip_with(direct, sizes, BLOCKS_MAX);
+    }
+
+    fn roundtrip_with(direct: bool, sizes: &[usize], max_blocks: usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let total: usize = sizes.iter().sum();
         let data = pattern(total);
-        let mut sink = FileSink::create(&path, direct).unwrap();
+        let mut sink = FileSink::create_with(&path, direct, max_blocks).unwrap();
         if direct && cfg!(target_os = "linux") {
             // The test directory is on a real filesystem on CI and here;
             // tmpfs would make this false and the test still check the bytes.
@@ -319,5 +353,14 @@ mod tests {
         // Exactly aligned end, and a file smaller than one alignment unit.
         roundtrip(true, &[BLOCK, ALIGN]);
         roundtrip(true, &[64]);
+    }
+
+    /// More blocks than the pool may hold: the writer reuses written blocks
+    /// (waiting for them when all are in flight) and the bytes stay in order.
+    #[test]
+    fn reuses_blocks_when_the_pool_is_full() {
+        let sizes = [BLOCK / 2, 3 * BLOCK + 5, BLOCK, 2 * BLOCK - 1, 77];
+        roundtrip_with(true, &sizes, 2);
+        roundtrip_with(true, &sizes, 3);
     }
 }
