@@ -473,8 +473,9 @@ const GROUPS_MAX: usize = (POSTING_BLOCK - 1).div_ceil(PACK_GROUP);
 ///
 /// The groups advance in lockstep: one shift amount and one flush test per
 /// step serve all of them, and their accumulators are independent chains.
-/// One chain over the whole block cost a serial shift/or per gap and a
-/// poorly predicted flush branch per gap; this halves `encode_block`.
+/// One chain over the whole block cost a serial shift/or and a poorly
+/// predicted flush branch per gap; with the element-wise weight copy this
+/// halves `encode_block`.
 #[inline(always)]
 fn pack_groups<const G: usize>(lanes: &[u32; GROUPS_MAX * PACK_GROUP], width: u32, dst: &mut [u8]) {
     let stride = 4 * width as usize;
