@@ -55,6 +55,9 @@ pub(crate) fn write_container(magic: &[u8; 8], version: u32, sections: &[(u32, &
 
 /// Bytes a [`ContainerFile`] section stages before writing them out.
 const SPILL: usize = 1 << 20;
+/// Bytes [`ContainerFile::append`] checksums and copies at a time (well
+/// inside a core's L2).
+const APPEND_PIECE: usize = 64 << 10;
 
 /// Streams a container (the same bytes as [`write_container`]) into
 /// `dir/name` without holding the sections in memory: a zeroed header first,
@@ -150,8 +153,13 @@ impl ContainerFile {
         let Some((_, _, crc)) = self.open.as_mut() else {
             panic!("ContainerFile: bytes appended outside a section");
         };
-        crc.update(bytes);
-        self.sink.write(bytes)?;
+        // Checksum and copy piece by piece, so the copy reads what the
+        // checksum just brought into cache: a postings tile's ~50 MB of
+        // runs is read from memory once instead of twice.
+        for piece in bytes.chunks(APPEND_PIECE) {
+            crc.update(piece);
+            self.sink.write(piece)?;
+        }
         self.pos += bytes.len() as u64;
         Ok(())
     }
@@ -525,6 +533,21 @@ mod tests {
         c.end().unwrap();
         c.finish().unwrap();
         assert_eq!(std::fs::read(dir.path().join("y.bin")).unwrap(), want);
+
+        // Appended slices (checksummed and copied in pieces) between staged
+        // bytes: the same bytes and checksums.
+        let mut c = ContainerFile::create(dir.path(), "z.bin", b"TESTMAG\0", 3, 1).unwrap();
+        c.begin(4);
+        c.buffer().extend_from_slice(&big[..100]);
+        c.append(&big[100..5 * APPEND_PIECE + 33]).unwrap();
+        c.append(&big[5 * APPEND_PIECE + 33..5 * APPEND_PIECE + 40])
+            .unwrap();
+        c.buffer()
+            .extend_from_slice(&big[5 * APPEND_PIECE + 40..6 * APPEND_PIECE]);
+        c.append(&big[6 * APPEND_PIECE..]).unwrap();
+        c.end().unwrap();
+        c.finish().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("z.bin")).unwrap(), want);
     }
 
     #[test]
