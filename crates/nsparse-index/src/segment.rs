@@ -616,6 +616,10 @@ impl TileEncoder {
         }
         head.clear();
         data.clear();
+        // Room for the worst case (32-bit gaps, block headers) up front:
+        // growing by doubling would copy and fault in about twice the
+        // memory, and pages of the room never written are never touched.
+        data.reserve(6 * total as usize + 4096);
         put_varint(head, tile.start as u64);
         put_varint(head, tile.len() as u64);
         put_varint(head, df.iter().filter(|&&k| k > 0).count() as u64);
