@@ -74,8 +74,15 @@ pub(crate) struct ContainerFile {
     version: u32,
     n_sections: usize,
     done: Vec<SectionEntry>,
-    /// The open section: kind, offset, running CRC.
+    /// The open section: kind, offset, running CRC (of the bytes before
+    /// the reserved stretch while there is one).
     open: Option<(u32, u64, crc32fast::Hasher)>,
+    /// A stretch of the open section written as zeros, to be filled later
+    /// ([`ContainerFile::reserve`]): its offset, its length, and the CRC of
+    /// the section's bytes after it.
+    hole: Option<(u64, usize, crc32fast::Hasher)>,
+    /// Filled stretches, written in place when the file is finished.
+    patches: Vec<(u64, Vec<u8>)>,
     /// Staged bytes of the open section, not yet written.
     buf: Vec<u8>,
     pos: u64,
@@ -103,6 +110,8 @@ impl ContainerFile {
             n_sections,
             done: Vec::with_capacity(n_sections),
             open: None,
+            hole: None,
+            patches: Vec::new(),
             buf: Vec::with_capacity(SPILL + 4096),
             pos: 0,
         };
@@ -136,10 +145,20 @@ impl ContainerFile {
         Ok(())
     }
 
+    /// The CRC the next bytes of the open section go into.
+    fn running_crc<'a>(
+        open: &'a mut Option<(u32, u64, crc32fast::Hasher)>,
+        hole: &'a mut Option<(u64, usize, crc32fast::Hasher)>,
+    ) -> &'a mut crc32fast::Hasher {
+        match (hole, open) {
+            (Some((_, _, after)), _) => after,
+            (None, Some((_, _, crc))) => crc,
+            (None, None) => panic!("ContainerFile: bytes written outside a section"),
+        }
+    }
+
     fn write_staged(&mut self) -> Result<()> {
-        let Some((_, _, crc)) = self.open.as_mut() else {
-            panic!("ContainerFile: bytes staged outside a section");
-        };
+        let crc = Self::running_crc(&mut self.open, &mut self.hole);
         crc.update(&self.buf);
         self.sink.write(&self.buf)?;
         self.pos += self.buf.len() as u64;
@@ -150,9 +169,7 @@ impl ContainerFile {
     /// Append `bytes` to the open section, after anything staged.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<()> {
         self.write_staged()?;
-        let Some((_, _, crc)) = self.open.as_mut() else {
-            panic!("ContainerFile: bytes appended outside a section");
-        };
+        let crc = Self::running_crc(&mut self.open, &mut self.hole);
         // Checksum and copy piece by piece, so the copy reads what the
         // checksum just brought into cache: a postings tile's ~50 MB of
         // runs is read from memory once instead of twice.
@@ -164,9 +181,52 @@ impl ContainerFile {
         Ok(())
     }
 
+    /// Write `len` zero bytes in the open section, after anything staged,
+    /// to be replaced by [`ContainerFile::fill`] before the section ends:
+    /// a length that is known only once the bytes after it are written.
+    /// One stretch at a time.
+    pub(crate) fn reserve(&mut self, len: usize) -> Result<()> {
+        assert!(
+            self.hole.is_none(),
+            "ContainerFile: one reserved stretch at a time"
+        );
+        self.write_staged()?;
+        assert!(
+            self.open.is_some(),
+            "ContainerFile: reserve outside a section"
+        );
+        self.sink.write(&vec![0; len])?;
+        self.hole = Some((self.pos, len, crc32fast::Hasher::new()));
+        self.pos += len as u64;
+        Ok(())
+    }
+
+    /// Fill the stretch [`ContainerFile::reserve`] left with `bytes` (of
+    /// its length). The file's bytes there are replaced when it is
+    /// finished; the section's checksum covers `bytes` from now on.
+    pub(crate) fn fill(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write_staged()?;
+        let (at, len, after) = self
+            .hole
+            .take()
+            .expect("ContainerFile::fill without reserve");
+        assert_eq!(bytes.len(), len, "ContainerFile: fill of another length");
+        let Some((_, _, crc)) = self.open.as_mut() else {
+            unreachable!("a reserved stretch lies inside an open section");
+        };
+        crc.update(bytes);
+        crc.combine(&after);
+        self.patches.push((at, bytes.to_vec()));
+        Ok(())
+    }
+
     /// Write the rest of the open section and close it.
     pub(crate) fn end(&mut self) -> Result<()> {
         self.write_staged()?;
+        assert!(
+            self.hole.is_none(),
+            "ContainerFile: section ended with a stretch unfilled"
+        );
         let (kind, off, crc) = self.open.take().expect("ContainerFile::end without begin");
         self.done.push((kind, off, self.pos - off, crc.finalize()));
         Ok(())
@@ -177,7 +237,9 @@ impl ContainerFile {
         assert!(self.open.is_none() && self.done.len() == self.n_sections);
         let header = container_header(&self.magic, self.version, &self.done);
         debug_assert_eq!(self.sink.len(), self.pos);
-        self.sink.finish(0, &header)?;
+        let mut patches: Vec<(u64, &[u8])> = vec![(0, &header)];
+        patches.extend(self.patches.iter().map(|(at, b)| (*at, b.as_slice())));
+        self.sink.finish(&patches)?;
         publish(&self.dir, &self.tmp, &self.dst)
     }
 }
@@ -548,6 +610,38 @@ mod tests {
         c.end().unwrap();
         c.finish().unwrap();
         assert_eq!(std::fs::read(dir.path().join("z.bin")).unwrap(), want);
+    }
+
+    /// Reserved stretches filled later give the bytes and checksums of a
+    /// container written with their final contents, wherever they lie
+    /// (after staged bytes, between appended slices, in the file's
+    /// unaligned tail) and whatever follows them.
+    #[test]
+    fn reserved_stretches_are_filled_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..(3 * SPILL as u32 + 5))
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let (a, b) = (1000, SPILL + 3);
+        let want = write_container(b"TESTMAG\0", 3, &[(4, &big), (5, &big[..10])]);
+        let mut c = ContainerFile::create(dir.path(), "r.bin", b"TESTMAG\0", 3, 2).unwrap();
+        c.begin(4);
+        c.buffer().extend_from_slice(&big[..a]);
+        c.reserve(5).unwrap();
+        c.buffer().extend_from_slice(&big[a + 5..a + 100]);
+        c.append(&big[a + 100..b]).unwrap();
+        c.fill(&big[a..a + 5]).unwrap();
+        c.reserve(7).unwrap();
+        c.fill(&big[b..b + 7]).unwrap();
+        c.append(&big[b + 7..]).unwrap();
+        c.end().unwrap();
+        c.begin(5);
+        c.buffer().extend_from_slice(&big[..4]);
+        c.reserve(6).unwrap();
+        c.fill(&big[4..10]).unwrap();
+        c.end().unwrap();
+        c.finish().unwrap();
+        assert!(std::fs::read(dir.path().join("r.bin")).unwrap() == want);
     }
 
     #[test]

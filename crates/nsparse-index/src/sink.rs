@@ -159,20 +159,22 @@ impl FileSink {
         self.pos
     }
 
-    /// Write everything out, then overwrite `patch` at `offset` (which must
-    /// lie inside what was written), and fsync the file.
-    pub(crate) fn finish(self, offset: u64, patch: &[u8]) -> Result<()> {
-        self.finish_counting(offset, patch).map(|_| ())
+    /// Write everything out, then overwrite each `(offset, bytes)` patch
+    /// (which must lie inside what was written), and fsync the file.
+    pub(crate) fn finish(self, patches: &[(u64, &[u8])]) -> Result<()> {
+        self.finish_counting(patches).map(|_| ())
     }
 
     /// [`FileSink::finish`], returning how many syncs the writer thread
     /// made along the way.
-    fn finish_counting(mut self, offset: u64, patch: &[u8]) -> Result<u32> {
+    fn finish_counting(mut self, patches: &[(u64, &[u8])]) -> Result<u32> {
         let mut syncs = 0;
-        assert!(
-            offset + patch.len() as u64 <= self.pos,
-            "patch past the end"
-        );
+        for &(offset, patch) in patches {
+            assert!(
+                offset + patch.len() as u64 <= self.pos,
+                "patch past the end"
+            );
+        }
         if let Some(mut d) = self.direct.take() {
             // Whole aligned blocks directly; the remainder through the cache.
             let aligned = d.block.len / ALIGN * ALIGN;
@@ -187,10 +189,12 @@ impl FileSink {
                 .write_all_at(&tail, tail_off)
                 .map_err(|e| Error::io(&self.path, e))?;
         }
-        self.file
-            .write_all_at(patch, offset)
-            .and_then(|_| self.file.sync_all())
-            .map_err(|e| Error::io(&self.path, e))?;
+        for &(offset, patch) in patches {
+            self.file
+                .write_all_at(patch, offset)
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         Ok(syncs)
     }
 }
@@ -380,9 +384,14 @@ mod tests {
         }
         assert_eq!(sink.len(), total as u64);
         let patch = [0xAB; 40];
-        let syncs = sink.finish_counting(3, &patch).unwrap();
+        let tail_patch = [0xCD; 5];
+        let tail_at = total.saturating_sub(5);
+        let syncs = sink
+            .finish_counting(&[(3, &patch), (tail_at as u64, &tail_patch)])
+            .unwrap();
         let mut want = data;
         want[3..43].copy_from_slice(&patch);
+        want[tail_at..].copy_from_slice(&tail_patch[..total - tail_at]);
         let got = std::fs::read(&path).unwrap();
         assert_eq!(got.len(), want.len());
         assert!(got == want, "file bytes differ");
