@@ -350,6 +350,20 @@ pub(crate) fn section<'a>(path: &Path, secs: &[(u32, &'a [u8])], kind: u32) -> R
     }
 }
 
+/// Append `v` as a LEB128 varint of exactly `width` bytes (non-minimal:
+/// continuation bytes carry the high zero groups).
+pub(crate) fn put_padded_varint(out: &mut Vec<u8>, mut v: u64, width: usize) {
+    assert!(
+        width >= 1 && (width >= 10 || v < 1u64 << (7 * width)),
+        "{v} does not fit {width} varint bytes"
+    );
+    for _ in 1..width {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 /// Append a LEB128 varint.
 #[inline]
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -710,6 +724,19 @@ mod tests {
                 .is_corruption());
         }
         assert!(read_container(p, &bytes[..bytes.len() - 1], b"TESTMAGI", 3).is_err());
+    }
+
+    /// A padded varint has its width and reads back as its value.
+    #[test]
+    fn padded_varints_read_back() {
+        for v in [0u64, 1, 127, 128, 300, 1 << 28, (1 << 35) - 1] {
+            let mut b = vec![7u8];
+            put_padded_varint(&mut b, v, 5);
+            assert_eq!(b.len(), 1 + 5);
+            let mut c = Cursor::new(&b[1..], Path::new("x"));
+            assert_eq!(c.varint().unwrap(), v);
+            c.done().unwrap();
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{self, dequantize, put_varint, Cursor};
+use crate::format::{self, dequantize, put_padded_varint, put_varint, Cursor};
 use crate::id_index::IdIndex;
 use crate::postings::{self, Postings, PostingsBuilder};
 
@@ -565,7 +565,7 @@ struct TileEncoder {
     cursor: Vec<u32>,
     /// The tile's header and run directory.
     head: Vec<u8>,
-    /// The tile's encoded runs.
+    /// The tile's encoded runs (when streaming, those not yet written).
     data: Vec<u8>,
     /// Per token: the largest quantized weight seen (f16 bits of positive
     /// values order like the values).
@@ -715,20 +715,6 @@ const STREAM_PIECE: usize = 128 << 10;
 /// hold 35 bits, and a tile's runs are at most 6 bytes × 2^16 documents ×
 /// 2^16 tokens < 2^35 bytes.
 const DATA_LEN_BYTES: usize = 5;
-
-/// Append `v` as a LEB128 varint of exactly `width` bytes (non-minimal:
-/// continuation bytes carry the high zero groups).
-fn put_padded_varint(out: &mut Vec<u8>, mut v: u64, width: usize) {
-    assert!(
-        width >= 1 && (width >= 10 || v < 1u64 << (7 * width)),
-        "{v} does not fit {width} varint bytes"
-    );
-    for _ in 1..width {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
 
 /// Write the neural postings section of format version 3, tile by tile, on
 /// `workers` threads; returns per token the largest quantized weight.
@@ -2574,19 +2560,6 @@ mod tests {
                 x.is_multiple_of(t as u64 + 2)
             }
         })
-    }
-
-    /// A padded varint has its width and reads back as its value.
-    #[test]
-    fn padded_varints_read_back() {
-        for v in [0u64, 1, 127, 128, 300, 1 << 28, (1 << 35) - 1] {
-            let mut b = vec![7u8];
-            put_padded_varint(&mut b, v, DATA_LEN_BYTES);
-            assert_eq!(b.len(), 1 + DATA_LEN_BYTES);
-            let mut c = Cursor::new(&b[1..], Path::new("x"));
-            assert_eq!(c.varint().unwrap(), v);
-            c.done().unwrap();
-        }
     }
 
     /// The file a one-thread build streams tile by tile and the one three

@@ -35,11 +35,12 @@ const ALIGN: usize = 4096;
 /// Bytes per direct write.
 const BLOCK: usize = 4 << 20;
 /// Most blocks in flight (one filling, the others queued or being
-/// written), allocated as needed. A segment's postings tile (~50 MB at a
-/// million documents) is encoded in one burst after the tile's sort: with
-/// room for the whole burst, the device writes it while the next tile is
-/// sorted. With room for 24 MB, a one-thread build of 1M documents waited
-/// 0.75-0.9 s on the device (BENCHMARKS.md, session 13).
+/// written), allocated as needed. A build on several threads appends each
+/// postings tile (~50 MB at a million documents) in one burst after the
+/// tile's sort: with room for the whole burst, the device writes it while
+/// the next tile is sorted. With room for 24 MB, a one-thread build of 1M
+/// documents (which then buffered its tiles too) waited 0.75-0.9 s on the
+/// device (BENCHMARKS.md, session 13).
 const BLOCKS_MAX: usize = 32;
 /// Bytes the writer thread writes between two `fdatasync` calls. Without
 /// them the final fsync of an 815 MB segment took 0.4-0.96 s here, all of
