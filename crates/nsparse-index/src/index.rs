@@ -413,47 +413,49 @@ fn check_id(doc: &Document) -> Result<()> {
 }
 
 /// Whether `v`'s tokens strictly ascend below `vocab` and every weight is
-/// finite and in `[0, MAX_WEIGHT]`: the common case, settled by one pass
+/// in `[MIN_WEIGHT / 2, MAX_WEIGHT]`: valid, and kept by quantization
+/// ([`crate::format::is_kept`]). The common case, settled by one pass
 /// without early exits (a third of the time of the checking loop below,
-/// which finds and names the problem).
+/// which finds and names the problem, and counts the dropped weights).
 fn is_clean_sorted_vector(v: &[(u32, f32)], vocab: u32) -> bool {
     let Some(&(last, _)) = v.last() else {
         return true;
     };
-    let max_bits = MAX_WEIGHT.to_bits();
-    // Non-negative floats order like their bits; NaN and +inf lie above
-    // MAX_WEIGHT, negative values have the sign bit set (except -0.0, which
-    // the range check accepts too).
-    let bad_weight = |w: f32| {
-        let b = w.to_bits();
-        ((b > max_bits) & (b != 0x8000_0000)) as u32
-    };
+    let keep_bits = (crate::format::MIN_WEIGHT / 2.0).to_bits();
+    let span = MAX_WEIGHT.to_bits() - keep_bits;
+    // Non-negative floats order like their bits, so one unsigned range
+    // check on the bits rejects NaN, infinities, negative values (sign bit
+    // set) and weights quantization drops, zeros included.
+    let odd_weight = |w: f32| (w.to_bits().wrapping_sub(keep_bits) > span) as u32;
     // The previous token rides in a register, flags are OR-ed as integers
     // and the loop is unrolled by eight: ~1.25 instead of ~1.75 ns per
     // posting over vectors in memory (BENCHMARKS.md, session 13).
-    let mut bad = bad_weight(v[0].1);
+    let mut odd = odd_weight(v[0].1);
     let mut prev = v[0].0;
     let mut chunks = v[1..].chunks_exact(8);
     for c in &mut chunks {
         for &(t, w) in c {
-            bad |= (prev >= t) as u32 | bad_weight(w);
+            odd |= (prev >= t) as u32 | odd_weight(w);
             prev = t;
         }
     }
     for &(t, w) in chunks.remainder() {
-        bad |= (prev >= t) as u32 | bad_weight(w);
+        odd |= (prev >= t) as u32 | odd_weight(w);
         prev = t;
     }
-    bad == 0 && last < vocab
+    odd == 0 && last < vocab
 }
 
 /// Validate a vector whose tokens are ascending (`v` may be the caller's own
-/// slice: no copy); `false` when they are not ascending, nothing else checked.
-fn check_sorted_vector(id: &str, v: &[(u32, f32)], vocab: u32) -> Result<bool> {
+/// slice: no copy): the number of postings it gives (weights that quantize
+/// to zero are dropped), or `None` when its tokens are not ascending,
+/// nothing else checked.
+fn check_sorted_vector(id: &str, v: &[(u32, f32)], vocab: u32) -> Result<Option<usize>> {
     if is_clean_sorted_vector(v, vocab) {
-        return Ok(true);
+        return Ok(Some(v.len()));
     }
-    check_sorted_vector_in_full(id, v, vocab)
+    let kept = || v.iter().filter(|p| crate::format::is_kept(p.1)).count();
+    Ok(check_sorted_vector_in_full(id, v, vocab)?.then(kept))
 }
 
 /// [`check_sorted_vector`] posting by posting, naming the first problem.
@@ -493,7 +495,7 @@ fn check_sorted_vector_in_full(id: &str, v: &[(u32, f32)], vocab: u32) -> Result
 /// ascending, zero-quantized weights dropped.
 fn quantized_vector(doc: &Document, vocab: u32) -> Result<Vec<(u16, u16)>> {
     let sorted_copy;
-    let v: &[(u32, f32)] = if check_sorted_vector(&doc.id, &doc.vector, vocab)? {
+    let v: &[(u32, f32)] = if check_sorted_vector(&doc.id, &doc.vector, vocab)?.is_some() {
         &doc.vector
     } else {
         let mut c = doc.vector.clone();
@@ -560,6 +562,8 @@ struct BulkInput<'a> {
     docs: Vec<&'a Document>,
     /// Quantized copies of the vectors that were not in token order, by position in `docs`.
     resorted: HashMap<usize, Vec<(u16, u16)>>,
+    /// Per document: its postings (weights that quantize to zero dropped).
+    kept: Vec<u32>,
     tf: Vec<(Vec<(u16, u32)>, u32)>,
 }
 
@@ -567,32 +571,49 @@ impl<'a> BulkInput<'a> {
     /// Validate every document (on all cores); the first bad one, in batch
     /// order, is the error.
     fn new(docs: Vec<&'a Document>, vocab: u32, threads: usize) -> Result<BulkInput<'a>> {
-        type Checked = (HashMap<usize, Vec<(u16, u16)>>, Vec<(Vec<(u16, u32)>, u32)>);
+        type Checked = (
+            HashMap<usize, Vec<(u16, u16)>>,
+            Vec<u32>,
+            Vec<(Vec<(u16, u32)>, u32)>,
+        );
         let check = |range: std::ops::Range<usize>| -> Result<Checked> {
             let mut resorted = HashMap::new();
+            let mut kept = Vec::with_capacity(range.len());
             let mut tf = Vec::with_capacity(range.len());
             for i in range {
                 let d = docs[i];
                 check_id(d)?;
-                if !check_sorted_vector(&d.id, &d.vector, vocab)? {
-                    resorted.insert(i, quantized_vector(d, vocab)?);
+                match check_sorted_vector(&d.id, &d.vector, vocab)? {
+                    Some(k) => kept.push(k as u32),
+                    None => {
+                        let q = quantized_vector(d, vocab)?;
+                        kept.push(q.len() as u32);
+                        resorted.insert(i, q);
+                    }
                 }
                 tf.push(term_frequencies(d, vocab)?);
             }
-            Ok((resorted, tf))
+            Ok((resorted, kept, tf))
         };
         // The same split as the segment build that follows.
         let n = docs.len();
         let ranges = crate::segment::doc_ranges(n, crate::segment::build_threads(n, threads));
         let results = crate::segment::per_range(&ranges, check);
         let mut resorted = HashMap::new();
+        let mut kept = Vec::with_capacity(docs.len());
         let mut tf = Vec::with_capacity(docs.len());
         for r in results {
-            let (re, t) = r?;
+            let (re, k, t) = r?;
             resorted.extend(re);
+            kept.extend(k);
             tf.extend(t);
         }
-        Ok(BulkInput { docs, resorted, tf })
+        Ok(BulkInput {
+            docs,
+            resorted,
+            kept,
+            tf,
+        })
     }
 }
 
@@ -644,6 +665,9 @@ impl SegmentInput for BulkInput<'_> {
         for &(t, w) in &self.docs[i].vector {
             df[t as usize] += crate::format::is_kept(w) as u32;
         }
+    }
+    fn n_postings(&self, i: usize) -> usize {
+        self.kept[i] as usize
     }
     fn tf(&self, i: usize) -> &[(u16, u32)] {
         &self.tf[i].0
@@ -1263,6 +1287,9 @@ mod tests {
             -f32::NAN,
             -1.0,
             -1e-30,
+            // Either side of the smallest weight quantization keeps.
+            crate::format::MIN_WEIGHT / 2.0,
+            f32::from_bits((crate::format::MIN_WEIGHT / 2.0).to_bits() - 1),
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let (mut clean, mut unclean) = (0, 0);
@@ -1289,7 +1316,13 @@ mod tests {
             let full = matches!(check_sorted_vector_in_full("d", &v, 200), Ok(true))
                 // The full check stops at the first descending token.
                 && v.windows(2).all(|p| p[0].0 < p[1].0);
-            assert_eq!(fast, full, "{v:?}");
+            let kept = v.iter().filter(|p| crate::format::is_kept(p.1)).count();
+            // The fast check also sends vectors with dropped weights to the
+            // full one, which counts them.
+            assert_eq!(fast, full && kept == v.len(), "{v:?}");
+            if full {
+                assert_eq!(check_sorted_vector("d", &v, 200).unwrap(), Some(kept));
+            }
             if fast {
                 clean += 1;
             } else {
@@ -1301,20 +1334,29 @@ mod tests {
         // unrolled chunks of eight and in the remainder.
         for n in 12..40usize {
             for at in 0..=n {
-                for fault in 0..3 {
+                for fault in 0..4 {
                     let mut v: Vec<(u32, f32)> = (0..n).map(|i| (3 * i as u32 + 1, 0.5)).collect();
+                    let mut kept = n;
                     if at < n {
                         match fault {
                             0 if at > 0 => v[at].0 = v[at - 1].0,
                             1 => v[at].1 = f32::NAN,
                             2 => v[at].1 = -1.0,
+                            // Valid, but dropped by quantization.
+                            3 => {
+                                v[at].1 = 0.0;
+                                kept -= 1;
+                            }
                             _ => {}
                         }
                     }
                     let fast = is_clean_sorted_vector(&v, 200);
                     let full = matches!(check_sorted_vector_in_full("d", &v, 200), Ok(true))
                         && v.windows(2).all(|p| p[0].0 < p[1].0);
-                    assert_eq!(fast, full, "n {n} fault {fault} at {at}");
+                    assert_eq!(fast, full && kept == n, "n {n} fault {fault} at {at}");
+                    if full {
+                        assert_eq!(check_sorted_vector("d", &v, 200).unwrap(), Some(kept));
+                    }
                 }
             }
         }
