@@ -560,8 +560,8 @@ const BATCH_POSTINGS: usize = 192 << 10;
 /// copied, as one piece, after its earlier ones in the tile's buffer. A
 /// single counting sort into the ~75 MB tile buffer writes ~30k streams at
 /// once, and most of its stores miss the cache: a batch's piece for a token
-/// lands in one or two lines instead (1M documents, one thread: 0.4–0.6 s
-/// less per build, BENCHMARKS.md, session 15).
+/// lands in one or two lines instead (1M documents, one thread: the sort
+/// took 1.6–1.9 s instead of 2.9–3.6 s, BENCHMARKS.md, session 15).
 struct TileEncoder {
     /// The tile's postings counting-sorted by token.
     sorted: Vec<u32>,
@@ -572,7 +572,8 @@ struct TileEncoder {
     /// Where each batch of the tile's documents ends.
     batch_ends: Vec<usize>,
     /// Per batch, per token (a row of `vocab` per batch): its postings in
-    /// the batch.
+    /// the batch. A row per [`BATCH_POSTINGS`] postings: 16 % of `sorted`'s
+    /// size for the bert-base vocabulary.
     batch_df: Vec<u32>,
     /// One batch's postings counting-sorted by token.
     batch: Vec<u32>,
