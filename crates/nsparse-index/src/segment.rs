@@ -560,8 +560,8 @@ const BATCH_POSTINGS: usize = 192 << 10;
 /// copied, as one piece, after its earlier ones in the tile's buffer. A
 /// single counting sort into the ~75 MB tile buffer writes ~30k streams at
 /// once, and most of its stores miss the cache: a batch's piece for a token
-/// lands in one or two lines instead (1M documents, one thread: the sort
-/// took 1.6–1.9 s instead of 2.9–3.6 s, BENCHMARKS.md, session 15).
+/// lands in one or two lines instead (1M documents, one thread: scatter and
+/// copies 1.6–2.1 s instead of 2.4–3.0 s, BENCHMARKS.md, session 15).
 struct TileEncoder {
     /// The tile's postings counting-sorted by token.
     sorted: Vec<u32>,
