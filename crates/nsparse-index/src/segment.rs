@@ -675,11 +675,7 @@ impl TileEncoder {
             ..
         } = self;
         let vocab = df.len();
-        let mut total = 0u32;
-        for (c, &k) in cursor.iter_mut().zip(df.iter()) {
-            *c = total;
-            total += k;
-        }
+        let total = starts_of(df, cursor);
         if sorted.len() < total as usize {
             // Only if the caller's `longest` was short: not on a hot path.
             *sorted = crate::memory::huge_page_vec(total as usize);
@@ -687,11 +683,7 @@ impl TileEncoder {
         let sorted = &mut sorted[..total as usize];
         let mut start = tile.start;
         for (row, &end) in batch_df.chunks_exact(vocab).zip(batch_ends.iter()) {
-            let mut n = 0u32;
-            for (c, &k) in batch_cursor.iter_mut().zip(row) {
-                *c = n;
-                n += k;
-            }
+            let n = starts_of(row, batch_cursor);
             if batch.len() < n as usize {
                 batch.resize(n as usize, 0);
             }
@@ -793,6 +785,18 @@ impl TileEncoder {
         }
         Ok(total as usize)
     }
+}
+
+/// Set `starts` to the exclusive prefix sums of `counts` (where each
+/// token's postings start in a buffer sorted by token) and return the total.
+#[inline]
+fn starts_of(counts: &[u32], starts: &mut [u32]) -> u32 {
+    let mut total = 0u32;
+    for (s, &k) in starts.iter_mut().zip(counts) {
+        *s = total;
+        total += k;
+    }
+    total
 }
 
 /// Copy `src` into `dst` (of the same, non-zero length) in fixed-size
