@@ -100,6 +100,16 @@ impl Error {
             detail: detail.into(),
         }
     }
+    /// True when an I/O call failed because the disk (or the user's quota) is full: the
+    /// write was refused and nothing acknowledged was lost; it can be retried once space
+    /// is freed.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => is_no_space(source),
+            _ => false,
+        }
+    }
+
     /// True when the error reports a corrupt (or unreadable-format) file.
     pub fn is_corruption(&self) -> bool {
         matches!(
@@ -107,6 +117,13 @@ impl Error {
             Error::Corrupt { .. } | Error::UnsupportedVersion { .. }
         )
     }
+}
+
+/// True for the operating system's "no space left on device" and "disk quota exceeded".
+pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// "version 2" or "versions 1 to 2", for [`Error::UnsupportedVersion`].

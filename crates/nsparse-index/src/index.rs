@@ -161,11 +161,17 @@ impl Manifest {
         }
         Ok(m)
     }
-    fn store(&self, dir: &Path) -> Result<()> {
+    fn to_bytes(&self) -> Result<Vec<u8>> {
         let body = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::invalid("manifest", e.to_string()))?;
-        let bytes = format::write_container(MANIFEST_MAGIC, MANIFEST_VERSION, &[(1, &body)]);
-        format::write_atomic(dir, MANIFEST, &bytes)
+        Ok(format::write_container(
+            MANIFEST_MAGIC,
+            MANIFEST_VERSION,
+            &[(1, &body)],
+        ))
+    }
+    fn store(&self, dir: &Path) -> Result<()> {
+        format::write_atomic(dir, MANIFEST, &self.to_bytes()?)
     }
 }
 
@@ -295,24 +301,50 @@ impl State {
     }
 
     fn remove(&mut self, id: &str) -> bool {
-        let Some(loc) = self.locate(id) else {
-            return false;
-        };
-        match loc {
+        self.take(id).is_some()
+    }
+
+    /// Removes the live document `id`: `None` if there was none, `Some(Some(record))` if it
+    /// was buffered (so a failed bulk load can put it back), `Some(None)` if it was committed.
+    fn take(&mut self, id: &str) -> Option<Option<DocRecord>> {
+        let loc = self.locate(id)?;
+        let taken = match loc {
             Loc::Buf(i) => {
                 self.buf_ids.remove(id);
-                self.buffer[i] = None;
                 self.buf_live -= 1;
+                self.buffer[i].take()
             }
             Loc::Seg(sid, d) => {
                 if let Some(e) = self.segments.iter_mut().find(|e| e.id == sid) {
                     Arc::make_mut(&mut e.del).set(d);
                     e.del_dirty = true;
                 }
+                None
             }
-        }
+        };
         self.cached = None;
-        true
+        Some(taken)
+    }
+
+    /// Takes the buffered documents out (in write order), leaving the buffer empty.
+    fn take_buffer(&mut self) -> Vec<DocRecord> {
+        self.buf_live = 0;
+        self.buf_ids.clear();
+        self.cached = None;
+        std::mem::take(&mut self.buffer)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Puts documents taken by [`State::take_buffer`] back, ahead of anything buffered since.
+    fn restore_buffer(&mut self, recs: Vec<DocRecord>) {
+        let later = std::mem::take(&mut self.buffer);
+        self.buf_ids.clear();
+        self.buf_live = 0;
+        for rec in recs.into_iter().chain(later.into_iter().flatten()) {
+            self.upsert(rec);
+        }
     }
 
     fn upsert(&mut self, rec: DocRecord) {
@@ -697,6 +729,22 @@ pub struct Index {
     state: State,
     wal: WalWriter,
     opts: WriterOptions,
+    /// Set when a commit's manifest was renamed into place but the directory fsync that makes
+    /// the rename durable failed: the files that commit made obsolete (the old WAL among
+    /// them) are kept, and every later write first retries the fsync.
+    unsynced_commit: Option<Vec<String>>,
+    /// After a failed automatic commit, the next one is not tried before this instant, so a
+    /// full disk does not cost a segment build per write.
+    auto_commit_after: Option<std::time::Instant>,
+}
+
+/// How long a failed automatic commit waits before it is tried again.
+const AUTO_COMMIT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The writer's committed state before a commit, restored if the commit fails.
+struct Checkpoint {
+    segments: Vec<SegEntry>,
+    manifest: Manifest,
 }
 
 impl std::fmt::Debug for Index {
@@ -748,18 +796,15 @@ impl Index {
         let wal_name = "wal-00000001.log".to_string();
         let wal_path = dir.join(&wal_name);
         let _ = std::fs::remove_file(&wal_path);
-        let wal = WalWriter::create(&wal_path)?;
-        let manifest = Manifest {
-            model: options.model.clone(),
-            metadata: options.metadata.clone(),
-            vocab_size: options.vocab_size,
-            bm25: options.bm25,
-            generation: 1,
-            next_segment: 1,
-            wal: wal_name,
-            segments: Vec::new(),
-        };
-        manifest.store(dir)?;
+        let created = Self::create_files(dir, options, &wal_name);
+        if created.is_err() {
+            // Nothing was acknowledged yet: leave no half-made index that a retry would
+            // mistake for an existing one.
+            for name in [MANIFEST, &wal_name] {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
+        let (manifest, wal) = created?;
         let state = State::load(dir, &manifest)?;
         tracing::info!(dir = %dir.display(), model = %options.model, "created index");
         Ok(Index {
@@ -769,7 +814,30 @@ impl Index {
             state,
             wal,
             opts: writer,
+            unsynced_commit: None,
+            auto_commit_after: None,
         })
+    }
+
+    /// The first WAL and manifest of a new index.
+    fn create_files(
+        dir: &Path,
+        options: &CreateOptions,
+        wal_name: &str,
+    ) -> Result<(Manifest, WalWriter)> {
+        let wal = WalWriter::create(&dir.join(wal_name))?;
+        let manifest = Manifest {
+            model: options.model.clone(),
+            metadata: options.metadata.clone(),
+            vocab_size: options.vocab_size,
+            bm25: options.bm25,
+            generation: 1,
+            next_segment: 1,
+            wal: wal_name.to_string(),
+            segments: Vec::new(),
+        };
+        manifest.store(dir)?;
+        Ok((manifest, wal))
     }
 
     /// Open an existing index for writing: takes the lock, verifies every file,
@@ -799,6 +867,8 @@ impl Index {
             state,
             wal,
             opts: writer,
+            unsynced_commit: None,
+            auto_commit_after: None,
         };
         idx.remove_unreferenced();
         Ok(idx)
@@ -874,14 +944,34 @@ impl Index {
                 source: d.source.clone(),
             })
             .collect();
+        self.sync_unsynced_commit()?;
         self.wal.append(&ops)?;
+        // Acknowledged from here on: the WAL holds them until a durable commit does.
         for r in recs {
             self.state.upsert(r);
         }
-        if self.state.buf_live >= self.opts.flush_docs.max(1) {
-            self.commit()?;
-        }
+        self.auto_commit();
         Ok(())
+    }
+
+    /// Commits once the buffer holds `flush_docs` documents. A failure does not fail the
+    /// write that triggered it (that write is in the WAL): it is logged and retried after
+    /// [`AUTO_COMMIT_RETRY`].
+    fn auto_commit(&mut self) {
+        if self.state.buf_live < self.opts.flush_docs.max(1) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self.auto_commit_after.is_some_and(|t| now < t) {
+            return;
+        }
+        match self.commit() {
+            Ok(()) => self.auto_commit_after = None,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "automatic commit failed; the documents stay in the WAL and the commit is retried");
+                self.auto_commit_after = Some(now + AUTO_COMMIT_RETRY);
+            }
+        }
     }
 
     /// Bulk load: build one segment straight from `docs` and commit it —
@@ -913,16 +1003,29 @@ impl Index {
         let dedup = t0 - started;
         let input = BulkInput::new(kept, self.manifest.vocab_size, self.opts.build_threads)?;
         let validated = t0.elapsed();
+        self.sync_unsynced_commit()?;
+        let before = self.checkpoint();
+        let mut replaced_buffered = Vec::new();
         for d in &input.docs {
-            self.state.remove(&d.id);
+            if let Some(Some(rec)) = self.state.take(&d.id) {
+                replaced_buffered.push(rec);
+            }
         }
-        if !input.docs.is_empty() {
-            self.add_segment(&input, None, batch_index.ok())?;
-        }
-        let added = t0.elapsed();
+        let mut added = validated;
+        let written = (|| {
+            if !input.docs.is_empty() {
+                self.add_segment(&input, None, batch_index.ok())?;
+            }
+            added = t0.elapsed();
+            // Persist together with any buffered writes and the deletions above.
+            self.commit_forced()
+        })();
         drop(input);
-        // Persist together with any buffered writes and the deletions above.
-        self.commit_forced()?;
+        if let Err(e) = written {
+            self.roll_back(before);
+            self.state.restore_buffer(replaced_buffered);
+            return Err(e);
+        }
         tracing::debug!(
             docs = docs.len(),
             dedup_ms = dedup.as_millis() as u64,
@@ -939,6 +1042,7 @@ impl Index {
         if self.state.locate(id).is_none() {
             return Ok(false);
         }
+        self.sync_unsynced_commit()?;
         self.wal.append(&[WalOp::Delete { id: id.to_string() }])?;
         Ok(self.state.remove(id))
     }
@@ -960,16 +1064,61 @@ impl Index {
         self.commit_forced()
     }
 
+    /// Commits whatever is buffered or deleted, as one transaction: on `Err` the writer is
+    /// exactly as before (buffer, segments, manifest; the WAL still holds every
+    /// acknowledged write) and the files the attempt wrote are removed, so it can be retried.
     fn commit_forced(&mut self) -> Result<()> {
+        self.sync_unsynced_commit()?;
+        let before = self.checkpoint();
+        let recs = self.state.take_buffer();
+        match self.write_commit(&recs) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.roll_back(before);
+                self.state.restore_buffer(recs);
+                Err(e)
+            }
+        }
+    }
+
+    /// The state a failed commit returns to.
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            segments: self.state.segments.clone(),
+            manifest: self.manifest.clone(),
+        }
+    }
+
+    /// Returns to `before` after a failed commit, and removes the files the attempt left.
+    fn roll_back(&mut self, before: Checkpoint) {
+        // Segment numbers are never reused, so a half-written file of the failed attempt
+        // can never be mistaken for a later segment.
+        let next_segment = self.manifest.next_segment;
+        self.state.segments = before.segments;
+        self.manifest = before.manifest;
+        self.manifest.next_segment = next_segment;
+        self.state.cached = None;
+        self.remove_unreferenced();
+    }
+
+    /// Retries the directory fsync of a commit whose manifest rename is not yet known to be
+    /// durable; once it succeeds, the files that commit made obsolete are removed.
+    fn sync_unsynced_commit(&mut self) -> Result<()> {
+        let Some(obsolete) = self.unsynced_commit.take() else {
+            return Ok(());
+        };
+        if let Err(e) = format::fsync_dir(&self.dir) {
+            self.unsynced_commit = Some(obsolete);
+            return Err(e);
+        }
+        self.remove_files(obsolete);
+        Ok(())
+    }
+
+    fn write_commit(&mut self, recs: &[DocRecord]) -> Result<()> {
         let mut obsolete: Vec<String> = Vec::new();
-        let recs: Vec<DocRecord> = std::mem::take(&mut self.state.buffer)
-            .into_iter()
-            .flatten()
-            .collect();
-        self.state.buf_live = 0;
-        self.state.buf_ids.clear();
         if !recs.is_empty() {
-            self.add_segment(&recs[..], None, None)?;
+            self.add_segment(recs, None, None)?;
         }
         // Drop fully deleted segments; persist changed deletion bitmaps.
         let gen = self.manifest.generation + 1;
@@ -1003,6 +1152,15 @@ impl Index {
         if self.state.segments.len() <= max_segments && !(max_segments == 1 && any_deleted) {
             return Ok(());
         }
+        let before = self.checkpoint();
+        let merged = self.merge_down(max_segments);
+        if merged.is_err() {
+            self.roll_back(before);
+        }
+        merged
+    }
+
+    fn merge_down(&mut self, max_segments: usize) -> Result<()> {
         let mut obsolete = Vec::new();
         while self.state.segments.len() > max_segments
             || (max_segments == 1 && self.state.segments.iter().any(|e| e.del.count > 0))
@@ -1125,6 +1283,7 @@ impl Index {
     }
 
     fn switch_manifest(&mut self, gen: u64, mut obsolete: Vec<String>) -> Result<()> {
+        self.sync_unsynced_commit()?;
         let wal_name = format!("wal-{gen:08}.log");
         let wal_path = self.dir.join(&wal_name);
         let _ = std::fs::remove_file(&wal_path);
@@ -1145,16 +1304,36 @@ impl Index {
                 n_deleted: e.del.count,
             })
             .collect();
-        m.store(&self.dir)?;
+        let tmp = self.dir.join(format!("{MANIFEST}.tmp"));
+        let published = m.to_bytes().and_then(|bytes| {
+            format::write_tmp(&tmp, &bytes)?;
+            format::rename(&tmp, &self.dir.join(MANIFEST))
+        });
+        if let Err(e) = published {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // The new manifest is what the directory shows from here on (a crash now opens it),
+        // so the writer adopts it whatever happens next.
         self.manifest = m;
         self.wal = new_wal;
-        for f in obsolete {
+        self.state.cached = None;
+        match format::fsync_dir(&self.dir) {
+            Ok(()) => self.remove_files(obsolete),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "the new manifest is in place but not yet durable; keeping the old WAL and retrying before the next write");
+                self.unsynced_commit = Some(obsolete);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_files(&self, files: Vec<String>) {
+        for f in files {
             if let Err(e) = std::fs::remove_file(self.dir.join(&f)) {
                 tracing::warn!(file = %f, error = %e, "could not remove obsolete file");
             }
         }
-        self.state.cached = None;
-        Ok(())
     }
 
     /// Remove files not referenced by the manifest (left by an interrupted commit).
@@ -1169,6 +1348,7 @@ impl Index {
             keep.insert(s.file.clone());
             keep.extend(s.deletes.clone());
         }
+        keep.extend(self.unsynced_commit.iter().flatten().cloned());
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };

@@ -201,6 +201,8 @@
 //! writes does not depend on the thread count.
 
 mod error;
+#[doc(hidden)]
+pub mod faults;
 mod format;
 mod id_index;
 mod index;

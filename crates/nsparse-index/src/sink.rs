@@ -28,6 +28,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::faults::{check, IoOp};
 
 /// Alignment of direct-I/O buffers, offsets and lengths (the largest logical
 /// block size in common use).
@@ -115,6 +116,7 @@ impl FileSink {
         max_blocks: usize,
         sync_every: u64,
     ) -> Result<FileSink> {
+        check(IoOp::Create, path).map_err(|e| Error::io(path, e))?;
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
         let direct = if direct {
             open_direct(path)
@@ -138,6 +140,7 @@ impl FileSink {
 
     /// Append `bytes` at the end of the file.
     pub(crate) fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        check(IoOp::Write, &self.path).map_err(|e| Error::io(&self.path, e))?;
         self.pos += bytes.len() as u64;
         let Some(d) = self.direct.as_mut() else {
             return self
@@ -190,12 +193,15 @@ impl FileSink {
                 .write_all_at(&tail, tail_off)
                 .map_err(|e| Error::io(&self.path, e))?;
         }
+        check(IoOp::Write, &self.path).map_err(|e| Error::io(&self.path, e))?;
         for &(offset, patch) in patches {
             self.file
                 .write_all_at(patch, offset)
                 .map_err(|e| Error::io(&self.path, e))?;
         }
-        self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        check(IoOp::Sync, &self.path)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| Error::io(&self.path, e))?;
         Ok(syncs)
     }
 }

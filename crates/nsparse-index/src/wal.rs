@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::faults::{check, IoOp};
 use crate::format::{put_varint, Cursor};
 
 const WAL_MAGIC: &[u8; 8] = b"NSPWAL\0\0";
@@ -211,24 +212,38 @@ pub(crate) struct WalWriter {
     file: File,
     pub(crate) path: PathBuf,
     buf: Vec<u8>,
+    /// Length of the acknowledged (written and fsynced) prefix.
     len: u64,
+    /// A failed append may have left bytes past `len` that could not be cut off yet: the
+    /// next append cuts them first, so a record never follows garbage (a reader would stop
+    /// at the garbage and lose every record after it).
+    dirty_tail: bool,
 }
 
 impl WalWriter {
-    /// Create a new, empty WAL (header fsynced).
+    /// Create a new, empty WAL (header fsynced). On failure no file is left behind.
     pub(crate) fn create(path: &Path) -> Result<WalWriter> {
+        check(IoOp::Create, path).map_err(|e| Error::io(path, e))?;
         let mut f = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        f.write_all(&header()).map_err(|e| Error::io(path, e))?;
-        f.sync_all().map_err(|e| Error::io(path, e))?;
+        let written = check(IoOp::Write, path)
+            .and_then(|()| f.write_all(&header()))
+            .and_then(|()| check(IoOp::Sync, path))
+            .and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            drop(f);
+            let _ = std::fs::remove_file(path);
+            return Err(Error::io(path, e));
+        }
         Ok(WalWriter {
             file: f,
             path: path.to_path_buf(),
             buf: Vec::new(),
             len: HEADER as u64,
+            dirty_tail: false,
         })
     }
 
@@ -247,25 +262,50 @@ impl WalWriter {
             path: path.to_path_buf(),
             buf: Vec::new(),
             len: valid_len,
+            dirty_tail: false,
         })
     }
 
-    /// Append operations and fsync; on return they are durable.
+    /// Append operations and fsync; on `Ok` they are durable. On `Err` none of them is
+    /// acknowledged: the file is cut back to its acknowledged length (now, or before the
+    /// next append if cutting fails too), so they never reappear after the next record.
     pub(crate) fn append(&mut self, ops: &[WalOp]) -> Result<()> {
+        if self.dirty_tail {
+            self.cut_back().map_err(|e| Error::io(&self.path, e))?;
+        }
         self.buf.clear();
         for op in ops {
             op.encode(&mut self.buf);
         }
-        let r = self
-            .file
-            .write_all(&self.buf)
-            .and_then(|_| self.file.sync_data());
-        if let Err(e) = r {
-            // Roll back a partial append so later records never follow garbage.
-            let _ = self.file.set_len(self.len);
+        let written = self.write_and_sync();
+        if let Err(e) = written {
+            self.dirty_tail = true;
+            if let Err(cut) = self.cut_back() {
+                tracing::error!(wal = %self.path.display(), error = %cut, "could not cut a failed append off the WAL; the next write retries");
+            }
             return Err(Error::io(&self.path, e));
         }
         self.len += self.buf.len() as u64;
+        Ok(())
+    }
+
+    fn write_and_sync(&mut self) -> std::io::Result<()> {
+        if let Err(e) = check(IoOp::Write, &self.path) {
+            // An injected failure writes part of the records first, as a disk that fills
+            // up mid-write does.
+            let _ = self.file.write_all(&self.buf[..self.buf.len() / 2]);
+            return Err(e);
+        }
+        self.file.write_all(&self.buf)?;
+        check(IoOp::Sync, &self.path)?;
+        self.file.sync_data()
+    }
+
+    /// Truncate the file to the acknowledged length and make that durable.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_data()?;
+        self.dirty_tail = false;
         Ok(())
     }
 }
