@@ -856,6 +856,16 @@ impl Index {
         check_name(dir, &manifest.wal)?;
         let wal_path = dir.join(&manifest.wal);
         let contents = wal::read(&wal_path)?;
+        if contents.torn_complete {
+            // A record of complete length that fails its checksum may be an acknowledged
+            // write damaged on disk: keep its bytes rather than cut them off silently.
+            let kept = wal::keep_dropped_tail(dir, &manifest.wal, contents.valid_len)?;
+            tracing::error!(wal = %wal_path.display(), offset = contents.valid_len, bytes = contents.torn_bytes, kept = %kept,
+                "the WAL's last record fails its checksum: a write torn by a crash (never acknowledged) or damage to the last acknowledged write; it is not applied, and its bytes are kept in the named file");
+        } else if contents.torn_bytes > 0 {
+            tracing::warn!(wal = %wal_path.display(), offset = contents.valid_len, bytes = contents.torn_bytes,
+                "dropping an incomplete WAL record (a write torn by a crash, never acknowledged)");
+        }
         for op in contents.ops {
             state.apply(op, &wal_path)?;
         }

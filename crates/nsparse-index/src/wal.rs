@@ -129,6 +129,22 @@ pub(crate) struct WalContents {
     pub valid_len: u64,
     /// Bytes of torn tail dropped.
     pub torn_bytes: u64,
+    /// The dropped tail starts with a record of complete length whose payload fails its
+    /// checksum. A crash during an append can leave that, but so can damage to the last
+    /// acknowledged record, so the tail is kept (see [`keep_dropped_tail`]).
+    pub torn_complete: bool,
+}
+
+/// Copies the WAL's tail from `valid_len` on into `<wal>.tail-<valid_len>` before a writer
+/// cuts it off, so a damaged last record is never lost without a trace (an incomplete record
+/// needs no copy: it was never fsynced whole, so never acknowledged); returns that file's
+/// name.
+pub(crate) fn keep_dropped_tail(dir: &Path, wal_name: &str, valid_len: u64) -> Result<String> {
+    let bytes = crate::format::read_file(&dir.join(wal_name))?;
+    let start = (valid_len as usize).min(bytes.len());
+    let name = format!("{wal_name}.tail-{valid_len}");
+    crate::format::write_atomic(dir, &name, &bytes[start..])?;
+    Ok(name)
 }
 
 pub(crate) fn header() -> Vec<u8> {
@@ -164,11 +180,11 @@ pub(crate) fn read(path: &Path) -> Result<WalContents> {
     while pos < b.len() {
         let rest = &b[pos..];
         let torn = |ops: Vec<WalOp>| {
-            tracing::warn!(path = %path.display(), offset = pos, bytes = rest.len(), "dropping torn (unacknowledged) WAL tail");
             Ok(WalContents {
                 ops,
                 valid_len: pos as u64,
                 torn_bytes: rest.len() as u64,
+                torn_complete: false,
             })
         };
         if rest.len() < 12 {
@@ -190,7 +206,10 @@ pub(crate) fn read(path: &Path) -> Result<WalContents> {
         let payload = &rest[12..12 + len];
         if crc32fast::hash(payload) != u(&rest[8..12]) {
             if 12 + len == rest.len() {
-                return torn(ops);
+                return Ok(WalContents {
+                    torn_complete: true,
+                    ..torn(ops)?
+                });
             }
             return Err(Error::corrupt(
                 path,
@@ -204,6 +223,7 @@ pub(crate) fn read(path: &Path) -> Result<WalContents> {
         ops,
         valid_len: pos as u64,
         torn_bytes: 0,
+        torn_complete: false,
     })
 }
 

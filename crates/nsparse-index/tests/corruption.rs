@@ -216,3 +216,58 @@ fn damage_before_the_first_search_of_a_new_segment_is_reported_by_the_search() {
     assert!(!hits.is_empty());
     assert_eq!(s.vector("d1").unwrap(), fresh.vector("d1").unwrap());
 }
+
+#[test]
+fn a_damaged_last_wal_record_is_kept_in_a_file_not_cut_off_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = build(dir.path());
+    let wal = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let orig = std::fs::read(&wal).unwrap();
+    let last = last_record_start(&orig);
+    let mut damaged = orig.clone();
+    // A payload byte of the last record (the delete of "s1-3"): its length is intact.
+    *damaged.last_mut().unwrap() ^= 0x40;
+    std::fs::write(&wal, &damaged).unwrap();
+    let idx = Index::open(dir.path(), WriterOptions::default()).unwrap();
+    assert_eq!(
+        idx.info().live_docs,
+        live + 1,
+        "only the damaged delete is not applied"
+    );
+    drop(idx);
+    let kept_name = format!("{}.tail-{last}", wal.file_name().unwrap().to_string_lossy());
+    let kept = std::fs::read(dir.path().join(&kept_name))
+        .unwrap_or_else(|e| panic!("{kept_name} should hold the dropped record: {e}"));
+    assert_eq!(
+        kept,
+        damaged[last..],
+        "the kept bytes are the dropped record"
+    );
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        orig[..last],
+        "the WAL was cut at the record"
+    );
+    // An incomplete record (a torn append) is dropped without a copy.
+    let dir2 = tempfile::tempdir().unwrap();
+    build(dir2.path());
+    let wal2 = dir2.path().join(wal.file_name().unwrap());
+    let orig2 = std::fs::read(&wal2).unwrap();
+    std::fs::write(&wal2, &orig2[..orig2.len() - 3]).unwrap();
+    Index::open(dir2.path(), WriterOptions::default()).unwrap();
+    let tails = std::fs::read_dir(dir2.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tail-")
+        })
+        .count();
+    assert_eq!(tails, 0);
+}
