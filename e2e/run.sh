@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the opensearch-py end-to-end test of `nsparse serve` (e2e/test_opensearch_py.py).
+# Runs the end-to-end tests of `nsparse serve`: the opensearch-py client test
+# (e2e/test_opensearch_py.py), durability under a full disk and SIGKILL (e2e/durability.py), and
+# hostile clients (e2e/adversarial.py).
 #
 # Needs python3 with the venv module and pip access to PyPI (for opensearch-py, pinned in
 # e2e/requirements.txt); the virtualenv lives in target/e2e-venv and is reused. Needs the release
@@ -28,4 +30,10 @@ if [[ ! -x $venv/bin/python ]] || ! cmp -s e2e/requirements.txt "$venv/requireme
     fi
     cp e2e/requirements.txt "$venv/requirements.txt"
 fi
-exec "$venv/bin/python" e2e/test_opensearch_py.py --nsparse "$binary" "$@"
+status=0
+"$venv/bin/python" e2e/test_opensearch_py.py --nsparse "$binary" "$@" || status=1
+# Durability under a full disk (a tmpfs: needs root, skipped with a message otherwise) and
+# SIGKILL with per-field BM25 data; hostile requests and slow clients.
+"$venv/bin/python" e2e/durability.py --nsparse "$binary" || status=1
+"$venv/bin/python" e2e/adversarial.py --nsparse "$binary" || status=1
+exit $status

@@ -22,18 +22,31 @@ pub struct ServeArgs {
     /// (model id = the folder name). Repeatable.
     #[arg(long = "model")]
     models: Vec<String>,
-    /// HTTP basic auth user (requires --password).
-    #[arg(long, requires = "password")]
+    /// HTTP basic auth user (with a password from --password-file, NSPARSE_PASSWORD or
+    /// --password).
+    #[arg(long)]
     user: Option<String>,
-    /// HTTP basic auth password (requires --user).
-    #[arg(long, requires = "user")]
+    /// HTTP basic auth password (requires --user). Visible to other users in `ps`: prefer
+    /// --password-file or the NSPARSE_PASSWORD environment variable.
+    #[arg(long, requires = "user", conflicts_with = "password_file")]
     password: Option<String>,
+    /// File holding the basic auth password (its first line; requires --user).
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
     /// Largest request body in bytes (OpenSearch's http.max_content_length).
     #[arg(long, default_value_t = 100 * 1024 * 1024)]
     max_body_bytes: usize,
-    /// Requests taking longer are answered with 504.
+    /// Requests taking longer are answered with 504 (and their remaining work is abandoned).
     #[arg(long, default_value_t = 60)]
     request_timeout_secs: u64,
+    /// Longest a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection is kept open.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Connections served at once (lowered to fit the open-file limit); more wait until one
+    /// closes.
+    #[arg(long, default_value_t = 8192)]
+    max_connections: usize,
     /// Memory cap (MiB per segment) of the bound columns that speed up exact search
     /// (a byte per document per frequent token plus 4 bytes per 64 documents; most frequent
     /// kept first, 0 = none).
@@ -59,12 +72,62 @@ fn model_spec(spec: &str) -> Result<(String, String)> {
     Ok((name, spec.to_string()))
 }
 
+/// The environment variable holding the basic auth password.
+const PASSWORD_ENV: &str = "NSPARSE_PASSWORD";
+
+/// The basic auth credentials from `--user` and one of `--password-file`, `--password` or
+/// `NSPARSE_PASSWORD` (in that order); `None` when no `--user` is given.
+fn credentials(args: &ServeArgs, env_password: Option<String>) -> Result<Option<(String, String)>> {
+    let Some(user) = &args.user else {
+        if env_password.is_some() {
+            eprintln!(
+                "warning: {PASSWORD_ENV} is set but --user is not; serving without authentication"
+            );
+        }
+        return Ok(None);
+    };
+    let password = if let Some(file) = &args.password_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading --password-file {}", file.display()))?;
+        let first = text.lines().next().unwrap_or("").to_string();
+        if first.is_empty() {
+            bail!(
+                "--password-file {}: the file is empty or its first line is; write the password on its first line",
+                file.display()
+            );
+        }
+        first
+    } else if let Some(p) = &args.password {
+        p.clone()
+    } else if let Some(p) = env_password {
+        p
+    } else {
+        bail!("--user {user} needs a password: --password-file FILE, the {PASSWORD_ENV} environment variable, or --password");
+    };
+    if password.is_empty() {
+        bail!("the password for --user {user} is empty; an empty password protects nothing, give a non-empty one");
+    }
+    if user.is_empty() {
+        bail!("--user is empty; give a user name");
+    }
+    Ok(Some((user.clone(), password)))
+}
+
 /// Runs `nsparse serve` until SIGTERM/SIGINT.
 pub fn run(args: ServeArgs) -> Result<()> {
     anyhow::ensure!(
         args.request_timeout_secs > 0,
         "--request-timeout-secs must be at least 1"
     );
+    anyhow::ensure!(
+        args.header_timeout_secs > 0,
+        "--header-timeout-secs must be at least 1"
+    );
+    anyhow::ensure!(
+        args.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
+    let basic_auth = credentials(&args, std::env::var(PASSWORD_ENV).ok())?;
     if let Some(mb) = args.dense_columns_max_mb {
         nsparse_index::set_dense_columns_max_mb(mb);
     }
@@ -81,9 +144,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     let mut config = ServerConfig::new(&args.data);
     config.addr = args.addr;
-    config.basic_auth = args.user.clone().zip(args.password.clone());
+    config.basic_auth = basic_auth;
     config.max_body_bytes = args.max_body_bytes;
     config.request_timeout = Duration::from_secs(args.request_timeout_secs);
+    config.header_read_timeout = Duration::from_secs(args.header_timeout_secs);
+    config.max_connections = args.max_connections;
     let app = App::open(config, models)
         .with_context(|| format!("opening data directory {}", args.data.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -120,5 +185,51 @@ mod tests {
             ("tiny".into(), "/m/tiny/".into())
         );
         assert!(model_spec("=x").is_err());
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut argv = vec!["nsparse", "--data", "/tmp/d"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn password_sources_and_empty_passwords() {
+        assert_eq!(credentials(&args(&[]), None).unwrap(), None);
+        assert_eq!(
+            credentials(&args(&["--user", "u", "--password", "p"]), None).unwrap(),
+            Some(("u".into(), "p".into()))
+        );
+        assert_eq!(
+            credentials(&args(&["--user", "u"]), Some("env".into())).unwrap(),
+            Some(("u".into(), "env".into()))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "secret\n").unwrap();
+        let f = file.to_str().unwrap();
+        assert_eq!(
+            credentials(
+                &args(&["--user", "u", "--password-file", f]),
+                Some("env".into())
+            )
+            .unwrap(),
+            Some(("u".into(), "secret".into()))
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let e = credentials(&args(&["--user", "u", "--password-file", f]), None).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        let e = credentials(&args(&["--user", "u", "--password", ""]), None).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        let e = credentials(&args(&["--user", "u"]), None).unwrap_err();
+        assert!(e.to_string().contains("NSPARSE_PASSWORD"), "{e}");
+        let e = credentials(&args(&["--user", "u"]), Some(String::new())).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
     }
 }

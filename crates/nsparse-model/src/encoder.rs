@@ -280,6 +280,11 @@ impl SparseEncoder {
         }
     }
 
+    /// How this encoder handles documents longer than [`MAX_LENGTH`] tokens.
+    pub fn long_documents(&self) -> LongDocuments {
+        self.options.long_documents
+    }
+
     /// Whether this model can encode documents (it has network weights).
     pub fn can_encode_documents(&self) -> bool {
         self.network.is_some()

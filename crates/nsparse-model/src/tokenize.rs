@@ -181,6 +181,51 @@ impl TextTokenizer {
         })
     }
 
+    /// A prefix of `text` that truncation treats exactly as the whole text: its first
+    /// [`TextTokenizer::max_length`] tokens (as a query or a document) are those of `text`,
+    /// and it still has more than `max_length` content tokens when `text` has, so the
+    /// truncation is still reported. Cut at a piece boundary (see
+    /// [`TextTokenizer::tokenize_untruncated_in_pieces`]), so memory and time stay bounded by
+    /// a few pieces beyond what the first `max_length` tokens need, however long `text` is.
+    /// Short texts are returned whole.
+    pub fn truncation_prefix<'a>(&self, text: &'a str) -> Result<&'a str> {
+        if text.len() <= PIECE_BYTES {
+            return Ok(text);
+        }
+        let mut tokens = 0usize;
+        let mut end = 0usize;
+        let mut enough = false;
+        for piece in pieces(text) {
+            end += piece.len();
+            if enough {
+                // One more piece after the limit was passed: the words around the cut before
+                // it are whole in the prefix.
+                return Ok(&text[..end]);
+            }
+            tokens += self.tokenize_document_untruncated(piece)?.len();
+            enough = tokens > self.max_length;
+        }
+        Ok(text)
+    }
+
+    /// The content tokens of `text` without special tokens or truncation, like
+    /// [`TextTokenizer::tokenize_document_untruncated`], tokenized in pieces of at most
+    /// 64 KiB cut before ASCII whitespace or punctuation (boundaries of every WordPiece
+    /// pre-tokenizer word), so the tokenizer's per-token bookkeeping never covers more than a
+    /// piece; the result takes 4 bytes per token. Equal to the whole-text tokenization except
+    /// in a run of over 64 KiB with no ASCII whitespace or punctuation, which is cut every
+    /// 64 KiB (at a character boundary).
+    pub fn tokenize_untruncated_in_pieces(&self, text: &str) -> Result<Vec<u32>> {
+        if text.len() <= PIECE_BYTES {
+            return self.tokenize_document_untruncated(text);
+        }
+        let mut ids = Vec::new();
+        for piece in pieces(text) {
+            ids.extend(self.tokenize_document_untruncated(piece)?);
+        }
+        Ok(ids)
+    }
+
     /// The token string of an id.
     pub fn token(&self, id: u32) -> Option<String> {
         self.documents.id_to_token(id)
@@ -206,9 +251,99 @@ impl TextTokenizer {
     }
 }
 
+/// Largest piece of [`TextTokenizer::tokenize_untruncated_in_pieces`].
+const PIECE_BYTES: usize = 64 * 1024;
+
+/// Splits `text` into consecutive pieces of at most [`PIECE_BYTES`], each cut just before an
+/// ASCII whitespace or punctuation character, where BERT pre-tokenization always splits (and
+/// which neither normalisation nor accent stripping joins to the text before it); a piece with
+/// no such character is cut at a character boundary.
+fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if rest.len() <= PIECE_BYTES {
+            return Some(std::mem::take(&mut rest));
+        }
+        let bytes = rest.as_bytes();
+        // Cut before the last boundary within the limit (never at 0: a piece is never empty).
+        let cut = (1..=PIECE_BYTES)
+            .rev()
+            .find(|&i| {
+                let b = bytes[i];
+                matches!(b, b' ' | b'\t' | b'\n' | b'\r') || b.is_ascii_punctuation()
+            })
+            .unwrap_or_else(|| {
+                (1..=PIECE_BYTES)
+                    .rev()
+                    .find(|&i| rest.is_char_boundary(i))
+                    .unwrap_or(rest.len())
+            });
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn builtin() -> TextTokenizer {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/assets/opensearch-query-v1/tokenizer.json"
+        ));
+        TextTokenizer::from_json_bytes(&std::fs::read(path).unwrap(), path, 512).unwrap()
+    }
+
+    #[test]
+    fn pieces_cover_the_text_and_stay_small() {
+        let text = format!(
+            "{} {} {}",
+            "word, ".repeat(30_000),
+            "x".repeat(200_000),
+            "é".repeat(70_000)
+        );
+        let parts: Vec<&str> = pieces(&text).collect();
+        assert_eq!(parts.concat(), text);
+        assert!(parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= PIECE_BYTES));
+    }
+
+    #[test]
+    fn piecewise_tokenization_equals_the_whole() {
+        let tok = builtin();
+        let text =
+            "The quick brown fox, jumps over the lazy dog! Ünïcödé wörds\tand\r\nnumbers 12.5; "
+                .repeat(3_000);
+        assert!(text.len() > 3 * PIECE_BYTES);
+        assert_eq!(
+            tok.tokenize_untruncated_in_pieces(&text).unwrap(),
+            tok.tokenize_document_untruncated(&text).unwrap()
+        );
+    }
+
+    #[test]
+    fn truncation_prefix_keeps_what_truncation_keeps() {
+        let tok = builtin();
+        let text = "Alpha beta, gamma-delta epsilon. ".repeat(20_000);
+        let prefix = tok.truncation_prefix(&text).unwrap();
+        assert!(prefix.len() <= 2 * PIECE_BYTES, "{}", prefix.len());
+        assert_eq!(
+            tok.tokenize_query(prefix).unwrap(),
+            tok.tokenize_query(&text).unwrap()
+        );
+        assert_eq!(
+            tok.tokenize_document(prefix).unwrap(),
+            tok.tokenize_document(&text).unwrap()
+        );
+        let short = "just a few words";
+        assert_eq!(tok.truncation_prefix(short).unwrap(), short);
+    }
 
     #[test]
     fn id_lookup_equals_the_tokenizers_own_for_every_token() {

@@ -78,6 +78,49 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", reason)
     }
 
+    /// 429 `cluster_block_exception`: the disk (or quota) is full, so writes to `index` are
+    /// refused, as OpenSearch refuses them past the flood-stage watermark. Nothing was written;
+    /// writes resume by themselves once space is freed (each write simply tries again).
+    pub fn disk_full(index: Option<&str>, detail: impl std::fmt::Display) -> Self {
+        let name = index.unwrap_or("_all");
+        let reason = format!(
+            "index [{name}] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block]; \
+             the disk of the data directory is full ({detail}): nothing of this write was stored; \
+             free disk space (or delete an index) and retry: writes resume by themselves once space is available"
+        );
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, DISK_FULL_KIND, reason);
+        if let Some(index) = index {
+            e = e.with("index", index);
+        }
+        e
+    }
+
+    /// True for the 429 of [`ApiError::disk_full`].
+    pub fn is_disk_full(&self) -> bool {
+        self.kind == DISK_FULL_KIND && self.status == StatusCode::TOO_MANY_REQUESTS
+    }
+
+    /// Names `index` in a disk-full error made where the index was not known (e.g. converted
+    /// from an index error); other errors are returned unchanged.
+    pub fn in_index(self, index: &str) -> Self {
+        if !self.is_disk_full() || self.extra.contains_key("index") {
+            return self;
+        }
+        let reason = self
+            .reason
+            .replacen("index [_all]", &format!("index [{index}]"), 1);
+        ApiError { reason, ..self }.with("index", index)
+    }
+
+    /// A server-side failure (meta.json, pipelines): 429 when the disk is full, 500 otherwise.
+    pub fn from_server(e: &ServerError, index: Option<&str>) -> Self {
+        if e.is_no_space() {
+            Self::disk_full(index, e)
+        } else {
+            Self::internal(e.to_string())
+        }
+    }
+
     /// The error object (`type`, `reason`, extras) without the envelope, as bulk items embed it.
     pub fn cause(&self) -> Value {
         let mut cause = Map::new();
@@ -109,8 +152,14 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// The OpenSearch type of the disk-full (flood-stage) refusal.
+const DISK_FULL_KIND: &str = "cluster_block_exception";
+
 impl From<nsparse_index::Error> for ApiError {
     fn from(e: nsparse_index::Error) -> Self {
+        if e.is_no_space() {
+            return ApiError::disk_full(None, &e);
+        }
         match e {
             nsparse_index::Error::InvalidInput { .. } => ApiError::illegal_argument(e.to_string()),
             other => ApiError::internal(other.to_string()),
@@ -176,10 +225,28 @@ pub enum ServerError {
 }
 
 impl ServerError {
+    /// True when the disk (or the user's quota) is full: the write was refused and can be
+    /// retried once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            ServerError::Io { source, .. } => is_no_space(source),
+            ServerError::Index { source, .. } => source.is_no_space(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ServerError::Io {
             path: path.into(),
             source,
         }
     }
+}
+
+/// True for the operating system's "no space left on device" and "disk quota exceeded".
+pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::{prepare, IngestPipeline};
+use crate::limits::Cancel;
 use crate::query::{execute, parse_query, Context, SourceFilter, MAX_RESULT_WINDOW};
 use crate::store::{IndexHandle, OpType, Store, WriteOp, WriteResult};
 use crate::ServerConfig;
@@ -114,24 +115,32 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let uri = parts.uri.clone();
     let is_head = method == Method::HEAD;
     let work_app = app.clone();
+    let cancel = Cancel::default();
+    let work_cancel = cancel.clone();
     let task = tokio::task::spawn_blocking(move || {
         let path = uri.path().to_string();
         let query = uri.query().unwrap_or("").to_string();
-        handle(&work_app, &method, &path, &query, &bytes)
+        handle(&work_app, &method, &path, &query, &bytes, &work_cancel)
     });
     let outcome = tokio::time::timeout(app.config.request_timeout, task).await;
     let reply = match outcome {
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout_exception",
-            format!(
-                "the request did not finish within {} s (--request-timeout-secs); a write still completes in the background",
-                app.config.request_timeout.as_secs_f64()
-            ),
-        )),
+        Err(_) => {
+            // Stop the work at its next check (see `Cancel`): nobody reads its answer.
+            cancel.cancel();
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_exception",
+                format!(
+                    "the request did not finish within {} s (--request-timeout-secs); its remaining work is abandoned, but writes that reached the index complete (check with GET before retrying)",
+                    app.config.request_timeout.as_secs_f64()
+                ),
+            ))
+        }
         Ok(Err(join)) => {
             tracing::error!(error = %join, "request handler panicked");
-            Err(ApiError::internal("the request failed inside the server (a bug; see the server log)"))
+            Err(ApiError::internal(
+                "the request failed inside the server (a bug; see the server log)",
+            ))
         }
         Ok(Ok(reply)) => reply,
     };
@@ -266,7 +275,14 @@ fn require_body(bytes: &[u8], what: &str) -> ApiResult<Value> {
     }
 }
 
-fn handle(app: &App, method: &Method, path: &str, query: &str, body: &[u8]) -> ApiResult<Reply> {
+fn handle(
+    app: &App,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    cancel: &Cancel,
+) -> ApiResult<Reply> {
     let segments = decode_segments(path)?;
     let params = Params::parse(query);
     let store = &app.store;
@@ -275,14 +291,15 @@ fn handle(app: &App, method: &Method, path: &str, query: &str, body: &[u8]) -> A
     match (m, seg.as_slice()) {
         ("GET" | "HEAD", []) => Ok(Reply::ok(cluster_info(app))),
         ("GET", ["_cluster", "health", ..]) => Ok(Reply::ok(json!({
-            "cluster_name": app.config.cluster_name, "status": "green", "timed_out": false,
+            "cluster_name": app.config.cluster_name,
+            "status": if store.unavailable().is_empty() { "green" } else { "red" }, "timed_out": false,
             "number_of_nodes": 1, "number_of_data_nodes": 1, "active_primary_shards": store.indices().len(),
             "active_shards": store.indices().len(), "relocating_shards": 0, "initializing_shards": 0,
             "unassigned_shards": 0, "active_shards_percent_as_number": 100.0
         }))),
         ("GET", ["_cat", "indices"]) => cat_indices(store, None, &params),
         ("GET", ["_cat", "indices", index]) => cat_indices(store, Some(index), &params),
-        ("POST" | "PUT", ["_bulk"]) => bulk(app, None, &params, body),
+        ("POST" | "PUT", ["_bulk"]) => bulk(app, None, &params, body, cancel),
         ("GET", ["_ingest", "pipeline"]) => {
             Ok(Reply::ok(to_object(store.ingest_pipeline_bodies(None)?)))
         }
@@ -336,9 +353,10 @@ fn handle(app: &App, method: &Method, path: &str, query: &str, body: &[u8]) -> A
             }
             Ok(Reply::ok(json!({"acknowledged": true})))
         }
-        ("HEAD", [index]) => Ok(match store.index(index) {
-            Ok(_) => Reply::Empty(StatusCode::OK),
-            Err(_) => Reply::Empty(StatusCode::NOT_FOUND),
+        ("HEAD", [index]) => Ok(if store.exists(index) {
+            Reply::Empty(StatusCode::OK)
+        } else {
+            Reply::Empty(StatusCode::NOT_FOUND)
         }),
         ("GET", [index]) => {
             let h = store.index(index)?;
@@ -384,9 +402,9 @@ fn handle(app: &App, method: &Method, path: &str, query: &str, body: &[u8]) -> A
             Ok(Reply::ok(shards_summary(1)))
         }
         ("GET" | "POST", [index, "_count"]) => count(app, index, &params, body),
-        ("GET" | "POST", [index, "_search"]) => search(app, index, &params, body),
+        ("GET" | "POST", [index, "_search"]) => search(app, index, &params, body, cancel),
         ("GET" | "POST", [index, "_mget"]) => mget(app, Some(index), &params, body),
-        ("POST" | "PUT", [index, "_bulk"]) => bulk(app, Some(index), &params, body),
+        ("POST" | "PUT", [index, "_bulk"]) => bulk(app, Some(index), &params, body, cancel),
         ("POST", [index, "_doc"]) => {
             let id = auto_id();
             write_one(app, index, &id, OpType::Create, &params, body)
@@ -470,21 +488,40 @@ fn cluster_info(app: &App) -> Value {
 }
 
 fn cat_indices(store: &Store, only: Option<&str>, params: &Params) -> ApiResult<Reply> {
+    let unavailable: Vec<(String, String)> = store
+        .unavailable()
+        .into_iter()
+        .filter(|(name, _)| only.is_none_or(|o| o == name))
+        .collect();
     let handles: Vec<Arc<IndexHandle>> = match only {
+        Some(_) if !unavailable.is_empty() => Vec::new(),
         Some(name) => vec![store.index(name)?],
         None => store.indices(),
     };
-    let rows: Vec<Value> = handles
+    let mut rows: Vec<(String, Value)> = handles
         .iter()
         .map(|h| {
             let (docs, deleted, bytes) = h.stats();
-            json!({
+            (h.name.clone(), json!({
                 "health": "green", "status": "open", "index": h.name, "uuid": h.meta().uuid,
                 "pri": "1", "rep": "0", "docs.count": docs.to_string(), "docs.deleted": deleted.to_string(),
                 "store.size": human_bytes(bytes), "pri.store.size": human_bytes(bytes)
-            })
+            }))
         })
         .collect();
+    // Indices that failed to open: red and closed, as OpenSearch shows a closed index.
+    for (name, _) in unavailable {
+        rows.push((
+            name.clone(),
+            json!({
+                "health": "red", "status": "close", "index": name, "uuid": "_na_",
+                "pri": "1", "rep": "0", "docs.count": "", "docs.deleted": "",
+                "store.size": "", "pri.store.size": ""
+            }),
+        ));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: Vec<Value> = rows.into_iter().map(|(_, row)| row).collect();
     if params.get("format") == Some("json") {
         return Ok(Reply::ok(Value::Array(rows)));
     }
@@ -776,7 +813,13 @@ fn search_context_mode(
         .unwrap_or(nsparse_index::SearchMode::Exact))
 }
 
-fn search(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Reply> {
+fn search(
+    app: &App,
+    index: &str,
+    params: &Params,
+    body: &[u8],
+    cancel: &Cancel,
+) -> ApiResult<Reply> {
     let started = Instant::now();
     let store = &app.store;
     let handle = store.index(index)?;
@@ -873,6 +916,7 @@ fn search(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Rep
         .cloned()
         .unwrap_or_else(|| json!({"match_all": {}}));
     let parsed = parse_query(&query, &ctx)?;
+    cancel.check()?;
     let view = handle.view();
     let outcome = execute(
         &parsed,
@@ -883,6 +927,7 @@ fn search(app: &App, index: &str, params: &Params, body: &[u8]) -> ApiResult<Rep
         explain,
         track_total_hits,
     )?;
+    cancel.check()?;
     let mut hits = Vec::with_capacity(outcome.hits.len());
     for (id, score, explanation) in outcome.hits {
         let mut hit = json!({"_index": index, "_id": id, "_score": score});
@@ -1065,11 +1110,18 @@ fn bulk_parse(default_index: Option<&str>, body: &[u8]) -> ApiResult<Vec<BulkIte
     Ok(items)
 }
 
-fn bulk(app: &App, default_index: Option<&str>, params: &Params, body: &[u8]) -> ApiResult<Reply> {
+fn bulk(
+    app: &App,
+    default_index: Option<&str>,
+    params: &Params,
+    body: &[u8],
+    cancel: &Cancel,
+) -> ApiResult<Reply> {
     let started = Instant::now();
     let store = &app.store;
     let refresh = params.refresh()?;
     let mut items = bulk_parse(default_index, body)?;
+    cancel.check()?;
     if items.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -1130,7 +1182,7 @@ fn bulk(app: &App, default_index: Option<&str>, params: &Params, body: &[u8]) ->
                     .unwrap_or_else(|| Err(ApiError::internal("missing source")))
             })
             .collect();
-        pipeline.run(&mut batch, &store.models);
+        pipeline.run_cancellable(&mut batch, &store.models, cancel);
         for (&i, s) in members.iter().zip(batch) {
             sources[i] = Some(s);
         }
@@ -1148,6 +1200,7 @@ fn bulk(app: &App, default_index: Option<&str>, params: &Params, body: &[u8]) ->
             }
             Ok(h) => h.clone(),
         };
+        cancel.check()?;
         let meta = handle.meta();
         let start = i;
         while i < items.len() && handles[i].as_ref().is_ok_and(|h| Arc::ptr_eq(h, &handle)) {
@@ -1172,6 +1225,7 @@ fn bulk(app: &App, default_index: Option<&str>, params: &Params, body: &[u8]) ->
                 Err(e) => rendered[j] = Some(bulk_error(&items[j], &e)),
             }
         }
+        cancel.check()?;
         let results = handle.apply(ops, &store.models);
         for (idx, result) in applied.into_iter().zip(results) {
             let (status, mut body) = item_body(&handle.name, &result);

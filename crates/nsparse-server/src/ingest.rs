@@ -1,10 +1,11 @@
 //! Ingest and search pipelines, and turning a `_source` into an nsparse [`Document`].
 
 use nsparse_index::{Document, SearchMode};
-use nsparse_model::{Pruning, SparseVector};
+use nsparse_model::{LongDocuments, Pruning, SparseEncoder, SparseVector};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
+use crate::limits::Cancel;
 use crate::mapping::{DocValues, IndexMeta};
 use crate::models::Models;
 
@@ -95,6 +96,17 @@ impl IngestPipeline {
     /// Runs the pipeline on many sources at once (one batched encoding per processor and field);
     /// a failing document gets its error and is left out of later processors.
     pub fn run(&self, sources: &mut [ApiResult<Value>], models: &Models) {
+        self.run_cancellable(sources, models, &Cancel::default());
+    }
+
+    /// [`IngestPipeline::run`] that stops between encoding batches once `cancel` is set (the
+    /// request timed out): the documents not encoded yet get a timeout error.
+    pub fn run_cancellable(
+        &self,
+        sources: &mut [ApiResult<Value>],
+        models: &Models,
+        cancel: &Cancel,
+    ) {
         for processor in &self.processors {
             let encoder = match models.document_encoder(&processor.model_id) {
                 Ok(e) => e,
@@ -127,10 +139,28 @@ impl IngestPipeline {
                 if texts.is_empty() {
                     continue;
                 }
-                let refs: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
-                match encoder.encode_documents(&refs, |_| {}) {
+                // Truncating encoders read 512 tokens: hand them only the prefix holding them.
+                let truncating = encoder.long_documents() == LongDocuments::Truncate;
+                let mut refs: Vec<&str> = Vec::with_capacity(texts.len());
+                for (_, t) in &texts {
+                    refs.push(if truncating {
+                        encoder
+                            .tokenizer()
+                            .truncation_prefix(t)
+                            .unwrap_or(t.as_str())
+                    } else {
+                        t.as_str()
+                    });
+                }
+                if cancel.is_cancelled() {
+                    for (i, _) in &texts {
+                        sources[*i] = Err(cancelled());
+                    }
+                    return;
+                }
+                match encode_cancellable(&encoder, &refs, cancel) {
                     Ok(encoded) => {
-                        for ((i, _), mut vector) in texts.iter().zip(encoded.vectors) {
+                        for ((i, _), mut vector) in texts.iter().zip(encoded) {
                             vector.prune(processor.pruning);
                             if let Ok(Value::Object(o)) = &mut sources[*i] {
                                 o.insert(to.clone(), Value::Object(models.decode(&vector)));
@@ -138,7 +168,6 @@ impl IngestPipeline {
                         }
                     }
                     Err(e) => {
-                        let e = ApiError::from(e);
                         for (i, _) in &texts {
                             sources[*i] = Err(e.clone());
                         }
@@ -147,6 +176,33 @@ impl IngestPipeline {
             }
         }
     }
+}
+
+/// Documents encoded per call, between which a cancelled request stops.
+const ENCODE_CHUNK: usize = 64;
+
+fn cancelled() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::GATEWAY_TIMEOUT,
+        "timeout_exception",
+        "the request timed out (--request-timeout-secs) before this document was encoded; it was not stored",
+    )
+}
+
+/// `encode_documents` in chunks of [`ENCODE_CHUNK`], checking `cancel` between them.
+fn encode_cancellable(
+    encoder: &SparseEncoder,
+    texts: &[&str],
+    cancel: &Cancel,
+) -> Result<Vec<SparseVector>, ApiError> {
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(ENCODE_CHUNK) {
+        if cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        out.extend(encoder.encode_documents(chunk, |_| {})?.vectors);
+    }
+    Ok(out)
 }
 
 /// A document ready for the index, with the values filters read.

@@ -76,21 +76,56 @@
 //!   per-index write counter. `_primary_term` is always 1.
 //! - Errors use OpenSearch's shape and types; an unknown path is a 400 `illegal_argument_exception`
 //!   ("no handler found"), a request over `--request-timeout-secs` a 504 `timeout_exception`
-//!   (a write still completes), a body that does not arrive within that time a 408, a body
-//!   over `--max-body-bytes` a 413.
+//!   (its remaining work is abandoned at the next check, see [`Cancel`]; a write that reached
+//!   the index completes), a body that does not arrive within that time a 408, a body over
+//!   `--max-body-bytes` a 413.
+//! - A full disk (ENOSPC, EDQUOT) answers 429 `cluster_block_exception` with OpenSearch's
+//!   flood-stage reason (per item in `_bulk`); nothing of the refused write is stored, and
+//!   writes resume by themselves once space is freed (there is no block to reset).
+//! - An index that fails to open at start (corrupt file, unreadable `meta.json`) is logged and
+//!   served as unavailable: requests to it get a 500 `index_closed_exception` naming the
+//!   problem and the fix, `_cat/indices` shows it `red`/`close`, `DELETE` removes it; the
+//!   other indices are served normally.
+//! - Index names follow OpenSearch's rules ([`validate_index_name`]); field names in mappings
+//!   and documents must be non-empty, without a leading, trailing or doubled dot, and at
+//!   most [`MAX_FIELD_NAME_BYTES`]; metadata fields (`_id`, `_source`, ...) cannot be keys of
+//!   a document; integer types refuse values outside their range. All of it is checked before
+//!   anything is written, and an index is created whole (built aside, renamed into place).
+//!
+//! ## Limits
+//! - `--header-timeout-secs` (30 s): the time a client has to send a request's headers, and
+//!   how long an idle keep-alive connection stays open.
+//! - `--max-connections` (512): connections served at once; more wait in the accept queue, so
+//!   a flood of silent connections delays others by at most the header timeout.
+//! - Memory per request stays proportional to its body: a `query_text` (and a document text of
+//!   a truncating `sparse_encoding` model) is tokenized only as far as the 512 tokens the model
+//!   reads, and BM25 text is tokenized in 64 KiB pieces (4 bytes per token kept).
+//!
+//! ## Security
+//! HTTP basic auth: `--user` with `--password-file FILE`, the `NSPARSE_PASSWORD` environment
+//! variable, or `--password` (visible in `ps`); an empty password is refused. Binding a
+//! non-loopback address without auth logs a warning. nsparse speaks plain HTTP: for TLS, put
+//! a reverse proxy in front (nginx, Caddy, HAProxy, Envoy) that terminates TLS and forwards to
+//! nsparse on loopback, e.g. with Caddy `reverse_proxy 127.0.0.1:9200`, and keep `--addr` on
+//! `127.0.0.1` so only the proxy can reach it.
 //!
 //! ## Consistency and durability
 //! A write is durable when acknowledged (the index WAL is fsynced). Searches see writes after a
 //! refresh: `?refresh=true|wait_for`, `POST /{index}/_refresh`, or the periodic refresh every
 //! `index.refresh_interval` (default 1 s, `-1` disables). `GET /{index}/_doc/{id}` is realtime.
 //! Shutdown (SIGTERM/SIGINT) stops accepting connections, finishes in-flight requests and
-//! commits every index.
+//! commits every index. The per-field BM25 indexes of `match` are derived state: after any
+//! stop other than a clean shutdown they are rebuilt from the main index at start, so they
+//! always agree with `_count`/`_mget`.
 
 mod error;
+mod field_indexes;
 mod http;
 mod ingest;
+mod limits;
 mod mapping;
 mod models;
+mod names;
 mod query;
 mod store;
 
@@ -101,8 +136,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ApiError, ServerError};
+pub use field_indexes::CLEAN_SHUTDOWN_MARKER;
 pub use http::{router, App};
+pub use limits::Cancel;
 pub use models::{Models, BUILTIN_IDS};
+pub use names::{
+    field_dir_name, validate_field_name, validate_index_name, MAX_FIELD_NAME_BYTES,
+    MAX_INDEX_NAME_BYTES,
+};
 pub use store::Store;
 
 /// The OpenSearch version `GET /` reports.
@@ -125,10 +166,17 @@ pub struct ServerConfig {
     pub node_name: String,
     /// `cluster_name` in `GET /`.
     pub cluster_name: String,
+    /// Longest a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
-    /// Defaults: loopback port 9200, 100 MiB bodies, 60 s timeout, no auth.
+    /// Defaults: loopback port 9200, 100 MiB bodies, 60 s request timeout, 10 s header-read
+    /// and keep-alive timeout, 8,192 connections (fewer if the open-file limit is lower), no
+    /// auth.
     pub fn new(data: impl Into<PathBuf>) -> Self {
         ServerConfig {
             data: data.into(),
@@ -138,6 +186,8 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(60),
             node_name: "nsparse".into(),
             cluster_name: "nsparse".into(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 8192,
         }
     }
 }
@@ -149,6 +199,23 @@ impl App {
             return Err(ServerError::Config(
                 "--max-body-bytes must be at least 1".into(),
             ));
+        }
+        if config.max_connections == 0 {
+            return Err(ServerError::Config(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        if config.header_read_timeout.is_zero() || config.request_timeout.is_zero() {
+            return Err(ServerError::Config(
+                "--header-timeout-secs and --request-timeout-secs must be at least 1".into(),
+            ));
+        }
+        if let Some((_, password)) = &config.basic_auth {
+            if password.is_empty() {
+                return Err(ServerError::Config(
+                    "the basic-auth password is empty; give a non-empty password (--password, --password-file or NSPARSE_PASSWORD)".into(),
+                ));
+            }
         }
         let store = Store::open(&config.data, models)?;
         Ok(Arc::new(App {
@@ -181,10 +248,22 @@ pub async fn serve(
     });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving");
-    let result = axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ServerError::io(app.config.data.clone(), e));
+    if app.config.basic_auth.is_none() && addr.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            ?addr,
+            "serving a non-loopback address without authentication: anyone who can reach it can read, write and delete every index; set --user with --password-file (or NSPARSE_PASSWORD), or put an authenticating reverse proxy in front"
+        );
+    }
+    let max_connections = limits::connections_within_file_limit(app.config.max_connections);
+    limits::accept_loop(
+        listener,
+        router(app.clone()),
+        app.config.header_read_timeout,
+        max_connections,
+        shutdown,
+    )
+    .await;
+    let result = Ok(());
     let _ = stop_tx.send(true);
     let _ = refresher.await;
     let store = app.store.clone();

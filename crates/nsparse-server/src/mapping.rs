@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
+use crate::names::{metadata_field_in_document, validate_field_name, METADATA_FIELDS};
 
 /// What a mapped field holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,18 +140,42 @@ impl IndexMeta {
                 vectors.join(", ")
             )));
         }
+        let mut dirs = std::collections::HashMap::new();
+        for field in fields.iter().filter(|f| f.ty == FieldType::Text) {
+            if let Some(other) = dirs.insert(crate::names::field_dir_name(&field.path), &field.path)
+            {
+                return Err(ApiError::illegal_argument(format!(
+                    "text fields [{other}] and [{}] would share a BM25 index directory (a hash collision); rename one of them",
+                    field.path
+                )));
+            }
+        }
         self.fields = fields;
         Ok(())
     }
 
     fn check_settings(&self) -> ApiResult<()> {
         self.refresh_interval()?;
-        for key in ["index.number_of_shards", "index.number_of_replicas"] {
+        // OpenSearch's bounds: 1..=1024 shards, any non-negative replica count.
+        for (key, min, max) in [
+            ("index.number_of_shards", 1, 1024),
+            ("index.number_of_replicas", 0, u64::from(u32::MAX)),
+        ] {
             if let Some(v) = self.settings.get(key) {
-                if setting_u64(v).is_none() {
+                let Some(n) = setting_u64(v) else {
                     return Err(ApiError::illegal_argument(format!(
-                        "failed to parse value [{}] for setting [{key}]: expected a non-negative integer",
+                        "Failed to parse value [{}] for setting [{key}]: expected a non-negative integer",
                         display(v)
+                    )));
+                };
+                if n < min {
+                    return Err(ApiError::illegal_argument(format!(
+                        "Failed to parse value [{n}] for setting [{key}] must be >= {min}"
+                    )));
+                }
+                if n > max {
+                    return Err(ApiError::illegal_argument(format!(
+                        "Failed to parse value [{n}] for setting [{key}] must be <= {max}"
                     )));
                 }
             }
@@ -310,11 +335,15 @@ impl IndexMeta {
         out: &mut Analyzed,
     ) -> ApiResult<()> {
         for (key, value) in obj {
+            if prefix.is_empty() && METADATA_FIELDS.contains(&key.as_str()) {
+                return Err(metadata_field_in_document(key));
+            }
             let path = if prefix.is_empty() {
                 key.clone()
             } else {
                 format!("{prefix}.{key}")
             };
+            validate_field_name(&path).map_err(|e| in_document(e, id))?;
             let field = self.field(&path);
             match field.map(|f| f.ty) {
                 Some(FieldType::Vector) => {
@@ -407,6 +436,15 @@ impl IndexMeta {
                 }
                 .filter(|x| x.is_finite())
                 .ok_or_else(|| bad(ty))?;
+                if let Some((min, max, article)) = integer_range(ty) {
+                    if x < min || x > max {
+                        return Err(ApiError::mapper_parsing(format!(
+                            "failed to parse field [{path}] of type [{ty}] in document with id '{id}'. Preview of field's value: '{}': Value [{}] is out of range for {article} {ty}",
+                            preview(value),
+                            display(value)
+                        )));
+                    }
+                }
                 out.values.push((path.into(), FilterValue::Num(x)));
             }
             FieldType::Date => match value {
@@ -478,6 +516,7 @@ fn collect_fields(prefix: &str, props: &Value, out: &mut Vec<Field>) -> ApiResul
         } else {
             format!("{prefix}.{name}")
         };
+        validate_field_name(&path)?;
         let Value::Object(spec) = spec else {
             return Err(ApiError::mapper_parsing(format!(
                 "Expected map for property [fields] on field [{path}] but got a {}",
@@ -517,7 +556,9 @@ fn collect_fields(prefix: &str, props: &Value, out: &mut Vec<Field>) -> ApiResul
                         "No handler for type [{sub_type}] declared on field [{sub}]"
                     ))
                 })?;
-                subfields.push((format!("{path}.{sub}"), sub_ty));
+                let sub_path = format!("{path}.{sub}");
+                validate_field_name(&sub_path)?;
+                subfields.push((sub_path, sub_ty));
             }
         }
         out.push(Field {
@@ -688,6 +729,26 @@ pub fn parse_time(text: &str) -> Result<Option<Duration>, String> {
         return Err(format!("{text:?} must be positive (or -1 to disable)"));
     }
     Ok(Some(Duration::from_secs_f64(secs)))
+}
+
+/// `(min, max, article)` of the integer mapping types (OpenSearch refuses values outside).
+fn integer_range(type_name: &str) -> Option<(f64, f64, &'static str)> {
+    Some(match type_name {
+        "byte" => (i8::MIN as f64, i8::MAX as f64, "a"),
+        "short" => (i16::MIN as f64, i16::MAX as f64, "a"),
+        "integer" => (i32::MIN as f64, i32::MAX as f64, "an"),
+        "long" => (i64::MIN as f64, i64::MAX as f64, "a"),
+        "unsigned_long" => (0.0, u64::MAX as f64, "an"),
+        _ => return None,
+    })
+}
+
+/// Names the document in a field-name error found while parsing it.
+fn in_document(e: ApiError, id: &str) -> ApiError {
+    ApiError::mapper_parsing(format!(
+        "failed to parse document with id '{id}': {}",
+        e.reason
+    ))
 }
 
 fn kind_name(v: &Value) -> &'static str {

@@ -135,12 +135,13 @@ impl Models {
         Ok(SparseVector::from_pairs(pairs))
     }
 
-    /// Token ids of `text` for BM25 (the built-in tokenizer, no truncation).
+    /// Token ids of `text` for BM25 (the built-in tokenizer, no truncation), tokenized in
+    /// pieces so memory stays a small multiple of the text (4 bytes per token).
     pub fn bm25_tokens(&self, text: &str) -> ApiResult<Vec<u32>> {
         Ok(self
             .builtin
             .tokenizer()
-            .tokenize_document_untruncated(text)?)
+            .tokenize_untruncated_in_pieces(text)?)
     }
 
     /// `{token: weight}` of a vector, for `_source` (as OpenSearch's `sparse_encoding` writes it).

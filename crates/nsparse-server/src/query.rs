@@ -526,6 +526,8 @@ fn parse_neural(body: &Value, ctx: &Context<'_>, leaves: &mut Vec<Leaf>) -> ApiR
                 }
                 (None, None) => ctx.models.builtin().clone(),
             };
+            // Only the first 512 tokens count: tokenize just the prefix that holds them.
+            let text = encoder.tokenizer().truncation_prefix(text)?;
             encoder.encode_query(text)?.iter().collect()
         }
         (None, Some(tokens)) => {

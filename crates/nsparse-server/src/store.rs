@@ -2,14 +2,21 @@
 //! model (writes are durable at once, visible to searches after a refresh, realtime for GET).
 //!
 //! Layout of `--data`:
-//! - `indices/{name}/meta.json` — uuid, settings, mappings (written last at creation, so an
-//!   index directory without it was never acknowledged and is removed at start);
+//! - `indices/{name}/meta.json` — uuid, settings, mappings;
 //! - `indices/{name}/index/` — the nsparse index (WAL, segments);
-//! - `indices/{name}/fields/{hex of field path}/` — a BM25-only nsparse index per mapped `text`
-//!   field (written before the main index; ids the main index lacks are dropped at start);
+//! - `indices/{name}/fields/{dir}/` — a BM25-only nsparse index per mapped `text` field,
+//!   derived state rebuilt from the main index after an unclean shutdown (see
+//!   `field_indexes.rs`; `{dir}` is [`crate::field_dir_name`] of the field path);
+//! - `indices/{name}/clean-shutdown` — present only while the field indexes are known to agree
+//!   with the main index;
+//! - `.staging/{uuid}/` — an index being created: built completely there, then renamed into
+//!   `indices/` (so an index exists whole or not at all); leftovers are removed at start;
+//! - `.trash/{uuid}/` — a deleted index (renamed out of `indices/` first), removed at start;
 //! - `ingest_pipelines.json`, `search_pipelines.json` — `{id: body}`.
 //!
 //! Every JSON file is replaced atomically (write `.tmp`, fsync, rename, fsync the directory).
+//! An index that fails to open at start is served as unavailable (see [`Store::index`]), the
+//! others normally. Writes refused because the disk is full answer 429 and change nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,6 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use nsparse_index::{CreateOptions, Index, Searcher, WriterOptions};
+
+use crate::field_indexes::{self, sync_dir};
+use crate::names::validate_index_name;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult, ServerError};
@@ -28,12 +38,13 @@ use crate::models::Models;
 /// any loaded model or from clients, so no single model fingerprint applies).
 pub const INDEX_MODEL_IDENTITY: &str = "opensearch-rest";
 
-/// Identity of the per-text-field BM25 indexes.
-const FIELD_INDEX_IDENTITY: &str = "opensearch-rest-text-field";
-
 const META_FILE: &str = "meta.json";
 const INGEST_FILE: &str = "ingest_pipelines.json";
 const SEARCH_FILE: &str = "search_pipelines.json";
+/// Indices being created (under the data directory).
+const STAGING_DIR: &str = ".staging";
+/// Deleted indices being removed (under the data directory).
+const TRASH_DIR: &str = ".trash";
 
 /// Buffered documents before the writer commits a segment (bounds the in-memory buffer segment
 /// rebuilt at every refresh).
@@ -75,6 +86,8 @@ struct Writer {
     /// applies them to the view.
     pending: HashMap<String, Option<Pending>>,
     next_seq: u64,
+    /// The clean-shutdown marker is on disk (removed before the first write).
+    clean: bool,
 }
 
 /// One OpenSearch index.
@@ -127,6 +140,15 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The `_id` written.
+    pub fn id(&self) -> &str {
+        match self {
+            WriteOp::Index { id, .. } | WriteOp::Update { id, .. } | WriteOp::Delete { id } => id,
+        }
+    }
+}
+
 /// The outcome of one write, rendered by the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct WriteResult {
@@ -137,10 +159,22 @@ pub struct WriteResult {
 }
 
 impl IndexHandle {
-    fn open(name: &str, dir: PathBuf, meta: IndexMeta, index: Index) -> ApiResult<Self> {
+    fn open(
+        name: &str,
+        dir: PathBuf,
+        meta: IndexMeta,
+        index: Index,
+        models: &Models,
+    ) -> ApiResult<Self> {
         let mut index = index;
         let searcher = index.searcher();
-        let mut fields = open_field_indexes(&dir, &meta, &BTreeMap::new())?;
+        let clean = field_indexes::is_clean(&dir);
+        let mut fields = if clean {
+            field_indexes::open(&dir, &meta, &BTreeMap::new(), writer_options())?
+        } else {
+            // Not shut down cleanly: the field indexes may disagree with the main index.
+            field_indexes::rebuild(&dir, &meta, &searcher, models, writer_options())?
+        };
         let mut docs = HashMap::new();
         let mut seq = 0u64;
         for doc in searcher.documents() {
@@ -160,20 +194,6 @@ impl IndexHandle {
             );
             seq += 1;
         }
-        // Field indexes are written before the main index, so after a crash they may hold
-        // documents the main index never acknowledged: drop those.
-        for field_index in fields.values_mut() {
-            let stale: Vec<String> = field_index
-                .searcher()
-                .documents()
-                .filter_map(|d| d.ok())
-                .map(|d| d.id)
-                .filter(|id| !docs.contains_key(id))
-                .collect();
-            for id in stale {
-                field_index.delete(&id)?;
-            }
-        }
         let field_searchers = fields
             .iter_mut()
             .map(|(k, i)| (k.clone(), i.searcher()))
@@ -187,6 +207,7 @@ impl IndexHandle {
                 fields,
                 pending: HashMap::new(),
                 next_seq: seq,
+                clean,
             }),
             view: RwLock::new(View {
                 searcher,
@@ -205,25 +226,26 @@ impl IndexHandle {
     /// Replaces the settings and mappings (persisted first); new text fields get their BM25
     /// index (documents written before have no text there, as in OpenSearch).
     pub fn set_meta(&self, meta: IndexMeta) -> ApiResult<()> {
-        {
-            let mut writer = self.writer();
-            let added = open_field_indexes(&self.dir, &meta, &writer.fields)?;
-            if !added.is_empty() {
-                writer.fields.extend(added);
-                let searchers: BTreeMap<String, Searcher> = writer
-                    .fields
-                    .iter_mut()
-                    .map(|(k, i)| (k.clone(), i.searcher()))
-                    .collect();
-                self.view.write().unwrap_or_else(|p| p.into_inner()).fields = Arc::new(searchers);
-            }
-        }
+        let mut writer = self.writer();
+        // New field indexes first (an unused empty directory is harmless), then meta.json;
+        // only when both worked do they become part of the index.
+        let added = field_indexes::open(&self.dir, &meta, &writer.fields, writer_options())
+            .map_err(|e| e.in_index(&self.name))?;
         write_json_atomic(
             &self.dir,
             META_FILE,
             &serde_json::to_value(&meta).unwrap_or_default(),
         )
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| ApiError::from_server(&e, Some(&self.name)))?;
+        if !added.is_empty() {
+            writer.fields.extend(added);
+            let searchers: BTreeMap<String, Searcher> = writer
+                .fields
+                .iter_mut()
+                .map(|(k, i)| (k.clone(), i.searcher()))
+                .collect();
+            self.view.write().unwrap_or_else(|p| p.into_inner()).fields = Arc::new(searchers);
+        }
         *self.meta.write().unwrap_or_else(|p| p.into_inner()) = meta;
         Ok(())
     }
@@ -306,6 +328,35 @@ impl IndexHandle {
     /// Applies writes in order, batching consecutive index operations into one WAL fsync.
     pub fn apply(&self, ops: Vec<WriteOp>, models: &Models) -> Vec<WriteResult> {
         let mut writer = self.writer();
+        if writer.clean {
+            // From now on the field indexes may disagree with the main index after a crash.
+            if let Err(e) = field_indexes::mark_dirty(&self.dir) {
+                let e = ApiError::from_server(&e, Some(&self.name));
+                return ops
+                    .into_iter()
+                    .map(|op| WriteResult {
+                        id: op.id().to_string(),
+                        outcome: Err(e.clone()),
+                    })
+                    .collect();
+            }
+            writer.clean = false;
+        }
+        let mut results = self.apply_ops(&mut writer, ops, models);
+        for r in &mut results {
+            if let Err(e) = &mut r.outcome {
+                *e = e.clone().in_index(&self.name);
+            }
+        }
+        results
+    }
+
+    fn apply_ops(
+        &self,
+        writer: &mut Writer,
+        ops: Vec<WriteOp>,
+        models: &Models,
+    ) -> Vec<WriteResult> {
         let view = self.view();
         let meta = self.meta();
         let mut batch = Batch::default();
@@ -318,13 +369,13 @@ impl IndexHandle {
                     prepared,
                 } => {
                     let outcome = prepared.and_then(|prepared| {
-                        let current = batch.state(&writer, &view, &id);
+                        let current = batch.state(writer, &view, &id);
                         if op_type == OpType::Create {
                             if let Some((version, _)) = current {
                                 return Err(version_conflict(&self.name, &id, version));
                             }
                         }
-                        Ok(batch.upsert(&mut writer, prepared, current))
+                        Ok(batch.upsert(writer, prepared, current))
                     });
                     results.push(WriteResult { id, outcome });
                 }
@@ -335,7 +386,7 @@ impl IndexHandle {
                     pipeline,
                 } => {
                     let outcome = self.update(
-                        &mut writer,
+                        writer,
                         &view,
                         &meta,
                         models,
@@ -348,9 +399,9 @@ impl IndexHandle {
                     results.push(WriteResult { id, outcome });
                 }
                 WriteOp::Delete { id } => {
-                    let flushed = batch.flush(&mut writer);
+                    let flushed = batch.flush(writer);
                     mark_failed(&mut results, flushed);
-                    let current = batch.state(&writer, &view, &id);
+                    let current = batch.state(writer, &view, &id);
                     let mut field_error = None;
                     for field_index in writer.fields.values_mut() {
                         if let Err(e) = field_index.delete(&id) {
@@ -375,7 +426,7 @@ impl IndexHandle {
                 }
             }
         }
-        let flushed = batch.flush(&mut writer);
+        let flushed = batch.flush(writer);
         mark_failed(&mut results, flushed);
         results
     }
@@ -435,13 +486,30 @@ impl IndexHandle {
         ))
     }
 
-    /// Commits buffered documents to a segment (at shutdown).
+    /// Commits buffered documents to a segment.
     pub fn commit(&self) -> ApiResult<()> {
         let mut writer = self.writer();
+        Self::commit_locked(&mut writer).map_err(|e| e.in_index(&self.name))
+    }
+
+    fn commit_locked(writer: &mut Writer) -> ApiResult<()> {
         for field_index in writer.fields.values_mut() {
             field_index.commit()?;
         }
         Ok(writer.index.commit()?)
+    }
+
+    /// Commits and leaves the clean-shutdown marker (at shutdown): the next start trusts the
+    /// field indexes instead of rebuilding them.
+    pub fn commit_and_mark_clean(&self) -> ApiResult<()> {
+        let mut writer = self.writer();
+        Self::commit_locked(&mut writer).map_err(|e| e.in_index(&self.name))?;
+        if !writer.clean {
+            field_indexes::mark_clean(&self.dir)
+                .map_err(|e| ApiError::from_server(&e, Some(&self.name)))?;
+            writer.clean = true;
+        }
+        Ok(())
     }
 
     /// `(live documents, deleted documents, bytes on disk)` as of the last refresh.
@@ -580,6 +648,8 @@ pub struct Store {
     /// The loaded models.
     pub models: Models,
     indices: RwLock<BTreeMap<String, Arc<IndexHandle>>>,
+    /// Indices that failed to open at start: name → (directory, problem).
+    unavailable: RwLock<BTreeMap<String, (PathBuf, String)>>,
     ingest: Pipelines<Arc<IngestPipeline>>,
     search: Pipelines<SearchPipeline>,
     /// Serialises index creation/deletion and pipeline changes.
@@ -587,47 +657,51 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or initialises) a data directory: every index, every pipeline.
+    /// Opens (or initialises) a data directory: every index, every pipeline. An index that
+    /// fails to open is logged and served as unavailable; only a data directory that cannot
+    /// be read at all, a locked index (another server uses this data directory) or a corrupt
+    /// pipeline file stop the start.
     pub fn open(data: &Path, models: Models) -> Result<Store, ServerError> {
         let indices_dir = data.join("indices");
         std::fs::create_dir_all(&indices_dir).map_err(|e| ServerError::io(&indices_dir, e))?;
+        // Leftovers of interrupted creations and deletions.
+        for leftover in [STAGING_DIR, TRASH_DIR] {
+            let dir = data.join(leftover);
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove leftovers of an interrupted index creation or deletion");
+                }
+            }
+        }
         let mut indices = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
         let entries =
             std::fs::read_dir(&indices_dir).map_err(|e| ServerError::io(&indices_dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| ServerError::io(&indices_dir, e))?;
             let dir = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            let meta_path = dir.join(META_FILE);
-            if !meta_path.exists() {
+            if !dir.join(META_FILE).exists() {
                 tracing::warn!(dir = %dir.display(), "removing an index directory whose creation was never acknowledged");
                 let _ = std::fs::remove_dir_all(&dir);
                 continue;
             }
-            let bytes = std::fs::read(&meta_path).map_err(|e| ServerError::io(&meta_path, e))?;
-            let mut meta: IndexMeta =
-                serde_json::from_slice(&bytes).map_err(|e| ServerError::Corrupt {
-                    path: meta_path.clone(),
-                    detail: e.to_string(),
-                })?;
-            meta.derive_fields().map_err(|e| ServerError::Corrupt {
-                path: meta_path.clone(),
-                detail: e.reason,
-            })?;
-            let index = Index::open(dir.join("index"), writer_options()).map_err(|source| {
-                ServerError::Index {
-                    name: name.clone(),
-                    source,
+            match open_index(&name, &dir, &models) {
+                Ok(handle) => {
+                    tracing::info!(index = %name, docs = handle.view().searcher.num_docs(), "opened index");
+                    indices.insert(name, Arc::new(handle));
                 }
-            })?;
-            let handle = IndexHandle::open(&name, dir.clone(), meta, index).map_err(|e| {
-                ServerError::Corrupt {
-                    path: dir.clone(),
-                    detail: e.reason,
+                Err(ServerError::Index {
+                    source: source @ nsparse_index::Error::Locked { .. },
+                    ..
+                }) => {
+                    return Err(ServerError::Index { name, source });
                 }
-            })?;
-            tracing::info!(index = %name, docs = handle.view().searcher.num_docs(), "opened index");
-            indices.insert(name, Arc::new(handle));
+                Err(e) => {
+                    tracing::error!(index = %name, error = %e, "index cannot be opened; serving it as unavailable (the other indices are served)");
+                    unavailable.insert(name, (dir, e.to_string()));
+                }
+            }
         }
         let mut ingest = BTreeMap::new();
         for (id, body) in read_json_map(&data.join(INGEST_FILE))? {
@@ -662,6 +736,7 @@ impl Store {
             data: data.to_path_buf(),
             models,
             indices: RwLock::new(indices),
+            unavailable: RwLock::new(unavailable),
             ingest: Pipelines {
                 file: INGEST_FILE,
                 map: RwLock::new(ingest),
@@ -676,12 +751,39 @@ impl Store {
         })
     }
 
-    /// The index `name` (404 when missing).
+    /// The index `name` (404 when missing; 500 `index_closed_exception` when it failed to
+    /// open at start).
     pub fn index(&self, name: &str) -> ApiResult<Arc<IndexHandle>> {
-        read(&self.indices)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::index_not_found(name))
+        if let Some(handle) = read(&self.indices).get(name) {
+            return Ok(handle.clone());
+        }
+        if let Some((dir, problem)) = read(&self.unavailable).get(name) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "index_closed_exception",
+                format!(
+                    "index [{name}] is unavailable: it failed to open when the server started: {problem}. \
+                     Restore {} from a backup and restart, or DELETE /{name} to drop it",
+                    dir.display()
+                ),
+            )
+            .with("index", name)
+            .with("index_uuid", "_na_"));
+        }
+        Err(ApiError::index_not_found(name))
+    }
+
+    /// Whether an index `name` exists (open or unavailable).
+    pub fn exists(&self, name: &str) -> bool {
+        read(&self.indices).contains_key(name) || read(&self.unavailable).contains_key(name)
+    }
+
+    /// Indices that failed to open at start, with the problem.
+    pub fn unavailable(&self) -> Vec<(String, String)> {
+        read(&self.unavailable)
+            .iter()
+            .map(|(name, (_, problem))| (name.clone(), problem.clone()))
+            .collect()
     }
 
     /// Every index, by name.
@@ -689,7 +791,9 @@ impl Store {
         read(&self.indices).values().cloned().collect()
     }
 
-    /// Creates an index (400 `resource_already_exists_exception` if it exists).
+    /// Creates an index (400 `resource_already_exists_exception` if it exists). Everything is
+    /// validated first; the index is then built whole under `.staging/` and renamed into
+    /// `indices/`, so a failure (e.g. a full disk, 429) leaves nothing behind.
     pub fn create_index(&self, name: &str, body: &Value) -> ApiResult<Arc<IndexHandle>> {
         validate_index_name(name)?;
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
@@ -703,39 +807,73 @@ impl Store {
             .with("index", name)
             .with("index_uuid", uuid));
         }
+        if read(&self.unavailable).contains_key(name) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "resource_already_exists_exception",
+                format!("index [{name}] already exists (it is unavailable; DELETE /{name} first to replace it)"),
+            )
+            .with("index", name));
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let uuid = new_uuid();
-        let meta = IndexMeta::from_create_body(body, uuid, now.as_millis() as u64)?;
+        let meta = IndexMeta::from_create_body(body, uuid.clone(), now.as_millis() as u64)?;
         for pipeline in [meta.default_pipeline()].into_iter().flatten() {
             self.ingest_pipeline(&pipeline)?;
         }
         for pipeline in [meta.default_search_pipeline()].into_iter().flatten() {
             self.search_pipeline(&pipeline)?;
         }
-        let dir = self.data.join("indices").join(name);
+        let indices_dir = self.data.join("indices");
+        let dir = indices_dir.join(name);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| ApiError::internal(format!("cannot clear {}: {e}", dir.display())))?;
+            // A directory no index was opened from (leftover without meta.json).
+            self.discard(&dir)
+                .map_err(|e| ApiError::from_server(&e, Some(name)))?;
         }
-        let index = Index::create(
-            dir.join("index"),
-            &CreateOptions::new(INDEX_MODEL_IDENTITY),
-            writer_options(),
-        )?;
-        write_json_atomic(
-            &dir,
-            META_FILE,
-            &serde_json::to_value(&meta).unwrap_or_default(),
-        )
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-        let handle = Arc::new(IndexHandle::open(name, dir, meta, index)?);
+        let staging = self.data.join(STAGING_DIR).join(&uuid);
+        let built = build_index(&staging, &meta).and_then(|()| {
+            std::fs::rename(&staging, &dir)
+                .map_err(|e| ApiError::from_server(&ServerError::io(&dir, e), Some(name)))?;
+            sync_dir(&indices_dir).map_err(|e| ApiError::from_server(&e, Some(name)))
+        });
+        if let Err(e) = built {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.in_index(name));
+        }
+        let opened = Index::open(dir.join("index"), writer_options())
+            .map_err(ApiError::from)
+            .and_then(|index| IndexHandle::open(name, dir.clone(), meta, index, &self.models));
+        let handle = match opened {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                let _ = self.discard(&dir);
+                return Err(e.in_index(name));
+            }
+        };
         self.indices
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), handle.clone());
         Ok(handle)
+    }
+
+    /// Moves `dir` out of `indices/` (atomically) and removes it.
+    fn discard(&self, dir: &Path) -> Result<(), ServerError> {
+        let trash_root = self.data.join(TRASH_DIR);
+        std::fs::create_dir_all(&trash_root).map_err(|e| ServerError::io(&trash_root, e))?;
+        let trash = trash_root.join(new_uuid());
+        std::fs::rename(dir, &trash).map_err(|e| ServerError::io(dir, e))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&trash) {
+            // Removed at the next start.
+            tracing::warn!(dir = %trash.display(), error = %e, "cannot remove a deleted index's files yet");
+        }
+        Ok(())
     }
 
     /// The index `name`, created with default settings when missing (OpenSearch's
@@ -751,9 +889,19 @@ impl Store {
         }
     }
 
-    /// Deletes an index and its files.
+    /// Deletes an index and its files (also an unavailable one).
     pub fn delete_index(&self, name: &str) -> ApiResult<()> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let unavailable = self
+            .unavailable
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some((dir, _)) = unavailable {
+            return self
+                .discard(&dir)
+                .map_err(|e| ApiError::internal(format!("cannot remove {}: {e}", dir.display())));
+        }
         let handle = self
             .indices
             .write()
@@ -762,9 +910,8 @@ impl Store {
             .ok_or_else(|| ApiError::index_not_found(name))?;
         // Waits for in-flight writes, and keeps later ones (on a stale handle) out of the files.
         let _writer = handle.writer();
-        // meta.json goes first: a crash mid-removal leaves a directory that start-up discards.
-        let _ = std::fs::remove_file(handle.dir.join(META_FILE));
-        std::fs::remove_dir_all(&handle.dir)
+        // The rename out of `indices/` is the deletion; a crash after it leaves only trash.
+        self.discard(&handle.dir)
             .map_err(|e| ApiError::internal(format!("cannot remove {}: {e}", handle.dir.display())))
     }
 
@@ -823,11 +970,11 @@ impl Store {
         }
     }
 
-    /// Commits every index (shutdown).
+    /// Commits every index and marks it cleanly shut down (shutdown).
     pub fn commit_all(&self) -> Vec<(String, ApiError)> {
         let mut failures = Vec::new();
         for handle in self.indices() {
-            if let Err(e) = handle.commit() {
+            if let Err(e) = handle.commit_and_mark_clean() {
                 failures.push((handle.name.clone(), e));
             }
         }
@@ -882,7 +1029,7 @@ impl<T: Clone> Pipelines<T> {
             .map(|(k, (b, _))| (k.clone(), b.clone()))
             .collect();
         write_json_atomic(data, self.file, &Value::Object(file))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| ApiError::from_server(&e, None))?;
         *map = next;
         Ok(())
     }
@@ -896,32 +1043,54 @@ fn pipeline_missing(id: &str) -> ApiError {
     )
 }
 
-/// Opens (creating when missing) the BM25 index of every mapped text field of `meta`.
-fn open_field_indexes(
-    dir: &Path,
-    meta: &IndexMeta,
-    already_open: &BTreeMap<String, Index>,
-) -> ApiResult<BTreeMap<String, Index>> {
-    let mut out = BTreeMap::new();
-    for field in meta
-        .text_fields()
-        .filter(|f| !already_open.contains_key(*f))
-    {
-        // Hex keeps any field name a safe, unique directory name.
-        let hex: String = field.bytes().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join("fields").join(hex);
-        let index = if path.join("MANIFEST").exists() {
-            Index::open(&path, writer_options())?
-        } else {
-            Index::create(
-                &path,
-                &CreateOptions::new(FIELD_INDEX_IDENTITY),
-                writer_options(),
-            )?
-        };
-        out.insert(field.to_string(), index);
+/// Opens the index directory `dir` (meta.json, the nsparse index, the field indexes).
+fn open_index(name: &str, dir: &Path, models: &Models) -> Result<IndexHandle, ServerError> {
+    let meta_path = dir.join(META_FILE);
+    let bytes = std::fs::read(&meta_path).map_err(|e| ServerError::io(&meta_path, e))?;
+    let mut meta: IndexMeta = serde_json::from_slice(&bytes).map_err(|e| ServerError::Corrupt {
+        path: meta_path.clone(),
+        detail: e.to_string(),
+    })?;
+    meta.derive_fields().map_err(|e| ServerError::Corrupt {
+        path: meta_path.clone(),
+        detail: e.reason,
+    })?;
+    let index =
+        Index::open(dir.join("index"), writer_options()).map_err(|source| ServerError::Index {
+            name: name.to_string(),
+            source,
+        })?;
+    IndexHandle::open(name, dir.to_path_buf(), meta, index, models).map_err(|e| {
+        ServerError::Corrupt {
+            path: dir.to_path_buf(),
+            detail: e.reason,
+        }
+    })
+}
+
+/// Builds a complete, empty index in `dir` (a staging directory): the nsparse index, the
+/// field indexes, meta.json and the clean-shutdown marker, all durable.
+fn build_index(dir: &Path, meta: &IndexMeta) -> ApiResult<()> {
+    let index = Index::create(
+        dir.join("index"),
+        &CreateOptions::new(INDEX_MODEL_IDENTITY),
+        writer_options(),
+    )?;
+    let fields = field_indexes::open(dir, meta, &BTreeMap::new(), writer_options())?;
+    write_json_atomic(
+        dir,
+        META_FILE,
+        &serde_json::to_value(meta).unwrap_or_default(),
+    )
+    .map_err(|e| ApiError::from_server(&e, None))?;
+    field_indexes::mark_clean(dir).map_err(|e| ApiError::from_server(&e, None))?;
+    if dir.join("fields").exists() {
+        sync_dir(&dir.join("fields")).map_err(|e| ApiError::from_server(&e, None))?;
     }
-    Ok(out)
+    // Release the locks: the index is reopened at its final place.
+    drop(fields);
+    drop(index);
+    Ok(())
 }
 
 fn search_pipeline_missing(id: &str) -> ApiError {
@@ -941,45 +1110,6 @@ fn writer_options() -> WriterOptions {
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// OpenSearch's index name rules (which also make the name a safe directory name).
-pub fn validate_index_name(name: &str) -> ApiResult<()> {
-    let bad = |why: &str| {
-        Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_index_name_exception",
-            format!("Invalid index name [{name}], {why}"),
-        )
-        .with("index", name)
-        .with("index_uuid", "_na_"))
-    };
-    if name.is_empty() {
-        return bad("must not be empty");
-    }
-    if name.len() > 255 {
-        return bad("index name is too long, (> 255)");
-    }
-    if name == "." || name == ".." {
-        return bad("must not be '.' or '..'");
-    }
-    if name.starts_with(['_', '-', '+']) {
-        return bad("must not start with '_', '-', or '+'");
-    }
-    if name.chars().any(|c| c.is_uppercase()) {
-        return bad("must be lowercase");
-    }
-    if name.chars().any(|c| {
-        matches!(
-            c,
-            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
-        ) || c.is_control()
-    }) {
-        return bad(
-            "must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?, #, :]",
-        );
-    }
-    Ok(())
 }
 
 fn new_uuid() -> String {
