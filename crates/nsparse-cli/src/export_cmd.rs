@@ -636,36 +636,18 @@ fn default_index_name(dir: &Path) -> Result<String> {
 }
 
 fn is_forbidden(c: char) -> bool {
-    matches!(
-        c,
-        '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
-    ) || c.is_whitespace()
+    nsparse_server::is_forbidden_in_index_name(c) || c.is_whitespace()
 }
 
-/// OpenSearch's index-name rules: lowercase, none of `\ / * ? " < > | , # :` or spaces, not
-/// starting with `-`, `_` or `+`, not `.` or `..`, at most 255 bytes.
+/// OpenSearch's index-name rules, as the server checks them
+/// ([`nsparse_server::validate_index_name`]).
 fn check_index_name(name: &str) -> Result<()> {
-    let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.len() > 255 {
-        Some("is longer than 255 bytes")
-    } else if name != name.to_lowercase() {
-        Some("has uppercase letters")
-    } else if name.chars().any(is_forbidden) {
-        Some("contains one of \\ / * ? \" < > | , # : or a space")
-    } else if name.starts_with(['-', '_', '+']) {
-        Some("starts with -, _ or +")
-    } else if name == "." || name == ".." {
-        Some("is . or ..")
-    } else {
-        None
-    };
-    match problem {
-        Some(p) => {
-            bail!("index name {name:?} {p}, which OpenSearch refuses; choose another --index-name")
-        }
-        None => Ok(()),
-    }
+    nsparse_server::validate_index_name(name).map_err(|e| {
+        anyhow::anyhow!(
+            "index name {name:?} is refused by OpenSearch: {}; choose another --index-name",
+            e.reason
+        )
+    })
 }
 
 #[cfg(test)]

@@ -141,8 +141,8 @@ pub use http::{router, App};
 pub use limits::Cancel;
 pub use models::{Models, BUILTIN_IDS};
 pub use names::{
-    field_dir_name, validate_field_name, validate_index_name, MAX_FIELD_NAME_BYTES,
-    MAX_INDEX_NAME_BYTES,
+    field_dir_name, is_forbidden_in_index_name, validate_field_name, validate_index_name,
+    MAX_FIELD_NAME_BYTES, MAX_INDEX_NAME_BYTES,
 };
 pub use store::Store;
 

@@ -60,17 +60,21 @@ pub fn validate_index_name(name: &str) -> ApiResult<()> {
     if name.chars().any(|c| c.is_uppercase()) {
         return bad("must be lowercase");
     }
-    if name.chars().any(|c| {
-        matches!(
-            c,
-            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
-        ) || c.is_control()
-    }) {
+    if name.chars().any(is_forbidden_in_index_name) {
         return bad(
             "must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?, #, :]",
         );
     }
     Ok(())
+}
+
+/// A character OpenSearch refuses anywhere in an index name (`\ / * ? " < > | , # :`, a
+/// space), or a control character.
+pub fn is_forbidden_in_index_name(c: char) -> bool {
+    matches!(
+        c,
+        '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+    ) || c.is_control()
 }
 
 /// Checks a dotted field path of a mapping or a document: not empty, no leading or trailing
