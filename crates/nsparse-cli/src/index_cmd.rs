@@ -10,7 +10,9 @@ use nsparse_index::{CreateOptions, Document, Index, WriterOptions};
 use nsparse_model::{SparseEncoder, SparseVector};
 use serde_json::{json, Value};
 
-use crate::jsonl::{count_records, parse_vector_line, Record, RecordReader};
+use crate::jsonl::{
+    check_records, parse_record, parse_vector_line, Record, RecordReader, UniqueIds,
+};
 use crate::model_args::ModelArgs;
 
 /// The `--model` value that selects the built-in BM25 scorer instead of a neural encoder.
@@ -99,8 +101,105 @@ pub fn open_or_create(
 
 /// Runs `nsparse index`.
 ///
-/// `threads` (the global `--threads`) also bounds the threads that build index segments.
+/// `threads` (the global `--threads`) also bounds the threads that build index segments and
+/// parse input lines.
+///
+/// A failed run leaves no index behind where there was none: what it created (the directory, or
+/// the files it added to an existing directory without an index) is removed. Input going into an
+/// existing index is checked whole (JSON, `_id`s, vectors' tokens) before the index is opened, so
+/// bad input anywhere leaves the index as it was; a failure after writing began (encoder or disk
+/// error) keeps the documents written before it, each write durable as always, and rerunning the
+/// same command completes the job (documents are upserted).
 pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
+    let created = if args.index.join("MANIFEST").exists() {
+        None
+    } else {
+        Some(CreatedPaths::before_creating(&args.index))
+    };
+    let result = index_documents(&args, threads, created.is_none());
+    match (result, created) {
+        (Err(e), Some(created)) => match created.remove() {
+            Ok(()) => Err(e.context(format!(
+                "nothing was indexed; the new index {} was removed",
+                args.index.display()
+            ))),
+            Err(cleanup) => Err(e.context(format!(
+                "the partial index {} could not be removed ({cleanup:#}); delete it by hand",
+                args.index.display()
+            ))),
+        },
+        (result, _) => result,
+    }
+}
+
+/// What a new index directory adds to the file system, to remove it after a failed run (and
+/// nothing that existed before).
+enum CreatedPaths {
+    /// The outermost directory that did not exist (the index directory or an ancestor).
+    Directory(PathBuf),
+    /// The index directory existed (without an index): its entries before the run.
+    Entries(PathBuf, std::collections::HashSet<std::ffi::OsString>),
+    /// The directory cannot be listed; nothing will be removed.
+    Unknown,
+}
+
+impl CreatedPaths {
+    fn before_creating(dir: &Path) -> Self {
+        if dir.exists() {
+            return match std::fs::read_dir(dir) {
+                Ok(entries) => CreatedPaths::Entries(
+                    dir.to_path_buf(),
+                    entries
+                        .filter_map(|e| e.ok().map(|e| e.file_name()))
+                        .collect(),
+                ),
+                Err(_) => CreatedPaths::Unknown,
+            };
+        }
+        let mut outermost = dir.to_path_buf();
+        for ancestor in dir.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() || ancestor.exists() {
+                break;
+            }
+            outermost = ancestor.to_path_buf();
+        }
+        CreatedPaths::Directory(outermost)
+    }
+
+    fn remove(self) -> Result<()> {
+        match self {
+            CreatedPaths::Directory(dir) => match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("cannot remove {}", dir.display()))
+                }
+                _ => Ok(()),
+            },
+            CreatedPaths::Entries(dir, before) => {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    return Ok(());
+                };
+                for entry in entries {
+                    let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+                    if before.contains(&entry.file_name()) {
+                        continue;
+                    }
+                    let path = entry.path();
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    }
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+                }
+                Ok(())
+            }
+            CreatedPaths::Unknown => Ok(()),
+        }
+    }
+}
+
+/// The body of `nsparse index`; `new_index` when the directory holds no index yet.
+fn index_documents(args: &IndexArgs, threads: Option<usize>, new_index: bool) -> Result<()> {
     let bm25 = args.model.model.as_deref() == Some(BM25);
     // BM25 and pre-encoded vectors only need a tokenizer; the built-in query model has it.
     let encoder = if bm25 || (args.vectors.is_some() && args.model.model.is_none()) {
@@ -124,19 +223,43 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
         build_threads: threads.unwrap_or(0),
         ..WriterOptions::default()
     };
-    let mut index = open_or_create(
-        &args.index,
-        &identity,
-        model_metadata(&spec, &encoder),
-        writer,
-    )?;
     let pruning = args.model.pruning()?;
     let input = args
         .corpus
         .as_ref()
         .or(args.vectors.as_ref())
         .expect("clap requires one");
-    let mut reader = RecordReader::open(input)?;
+    // Pre-encoded vectors: a line becomes its document's `_id` and vector.
+    let vector_line = |line: &str, origin: &str| -> Result<(Record, SparseVector)> {
+        let (record, entries) = parse_vector_line(line, origin)?;
+        let vector = encoder
+            .vector_from_tokens(entries.iter().map(|(t, w)| (t.as_ref(), *w)))
+            .with_context(|| format!("{origin}: _id {}", record.id))?;
+        Ok((record, vector))
+    };
+    // A corpus is checked whole first (encoding is slow; bad input should not
+    // surface hours in), and so is any input going into an existing index. A
+    // vectors file for a new index is checked as it is indexed, in one pass:
+    // a failure removes the new index.
+    let checked_records = if args.corpus.is_some() {
+        Some(check_records(input, threads, |line, origin| {
+            Ok(parse_record(line, origin)?.id)
+        })?)
+    } else if !new_index {
+        Some(check_records(input, threads, |line, origin| {
+            Ok(vector_line(line, origin)?.0.id)
+        })?)
+    } else {
+        None
+    };
+    let mut index = open_or_create(
+        &args.index,
+        &identity,
+        model_metadata(&spec, &encoder),
+        writer,
+    )?;
+    let mut reader = RecordReader::open(input)?.with_threads(threads);
+    let mut ids = checked_records.is_none().then(|| UniqueIds::new(input));
     // A vectors file is large and quick to index, so its bar counts bytes:
     // counting its lines first would read it twice. A corpus is counted in
     // documents, which encoding reports as it goes.
@@ -151,7 +274,7 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
             .expect("static template"),
         )
     } else {
-        ProgressBar::new(count_records(input)?).with_style(
+        ProgressBar::new(checked_records.unwrap_or(0)).with_style(
             ProgressStyle::with_template(
                 "{spinner} {bar:40} {pos}/{len} docs  {per_sec}  eta {eta}",
             )
@@ -189,13 +312,18 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
         let docs: Vec<Document> = if args.vectors.is_some() {
             // Pre-encoded vectors: every document is built on the parsing
             // threads, straight from its line to token ids.
-            reader.next_chunk_with(2048, |line, origin| {
-                let (record, entries) = parse_vector_line(line, origin)?;
-                let vector = encoder
-                    .vector_from_tokens(entries.iter().map(|(t, w)| (t.as_ref(), *w)))
-                    .with_context(|| format!("{origin}: _id {}", record.id))?;
+            let chunk = reader.next_numbered_chunk_with(2048, |line, origin| {
+                let (record, vector) = vector_line(line, origin)?;
                 document(record, vector)
-            })?
+            })?;
+            let mut docs = Vec::with_capacity(chunk.len());
+            for (line, doc) in chunk {
+                if let Some(ids) = &mut ids {
+                    ids.insert(&doc.id, line)?;
+                }
+                docs.push(doc);
+            }
+            docs
         } else {
             // Text chunks stay small so the progress bar moves during encoding.
             let chunk = reader.next_chunk(1024)?;

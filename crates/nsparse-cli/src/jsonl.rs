@@ -148,27 +148,36 @@ impl<'de> Deserialize<'de> for VectorLine<'de> {
 /// Reads JSON lines in chunks, so corpora larger than memory stream through.
 pub struct RecordReader {
     path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
+    file: BufReader<File>,
     line_no: usize,
     /// Bytes of the file read so far, line ends included (for progress).
     bytes_read: u64,
+    /// Threads that parse a chunk's lines.
+    threads: usize,
     /// The next chunk's lines, read while the previous chunk was parsed (or
     /// the error that stopped the reading, reported in its turn).
     ahead: Option<Result<Vec<(usize, String)>>>,
 }
 
 impl RecordReader {
-    /// Opens a JSON-lines file.
+    /// Opens a JSON-lines file; its lines are parsed on every core.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(RecordReader {
             path: path.to_path_buf(),
             // Lines of pre-encoded vectors are ~9 KB; a larger buffer halves the reads.
-            lines: BufReader::with_capacity(1 << 20, file).lines(),
+            file: BufReader::with_capacity(1 << 20, file),
             line_no: 0,
             bytes_read: 0,
+            threads: default_threads(),
             ahead: None,
         })
+    }
+
+    /// Parses lines on at most `threads` threads (the global `--threads`; `None`: every core).
+    pub fn with_threads(mut self, threads: Option<usize>) -> Self {
+        self.threads = threads.map_or_else(default_threads, |t| t.max(1));
+        self
     }
 
     /// The next up to `n` records; empty at the end. Blank lines are skipped.
@@ -185,6 +194,19 @@ impl RecordReader {
         n: usize,
         parse: impl Fn(&str, &str) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
+        Ok(self
+            .next_numbered_chunk_with(n, parse)?
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect())
+    }
+
+    /// [`RecordReader::next_chunk_with`], each result with its line number (from 1).
+    pub fn next_numbered_chunk_with<T: Send>(
+        &mut self,
+        n: usize,
+        parse: impl Fn(&str, &str) -> Result<T> + Sync,
+    ) -> Result<Vec<(usize, T)>> {
         let mut lines = match self.ahead.take() {
             Some(lines) => lines?,
             None => self.read_lines(n)?,
@@ -197,7 +219,12 @@ impl RecordReader {
             return Ok(Vec::new());
         }
         let path = self.path.display().to_string();
-        let parse_chunk = || par_map(&lines, |(no, line)| parse(line, &format!("{path}:{no}")));
+        let threads = self.threads;
+        let parse_chunk = || {
+            par_map(&lines, threads, |(no, line)| {
+                parse(line, &format!("{path}:{no}")).map(|t| (*no, t))
+            })
+        };
         let parsed = if self.ahead.is_some() {
             parse_chunk()
         } else {
@@ -224,13 +251,15 @@ impl RecordReader {
     fn read_lines(&mut self, n: usize) -> Result<Vec<(usize, String)>> {
         let mut lines = Vec::with_capacity(n);
         while lines.len() < n {
-            let Some(line) = self.lines.next() else { break };
-            self.line_no += 1;
-            let line = line.with_context(|| {
-                format!("{}:{}: cannot read", self.path.display(), self.line_no)
-            })?;
-            // (A CRLF line end counts one byte short; this is for progress only.)
-            self.bytes_read += line.len() as u64 + 1;
+            let Some(line) = next_line(
+                &mut self.file,
+                &self.path,
+                &mut self.line_no,
+                &mut self.bytes_read,
+            )?
+            else {
+                break;
+            };
             if line.trim().is_empty() {
                 continue;
             }
@@ -240,10 +269,59 @@ impl RecordReader {
     }
 }
 
-/// `items.iter().map(f).collect()`, on up to one thread per core (order kept).
-pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let per = items.len().div_ceil(threads).max(256);
+/// The next line of `file` without its line end (`\n` or `\r\n`), or `None`
+/// at the end; counts the line in `line_no` and its bytes in `bytes_read`.
+/// Bytes that are not UTF-8 are an error naming the file, the line and the
+/// byte.
+fn next_line(
+    file: &mut impl BufRead,
+    path: &Path,
+    line_no: &mut usize,
+    bytes_read: &mut u64,
+) -> Result<Option<String>> {
+    let mut buf = Vec::new();
+    let read = file
+        .read_until(b'\n', &mut buf)
+        .with_context(|| format!("{}:{}: cannot read", path.display(), *line_no + 1))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    let start = *bytes_read;
+    *line_no += 1;
+    *bytes_read += read as u64;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    match String::from_utf8(buf) {
+        Ok(line) => Ok(Some(line)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            bail!(
+                "{}:{}: invalid UTF-8 at byte {} of the line (byte {} of the file); input files must be UTF-8 encoded",
+                path.display(),
+                *line_no,
+                at + 1,
+                start + at as u64
+            )
+        }
+    }
+}
+
+/// One thread per core.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |c| c.get())
+}
+
+/// `items.iter().map(f).collect()`, on up to `threads` threads (order kept).
+pub fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let per = items.len().div_ceil(threads.max(1)).max(256);
     if items.len() <= per {
         return items.iter().map(f).collect();
     }
@@ -260,20 +338,115 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
     })
 }
 
-/// Counts the non-blank lines of a file (for the progress bar's total).
+/// Counts the non-blank lines of a file (for the progress bar's total);
+/// bytes that are not UTF-8 are an error naming the line.
 pub fn count_records(path: &Path) -> Result<u64> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut n = 0;
-    for line in BufReader::new(file).lines() {
-        if !line
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .trim()
-            .is_empty()
-        {
+    let mut file = BufReader::with_capacity(1 << 20, file);
+    let (mut line_no, mut bytes, mut n) = (0, 0, 0);
+    while let Some(line) = next_line(&mut file, path, &mut line_no, &mut bytes)? {
+        if !line.trim().is_empty() {
             n += 1;
         }
     }
     Ok(n)
+}
+
+/// Reads every line of `path` with `id_of(line, origin)` (which parses and
+/// checks it as the run will, and returns its `_id`) on `threads` threads,
+/// and checks the `_id`s are unique: the first bad line or repeated `_id` is
+/// the error. Returns the number of records. Run before an index is touched,
+/// so bad input anywhere leaves it as it was.
+pub fn check_records(
+    path: &Path,
+    threads: Option<usize>,
+    id_of: impl Fn(&str, &str) -> Result<String> + Sync,
+) -> Result<u64> {
+    let mut reader = RecordReader::open(path)?.with_threads(threads);
+    let mut ids = UniqueIds::new(path);
+    let mut n = 0;
+    loop {
+        let chunk = reader.next_numbered_chunk_with(4096, &id_of)?;
+        if chunk.is_empty() {
+            return Ok(n);
+        }
+        n += chunk.len() as u64;
+        for (line, id) in &chunk {
+            ids.insert(id, *line)?;
+        }
+    }
+}
+
+/// The `_id`s seen so far in one input file, to refuse a repeated one (it
+/// would silently replace the earlier document).
+///
+/// Keeps a 64-bit hash and the line number per `_id` (16 bytes, not the
+/// string); a hash seen before is confirmed by reading the earlier line
+/// again, so a hash collision is never reported as a duplicate.
+pub struct UniqueIds {
+    path: PathBuf,
+    hash: fn(&str) -> u64,
+    lines: std::collections::HashMap<u64, usize>,
+    /// `_id`s whose hash collided with another `_id`'s, with their line.
+    collided: std::collections::HashMap<String, usize>,
+}
+
+impl UniqueIds {
+    /// An empty set for the records of `path`.
+    pub fn new(path: &Path) -> Self {
+        UniqueIds {
+            path: path.to_path_buf(),
+            hash: |id| {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::hash::DefaultHasher::new();
+                id.hash(&mut hasher);
+                hasher.finish()
+            },
+            lines: Default::default(),
+            collided: Default::default(),
+        }
+    }
+
+    /// Records `id`, read at `line`; an `_id` seen before is an error naming it and both lines.
+    pub fn insert(&mut self, id: &str, line: usize) -> Result<()> {
+        let hash = (self.hash)(id);
+        let Some(&first) = self.lines.get(&hash) else {
+            self.lines.insert(hash, line);
+            return Ok(());
+        };
+        let earlier = match self.collided.get(id) {
+            Some(&earlier) => Some(earlier),
+            None if id_at_line(&self.path, first)?.as_deref() == Some(id) => Some(first),
+            None => None,
+        };
+        if let Some(earlier) = earlier {
+            bail!(
+                "{}:{line}: duplicate _id {id:?} (first at line {earlier}); every _id must be unique in the input (remove or rename one of them)",
+                self.path.display()
+            );
+        }
+        self.collided.insert(id.to_string(), line);
+        Ok(())
+    }
+}
+
+/// The `_id` of line `line` of `path` (as [`Record::id`] reads it), `None`
+/// when it has none.
+fn id_at_line(path: &Path, line: usize) -> Result<Option<String>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = BufReader::new(file);
+    let (mut line_no, mut bytes) = (0, 0);
+    while let Some(text) = next_line(&mut file, path, &mut line_no, &mut bytes)? {
+        if line_no == line {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Ok(match value.get("_id") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            });
+        }
+    }
+    Ok(None)
 }
 
 /// A file written under a temporary name and renamed into place only when complete, so a failed
@@ -342,7 +515,7 @@ mod tests {
         // The rest holds the broken line: 3000 records and their blank lines, then line 6001.
         let err = reader.next_chunk(2500).unwrap_err().to_string();
         assert!(err.contains(":6001: not a JSON object"), "{err}");
-        assert_eq!(par_map(&[1, 2, 3], |x| x * 2), vec![2, 4, 6]);
+        assert_eq!(par_map(&[1, 2, 3], 2, |x| x * 2), vec![2, 4, 6]);
     }
 
     #[test]
@@ -513,6 +686,432 @@ mod tests {
         ] {
             let e = format!("{:#}", parse_record(line, "x:3").unwrap_err());
             assert!(e.contains(needle), "{line}: {e}");
+        }
+    }
+}
+
+/// Property-based fuzzing of the input readers: generated and mutated lines and files never
+/// panic; valid input round-trips; the one-pass vector reader agrees with serde_json. Cases per
+/// property: 256, or `NSPARSE_FUZZ_CASES`; failures are kept in `proptest-regressions/`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Map};
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("NSPARSE_FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(256),
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Token strings: plain, JSON-special, escaped-on-output, non-ASCII.
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z#]{1,8}",
+            prop::sample::select(vec![
+                "\"", "\\", "\n", "\u{0}", "\u{1f}", "\u{7f}", "café", "日本", "a b", "[CLS]",
+                "vector", "}", "{\"", "\\u0041", "",
+            ])
+            .prop_map(String::from),
+            any::<String>(),
+        ]
+    }
+
+    fn weight() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            (0u32..0x7f80_0000).prop_map(f32::from_bits),
+            (0u32..1000).prop_map(|x| x as f32),
+            prop::sample::select(vec![0.0f32, -0.0, -1.5, f32::MAX, f32::MIN_POSITIVE, 1e-45]),
+        ]
+    }
+
+    /// Any JSON value, nested a few levels.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |x| x.is_finite())
+                .prop_map(|x| json!(x)),
+            token().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((token(), inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn id() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => token().prop_map(Value::String),
+            1 => any::<u32>().prop_map(|n| json!(n)),
+            1 => any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(|x| json!(x)),
+            1 => value(),
+        ]
+    }
+
+    /// Whitespace JSON allows between tokens.
+    fn spaced(compact: &str, seed: u64) -> String {
+        let mut state = seed | 1;
+        let mut out = String::new();
+        let mut in_string = false;
+        let mut escaped = false;
+        for c in compact.chars() {
+            out.push(c);
+            if in_string {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            if c == '"' {
+                in_string = true;
+                continue;
+            }
+            if matches!(c, '{' | '[' | ':' | ',') {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                out.push_str([" ", "", "\t", "  ", "\r\n"][(state % 5) as usize]);
+            }
+        }
+        out
+    }
+
+    /// The reference reading of a vector line with serde_json: the entries in order, or `None`
+    /// when it is not one (not an object, no vector object, a non-number weight, no usable _id).
+    fn reference(line: &str) -> Option<(String, Vec<(String, f64)>)> {
+        let v: Value = serde_json::from_str(line).ok()?;
+        let obj = v.as_object()?;
+        let id = match obj.get("_id")? {
+            Value::String(s) if !s.is_empty() => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        let text_ok = matches!(
+            obj.get("text"),
+            None | Some(Value::Null) | Some(Value::String(_))
+        ) && matches!(
+            obj.get("title"),
+            None | Some(Value::Null) | Some(Value::String(_))
+        );
+        let vector = obj.get("vector")?.as_object()?;
+        let mut entries = Vec::new();
+        for (t, w) in vector {
+            entries.push((t.clone(), w.as_f64()?));
+        }
+        text_ok.then_some((id, entries))
+    }
+
+    fn close(w: f32, exact: f64) -> bool {
+        // f32::MAX plus half an ulp and beyond round to infinity.
+        if exact.abs() >= f32::MAX as f64 + 2f64.powi(103) {
+            return w.is_infinite();
+        }
+        ((w as f64) - exact).abs() <= exact.abs() * 6e-8 + 1e-45
+    }
+
+    /// Checks a line that parsed: serde_json reads it alike.
+    fn agrees(line: &str, record: &Record, entries: &TokenWeights<'_>) {
+        let (id, want) = reference(line)
+            .unwrap_or_else(|| panic!("accepted a line serde_json refuses: {line:?}"));
+        assert_eq!(record.id, id, "{line:?}");
+        let mut unique: Vec<&str> = entries.iter().map(|(t, _)| t.as_ref()).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() == entries.len() {
+            assert_eq!(entries.len(), want.len(), "{line:?}");
+            for ((t, w), (rt, rw)) in entries.iter().zip(&want) {
+                assert_eq!(t.as_ref(), rt, "{line:?}");
+                assert!(close(*w, *rw), "{line:?}: {t}: {w} vs {rw}");
+            }
+        }
+        assert!(record.source.get("vector").is_none(), "{line:?}");
+    }
+
+    /// Small edits that keep the text UTF-8: JSON punctuation, digits, escapes and any char
+    /// inserted, chars removed or replaced, the line cut.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Insert(prop::sample::Index, char),
+        Remove(prop::sample::Index),
+        Replace(prop::sample::Index, char),
+        Cut(prop::sample::Index),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let c = prop_oneof![
+            prop::sample::select(
+                "{}[]\":,\\ 0123456789eE.-+ntrufalsu\u{0}\u{7f}é"
+                    .chars()
+                    .collect::<Vec<_>>()
+            ),
+            any::<char>(),
+        ];
+        prop_oneof![
+            (any::<prop::sample::Index>(), c.clone()).prop_map(|(i, c)| Edit::Insert(i, c)),
+            any::<prop::sample::Index>().prop_map(Edit::Remove),
+            (any::<prop::sample::Index>(), c).prop_map(|(i, c)| Edit::Replace(i, c)),
+            any::<prop::sample::Index>().prop_map(Edit::Cut),
+        ]
+    }
+
+    fn apply(line: &str, edits: &[Edit]) -> String {
+        let mut chars: Vec<char> = line.chars().collect();
+        for e in edits {
+            let n = chars.len();
+            match e {
+                Edit::Insert(i, c) => chars.insert(i.index(n + 1), *c),
+                Edit::Remove(i) if n > 0 => {
+                    chars.remove(i.index(n));
+                }
+                Edit::Replace(i, c) if n > 0 => chars[i.index(n)] = *c,
+                Edit::Cut(i) => chars.truncate(i.index(n + 1)),
+                _ => {}
+            }
+        }
+        chars.into_iter().collect()
+    }
+
+    /// A generated vector line, its vector's entries and its other fields.
+    type VectorLine = (Value, Vec<(String, f32)>, Vec<(String, Value)>);
+
+    fn vector_line() -> impl Strategy<Value = VectorLine> {
+        (
+            id(),
+            prop::collection::vec((token(), weight()), 0..12),
+            prop::collection::vec(("[a-z_]{1,6}", value()), 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(id, mut vector, mut others, vector_first)| {
+                vector.sort_by(|a, b| a.0.cmp(&b.0));
+                vector.dedup_by(|a, b| a.0 == b.0);
+                others.retain(|(k, _)| k != "vector" && k != "_id");
+                // A repeated key keeps its last value.
+                let mut seen = std::collections::HashSet::new();
+                others.reverse();
+                others.retain(|(k, _)| seen.insert(k.clone()));
+                others.reverse();
+                let mut fields = Map::new();
+                let vmap: Map<String, Value> =
+                    vector.iter().map(|(t, w)| (t.clone(), json!(w))).collect();
+                if vector_first {
+                    fields.insert("vector".into(), Value::Object(vmap.clone()));
+                }
+                fields.insert("_id".into(), id);
+                for (k, v) in &others {
+                    fields.insert(k.clone(), v.clone());
+                }
+                if !vector_first {
+                    fields.insert("vector".into(), Value::Object(vmap));
+                }
+                (Value::Object(fields), vector, others)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Generated vector lines, compact or spaced, read back exactly (f32 weights bit for
+        /// bit), with the other fields kept as the source.
+        #[test]
+        fn vector_lines_round_trip((line, vector, others) in vector_line(), seed in any::<u64>()) {
+            let compact = line.to_string();
+            for text in [compact.clone(), spaced(&compact, seed)] {
+                match parse_vector_line(&text, "v:1") {
+                    Ok((record, entries)) => {
+                        agrees(&text, &record, &entries);
+                        let got: Vec<(String, u32)> =
+                            entries.iter().map(|(t, w)| (t.to_string(), w.to_bits())).collect();
+                        let want: Vec<(String, u32)> =
+                            vector.iter().map(|(t, w)| (t.clone(), w.to_bits())).collect();
+                        prop_assert_eq!(got, want, "{}", text);
+                        for (k, v) in &others {
+                            prop_assert_eq!(record.source.get(k), Some(v), "{}", text);
+                        }
+                    }
+                    Err(e) => {
+                        // Only a bad `_id`, `text` or `title` is refused.
+                        prop_assert!(reference(&text).is_none(), "{}: {:#}", text, e);
+                        let msg = format!("{e:#}");
+                        prop_assert!(msg.starts_with("v:1: "), "{msg}");
+                    }
+                }
+            }
+        }
+
+        /// Mutated vector lines never panic; what is accepted is what serde_json reads, and
+        /// what is refused names the line.
+        #[test]
+        fn mutated_vector_lines_are_read_as_serde_json_reads_them(
+            (line, _, _) in vector_line(),
+            edits in prop::collection::vec(edit(), 1..5),
+        ) {
+            let text = apply(&line.to_string(), &edits);
+            match parse_vector_line(&text, "f.jsonl:7") {
+                Ok((record, entries)) => agrees(&text, &record, &entries),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    prop_assert!(msg.starts_with("f.jsonl:7: "), "{msg}");
+                }
+            }
+            match parse_record(&text, "f.jsonl:7") {
+                Ok(r) => prop_assert!(serde_json::from_str::<Value>(&text).is_ok() && !r.id.is_empty()),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    prop_assert!(msg.starts_with("f.jsonl:7: "), "{}", msg);
+                }
+            }
+        }
+
+        /// Arbitrary text, at any offset, never panics the vector reader or locator.
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>(), at in any::<prop::sample::Index>()) {
+            let _ = parse_vector_line(&text, "x:1");
+            let _ = parse_record(&text, "x:1");
+            if let Some(at) = vector_json::locate_vector(&text) {
+                prop_assert!(at <= text.len());
+                let _ = vector_json::read_vector_object(&text, at);
+            }
+            let bounds: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+            let at = bounds[at.index(bounds.len())];
+            if let Ok((entries, end)) = vector_json::read_vector_object(&text, at) {
+                prop_assert!(end <= text.len() && end > at);
+                let object: Value = serde_json::from_str(&text[at..end]).expect("a checked object");
+                prop_assert!(object.is_object());
+                prop_assert!(entries.len() >= object.as_object().unwrap().len());
+            }
+        }
+
+        /// Arbitrary bytes as a JSON-lines file: no panic; bytes that are not UTF-8 are an error
+        /// naming the file and the first such line; otherwise every non-blank line comes back
+        /// with its number, whatever the chunk sizes.
+        #[test]
+        fn files_of_any_bytes_read_by_line(
+            lines in prop::collection::vec(
+                prop_oneof![
+                    4 => "[a-z0-9 ]{0,12}".prop_map(|s| format!("{{\"_id\":\"{s}\",\"text\":\"t\"}}").into_bytes()),
+                    1 => Just(Vec::new()),
+                    1 => Just(b"  \r".to_vec()),
+                    1 => prop::collection::vec(any::<u8>(), 0..20)
+                        .prop_map(|mut b| { b.retain(|&c| c != b'\n'); b }),
+                ],
+                0..40,
+            ),
+            crlf in any::<bool>(),
+            last_newline in any::<bool>(),
+            chunks in prop::collection::vec(1usize..9, 1..4),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.jsonl");
+            let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+            let mut body = Vec::new();
+            for (i, l) in lines.iter().enumerate() {
+                body.extend_from_slice(l);
+                if i + 1 < lines.len() || last_newline {
+                    body.extend_from_slice(end);
+                }
+            }
+            std::fs::write(&path, &body).unwrap();
+            let first_bad = lines.iter().position(|l| std::str::from_utf8(l).is_err());
+            let mut reader = RecordReader::open(&path).unwrap().with_threads(Some(2));
+            let mut seen = Vec::new();
+            let mut outcome = Ok(());
+            for n in chunks.iter().cycle() {
+                match reader.next_numbered_chunk_with(*n, |line, _| Ok(line.to_string())) {
+                    Ok(chunk) if chunk.is_empty() => break,
+                    Ok(chunk) => seen.extend(chunk),
+                    Err(e) => {
+                        outcome = Err(format!("{e:#}"));
+                        break;
+                    }
+                }
+            }
+            let counted = count_records(&path).map_err(|e| format!("{e:#}"));
+            match first_bad {
+                Some(i) => {
+                    let want = format!("{}:{}: invalid UTF-8", path.display(), i + 1);
+                    let e = outcome.unwrap_err();
+                    prop_assert!(e.contains(&want), "{e} lacks {want}");
+                    prop_assert!(counted.unwrap_err().contains(&want));
+                }
+                None => {
+                    prop_assert!(outcome.is_ok());
+                    let want: Vec<(usize, String)> = lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| {
+                            let mut l = String::from_utf8(l.clone()).unwrap();
+                            // `\n` as the line end takes a `\r` before it along.
+                            if (i + 1 < lines.len() || last_newline) && !crlf && l.ends_with('\r') {
+                                l.pop();
+                            }
+                            (i + 1, l)
+                        })
+                        .filter(|(_, l)| !l.trim().is_empty())
+                        .collect();
+                    prop_assert_eq!(counted.unwrap(), want.len() as u64);
+                    prop_assert_eq!(seen, want);
+                    prop_assert_eq!(reader.bytes_read(), body.len() as u64);
+                }
+            }
+        }
+
+        /// The duplicate check finds the first repeated `_id` and both of its lines, also when
+        /// every hash collides (confirmed by rereading the earlier line).
+        #[test]
+        fn duplicate_ids_are_found_with_both_lines(
+            ids in prop::collection::vec(prop_oneof![Just("a".to_string()), "[a-e]{1,2}", any::<u16>().prop_map(|n| n.to_string())], 0..30),
+            numeric in any::<bool>(),
+            collide in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.jsonl");
+            let body: String = ids
+                .iter()
+                .map(|id| match id.parse::<u16>() {
+                    Ok(n) if numeric => format!("{{\"_id\":{n},\"text\":\"x\"}}\n"),
+                    _ => format!("{{\"_id\":{id:?},\"text\":\"x\"}}\n"),
+                })
+                .collect();
+            std::fs::write(&path, body).unwrap();
+            let mut first = std::collections::HashMap::new();
+            let mut want = None;
+            for (i, id) in ids.iter().enumerate() {
+                if let Some(&j) = first.get(id) {
+                    want = Some((id.clone(), j + 1, i + 1));
+                    break;
+                }
+                first.insert(id.clone(), i);
+            }
+            let checked = if collide {
+                let mut set = UniqueIds::new(&path);
+                set.hash = |id| id.len() as u64 % 2;
+                ids.iter().enumerate().try_for_each(|(i, id)| set.insert(id, i + 1))
+                    .map(|()| ids.len() as u64)
+            } else {
+                check_records(&path, Some(3), |line, origin| Ok(parse_record(line, origin)?.id))
+            };
+            match want {
+                None => prop_assert_eq!(checked.unwrap(), ids.len() as u64),
+                Some((id, a, b)) => {
+                    let e = format!("{:#}", checked.unwrap_err());
+                    let needle = format!("{}:{b}: duplicate _id {id:?} (first at line {a})", path.display());
+                    prop_assert!(e.contains(&needle), "{e} lacks {needle}");
+                }
+            }
         }
     }
 }

@@ -307,3 +307,223 @@ fn missing_model_folder_is_a_clear_error() {
     );
     assert!(e.contains("--model"), "{e}");
 }
+
+/// Every file under `dir` with its bytes (to show a failed run changed nothing).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(snapshot(&path));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            out.push((path, bytes));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn write_lines(path: &Path, lines: &[&str]) -> String {
+    std::fs::write(path, lines.join("\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn duplicate_ids_are_refused_with_both_lines_and_leave_no_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_lines(
+        &dir.path().join("corpus.jsonl"),
+        &[
+            r#"{"_id": "a", "text": "first"}"#,
+            r#"{"_id": "b", "text": "second"}"#,
+            "",
+            r#"{"_id": "a", "text": "first again"}"#,
+        ],
+    );
+    let index = dir.path().join("idx");
+    let index_arg = index.to_str().unwrap();
+    let e = fails(&[
+        "index", "--model", "bm25", "--corpus", &corpus, "--index", index_arg,
+    ]);
+    assert!(
+        e.contains(&format!(
+            "{corpus}:4: duplicate _id \"a\" (first at line 1)"
+        )),
+        "{e}"
+    );
+    assert!(!index.exists(), "a failed run left {}", index.display());
+    // A number and a string with the same text are the same `_id`; in vectors too.
+    let vectors = write_lines(
+        &dir.path().join("vectors.jsonl"),
+        &[
+            r#"{"_id": 7, "vector": {"hello": 1.0}}"#,
+            r#"{"_id": "x", "vector": {"world": 2.0}}"#,
+            r#"{"_id": "7", "vector": {"world": 1.0}}"#,
+        ],
+    );
+    let e = fails(&["index", "--vectors", &vectors, "--index", index_arg]);
+    assert!(
+        e.contains(&format!(
+            "{vectors}:3: duplicate _id \"7\" (first at line 1)"
+        )),
+        "{e}"
+    );
+    assert!(!index.exists(), "a failed run left {}", index.display());
+}
+
+#[test]
+fn invalid_utf8_names_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut body =
+        b"{\"_id\": \"a\", \"text\": \"fine\"}\n\n{\"_id\": \"b\", \"text\": \"caf".to_vec();
+    body.extend_from_slice(&[0xe9, b'"', b'}', b'\n']);
+    for (name, flag) in [("corpus.jsonl", "--corpus"), ("vectors.jsonl", "--vectors")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &body).unwrap();
+        let path = path.to_str().unwrap();
+        let index = dir.path().join(format!("idx-{name}"));
+        let mut args = vec!["index", flag, path, "--index", index.to_str().unwrap()];
+        if flag == "--corpus" {
+            args.extend(["--model", "bm25"]);
+        }
+        let e = fails(&args);
+        assert!(
+            e.contains(&format!("{path}:3: invalid UTF-8 at byte 26 of the line")),
+            "{e}"
+        );
+        assert!(!index.exists(), "a failed run left {}", index.display());
+    }
+}
+
+#[test]
+fn a_failed_index_run_removes_only_what_it_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_lines(
+        &dir.path().join("good.jsonl"),
+        &[
+            r#"{"_id": "g1", "vector": {"hello": 1.0}}"#,
+            r#"{"_id": "g2", "vector": {"world": 2.0}}"#,
+        ],
+    );
+    // The bad line comes after a good one, and (in the second file) after more
+    // documents than one write holds.
+    let bad = write_lines(
+        &dir.path().join("bad.jsonl"),
+        &[
+            r#"{"_id": "n1", "vector": {"hello": 3.0}}"#,
+            r#"{"_id": "n2", "vector": {"no-such-token-xyz": 1.0}}"#,
+        ],
+    );
+    let mut long: Vec<String> = (0..5000)
+        .map(|i| format!(r#"{{"_id": "l{i}", "vector": {{"hello": 1.0}}}}"#))
+        .collect();
+    long.push(r#"{"_id": "l-bad", "vector": {"hello": "x"}}"#.into());
+    let long_refs: Vec<&str> = long.iter().map(String::as_str).collect();
+    let long = write_lines(&dir.path().join("long.jsonl"), &long_refs);
+
+    // A new directory (and its missing parent) is removed.
+    let nested = dir.path().join("new/parent/idx");
+    for input in [&bad, &long] {
+        let e = fails(&[
+            "index",
+            "--vectors",
+            input,
+            "--index",
+            nested.to_str().unwrap(),
+        ]);
+        assert!(e.contains("was removed"), "{e}");
+        assert!(!dir.path().join("new").exists());
+    }
+    // An existing directory without an index keeps what it held, and only that.
+    let existing = dir.path().join("mine");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::write(existing.join("notes.txt"), "keep me").unwrap();
+    let before = snapshot(&existing);
+    fails(&[
+        "index",
+        "--vectors",
+        &long,
+        "--index",
+        existing.to_str().unwrap(),
+    ]);
+    assert_eq!(snapshot(&existing), before);
+    // A corpus refused before indexing (no document encoder given) leaves nothing either.
+    let corpus = write_corpus(dir.path());
+    let fresh = dir.path().join("fresh");
+    fails(&[
+        "index",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--index",
+        fresh.to_str().unwrap(),
+    ]);
+    assert!(!fresh.exists());
+
+    // An existing index is left exactly as it was by bad input anywhere.
+    let index = dir.path().join("idx");
+    let index_arg = index.to_str().unwrap();
+    ok(&["index", "--vectors", &good, "--index", index_arg]);
+    let before = snapshot(&index);
+    for input in [&bad, &long] {
+        let e = fails(&["index", "--vectors", input, "--index", index_arg]);
+        assert!(!e.contains("removed"), "{e}");
+        assert_eq!(snapshot(&index), before, "{input} changed the index");
+    }
+    let hits = ok(&[
+        "search",
+        "--index",
+        index_arg,
+        "-k",
+        "10",
+        "--json",
+        "hello world",
+    ]);
+    let ids: Vec<String> = hits
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{hits}");
+    assert!(ids.iter().all(|id| id.starts_with('g')), "{hits}");
+}
+
+#[test]
+fn vectors_index_alike_whatever_the_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..3000)
+        .map(|i| {
+            format!(
+                r#"{{"_id": "d{i}", "vector": {{"hello": {}, "world": {}, "rain": 0.5}}}}"#,
+                1 + i % 7,
+                (i % 13) as f32 / 4.0 + 0.25
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let vectors = write_lines(&dir.path().join("v.jsonl"), &refs);
+    let run = |name: &str, threads: &[&str]| {
+        let index = dir.path().join(name);
+        let index = index.to_str().unwrap();
+        let mut args = threads.to_vec();
+        args.extend(["index", "--vectors", &vectors, "--index", index]);
+        ok(&args);
+        ok(&[
+            "search",
+            "--index",
+            index,
+            "-k",
+            "20",
+            "--json",
+            "hello world rain",
+        ])
+    };
+    let all = run("all", &[]);
+    assert_eq!(all.lines().count(), 20);
+    assert_eq!(run("one", &["--threads", "1"]), all);
+    assert_eq!(run("three", &["--threads", "3"]), all);
+}
