@@ -1,6 +1,6 @@
 //! `nsparse encode`: text to `{token: weight}` JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nsparse_model::{Pruning, SparseEncoder, SparseVector};
 use serde_json::{Map, Value};
 
-use crate::jsonl::{count_records, write_line, AtomicOutput, RecordReader};
+use crate::jsonl::{count_records, write_line, AtomicOutput, InputFile, RecordReader};
 use crate::model_args::ModelArgs;
 
 /// What to encode.
@@ -48,16 +48,16 @@ pub enum EncodeCommand {
 /// Input and output files of the bulk commands.
 #[derive(clap::Args, Debug)]
 pub struct FileArgs {
-    /// JSON lines with `_id`, optional `title`, and `text`.
+    /// JSON lines with `_id`, optional `title`, and `text` (`-`: standard input).
     #[arg(long, short)]
     input: PathBuf,
-    /// Where to write `{"_id": ..., "vector": {token: weight}}` lines.
+    /// Where to write `{"_id": ..., "vector": {token: weight}}` lines (`-`: standard output).
     #[arg(long, short)]
     output: PathBuf,
 }
 
 /// Runs an encode subcommand.
-pub fn run(cmd: EncodeCommand) -> Result<()> {
+pub fn run(cmd: EncodeCommand, threads: Option<usize>) -> Result<()> {
     match cmd {
         EncodeCommand::Query { model, text } => {
             let encoder = model.load(true)?;
@@ -76,8 +76,8 @@ pub fn run(cmd: EncodeCommand) -> Result<()> {
             );
             println!("{}", Value::Object(token_map(&encoder, &vector)));
         }
-        EncodeCommand::Documents { model, files } => encode_file(&model, &files, false)?,
-        EncodeCommand::Queries { model, files } => encode_file(&model, &files, true)?,
+        EncodeCommand::Documents { model, files } => encode_file(&model, &files, false, threads)?,
+        EncodeCommand::Queries { model, files } => encode_file(&model, &files, true, threads)?,
     }
     Ok(())
 }
@@ -96,12 +96,24 @@ pub fn token_map(encoder: &SparseEncoder, vector: &SparseVector) -> Map<String, 
         .collect()
 }
 
-fn encode_file(model: &ModelArgs, files: &FileArgs, queries: bool) -> Result<()> {
+fn encode_file(
+    model: &ModelArgs,
+    files: &FileArgs,
+    queries: bool,
+    threads: Option<usize>,
+) -> Result<()> {
     let encoder = model.load(queries)?;
     let pruning = model.pruning()?;
-    let total = count_records(&files.input)?;
-    let mut reader = RecordReader::open(&files.input)?;
+    let input = InputFile::resolve(&files.input)?;
+    let total = count_records(input.path())?;
+    let mut reader = RecordReader::open(input.path())?.with_threads(threads);
     let mut output = AtomicOutput::create(&files.output)?;
+    // Progress and the summary go to standard error, so `-o -` keeps standard output clean.
+    let shown = if files.output == Path::new("-") {
+        "standard output".to_string()
+    } else {
+        files.output.display().to_string()
+    };
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} docs  {per_sec}  eta {eta}")
             .expect("static template"),
@@ -134,7 +146,7 @@ fn encode_file(model: &ModelArgs, files: &FileArgs, queries: bool) -> Result<()>
             line.insert("_id".into(), Value::String(record.id.clone()));
             line.insert("vector".into(), Value::Object(token_map(&encoder, &vector)));
             write_line(&mut output.writer, &Value::Object(line).to_string())
-                .with_context(|| format!("cannot write {}", files.output.display()))?;
+                .with_context(|| format!("cannot write {shown}"))?;
         }
         docs += chunk.len();
     }
@@ -152,6 +164,6 @@ fn encode_file(model: &ModelArgs, files: &FileArgs, queries: bool) -> Result<()>
     if truncated > 0 {
         line += &format!("; {truncated} longer than 512 tokens were truncated (--chunk-long-documents keeps them whole)");
     }
-    eprintln!("{line}; wrote {}", files.output.display());
+    eprintln!("{line}; wrote {shown}");
     Ok(())
 }

@@ -41,7 +41,7 @@ pub struct EvalArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Documents retrieved per query.
-    #[arg(short, default_value_t = 1000)]
+    #[arg(short, long = "top-k", default_value_t = 1000)]
     pub k: usize,
     /// Keep retrieved documents whose `_id` equals the query's (BEIR drops them).
     #[arg(long)]

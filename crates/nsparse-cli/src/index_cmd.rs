@@ -11,7 +11,7 @@ use nsparse_model::{SparseEncoder, SparseVector};
 use serde_json::{json, Value};
 
 use crate::jsonl::{
-    check_records, parse_record, parse_vector_line, Record, RecordReader, UniqueIds,
+    check_records, parse_record, parse_vector_line, InputFile, Record, RecordReader, UniqueIds,
 };
 use crate::model_args::ModelArgs;
 
@@ -23,10 +23,12 @@ pub const BM25: &str = "bm25";
 pub struct IndexArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// BEIR corpus.jsonl to encode and index (`_id`, optional `title`, `text`).
+    /// BEIR corpus.jsonl to encode and index (`_id`, optional `title`, `text`; `-`: standard
+    /// input).
     #[arg(long, conflicts_with = "vectors", required_unless_present = "vectors")]
     corpus: Option<PathBuf>,
-    /// Pre-encoded `{"_id": ..., "vector": {token: weight}}` lines to index as they are.
+    /// Pre-encoded `{"_id": ..., "vector": {token: weight}}` lines to index as they are (`-`:
+    /// standard input).
     #[arg(long)]
     vectors: Option<PathBuf>,
     /// The index directory (created when absent, extended otherwise).
@@ -224,11 +226,13 @@ fn index_documents(args: &IndexArgs, threads: Option<usize>, new_index: bool) ->
         ..WriterOptions::default()
     };
     let pruning = args.model.pruning()?;
-    let input = args
-        .corpus
-        .as_ref()
-        .or(args.vectors.as_ref())
-        .expect("clap requires one");
+    let input = InputFile::resolve(
+        args.corpus
+            .as_ref()
+            .or(args.vectors.as_ref())
+            .expect("clap requires one"),
+    )?;
+    let input = input.path();
     // Pre-encoded vectors: a line becomes its document's `_id` and vector.
     let vector_line = |line: &str, origin: &str| -> Result<(Record, SparseVector)> {
         let (record, entries) = parse_vector_line(line, origin)?;

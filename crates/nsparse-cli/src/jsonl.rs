@@ -449,41 +449,107 @@ fn id_at_line(path: &Path, line: usize) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// A file written under a temporary name and renamed into place only when complete, so a failed
-/// run never leaves a half-written output that looks finished.
-pub struct AtomicOutput {
-    tmp: PathBuf,
+/// An input path as given on the command line: a file, or `-` for standard input. Standard
+/// input is copied to a private temporary file first (the readers pass over their input more
+/// than once: counting, checking, then reading), removed when this is dropped.
+pub struct InputFile {
     path: PathBuf,
+    spool_dir: Option<PathBuf>,
+}
+
+impl InputFile {
+    /// `path`, or a copy of standard input when `path` is `-`.
+    pub fn resolve(path: &Path) -> Result<Self> {
+        if path != Path::new("-") {
+            return Ok(InputFile {
+                path: path.to_path_buf(),
+                spool_dir: None,
+            });
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("nsparse-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .with_context(|| format!("cannot create {} to hold standard input", dir.display()))?;
+        let input = InputFile {
+            path: dir.join("stdin.jsonl"),
+            spool_dir: Some(dir),
+        };
+        let mut file = File::create(&input.path)
+            .with_context(|| format!("cannot create {}", input.path.display()))?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut file).with_context(|| {
+            format!(
+                "cannot copy standard input to {} (is the disk full?)",
+                input.path.display()
+            )
+        })?;
+        Ok(input)
+    }
+
+    /// The file to read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for InputFile {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.spool_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Where output lines go: a file written under a temporary name and renamed into place only
+/// when complete, so a failed run never leaves a half-written output that looks finished; or
+/// standard output for `-`.
+pub struct AtomicOutput {
+    /// `(temporary name, final name, the file)` when writing a file.
+    file: Option<(PathBuf, PathBuf, File)>,
     /// The buffered writer.
-    pub writer: BufWriter<File>,
+    pub writer: BufWriter<Box<dyn Write>>,
 }
 
 impl AtomicOutput {
-    /// Creates `path.partial` next to `path`.
+    /// Creates `path.partial` next to `path`, or writes to standard output for `-`.
     pub fn create(path: &Path) -> Result<Self> {
+        if path == Path::new("-") {
+            return Ok(AtomicOutput {
+                file: None,
+                writer: BufWriter::new(Box::new(std::io::stdout())),
+            });
+        }
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".partial");
         let tmp = PathBuf::from(tmp);
         let file =
             File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let handle = file
+            .try_clone()
+            .with_context(|| format!("cannot open {} twice", tmp.display()))?;
         Ok(AtomicOutput {
-            tmp,
-            path: path.to_path_buf(),
-            writer: BufWriter::new(file),
+            file: Some((tmp, path.to_path_buf(), handle)),
+            writer: BufWriter::new(Box::new(file)),
         })
     }
 
-    /// Flushes, syncs and renames into place.
+    /// Flushes; for a file also syncs and renames it into place.
     pub fn commit(self) -> Result<()> {
-        let file = self
-            .writer
+        let shown = self.file.as_ref().map_or_else(
+            || "standard output".to_string(),
+            |f| f.0.display().to_string(),
+        );
+        self.writer
             .into_inner()
             .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("cannot sync {}", self.tmp.display()))?;
-        std::fs::rename(&self.tmp, &self.path)
-            .with_context(|| format!("cannot rename into {}", self.path.display()))?;
+            .with_context(|| format!("cannot write {shown}"))?;
+        if let Some((tmp, path, file)) = self.file {
+            file.sync_all()
+                .with_context(|| format!("cannot sync {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("cannot rename into {}", path.display()))?;
+        }
         Ok(())
     }
 }

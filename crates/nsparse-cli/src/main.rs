@@ -62,7 +62,7 @@ fn run(cli: Cli) -> Result<()> {
         rayon_pool(threads)?;
     }
     match cli.command {
-        Command::Encode(cmd) => encode_cmd::run(cmd),
+        Command::Encode(cmd) => encode_cmd::run(cmd, cli.threads),
         Command::Index(args) => index_cmd::run_index(args, cli.threads),
         Command::Search(args) => search_cmd::run(args),
         Command::Delete(args) => index_cmd::run_delete(args),

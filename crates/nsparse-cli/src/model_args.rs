@@ -13,14 +13,10 @@ pub enum PrecisionArg {
     Fast,
 }
 
-/// Options naming and configuring the model.
+/// How a document encoder runs: the options every command that loads one shares
+/// (`encode`, `index`, `search`, `eval`, `serve`).
 #[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json, optional idf.json)
-    /// or Hub id such as opensearch-project/opensearch-neural-sparse-encoding-doc-v2-distill.
-    /// Queries default to the built-in OpenSearch bert-uncased idf model.
-    #[arg(long, short)]
-    pub model: Option<String>,
+pub struct EncoderArgs {
     /// Kernel arithmetic for the network.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Exact)]
     pub precision: PrecisionArg,
@@ -31,6 +27,36 @@ pub struct ModelArgs {
     /// weight, instead of truncating them.
     #[arg(long)]
     pub chunk_long_documents: bool,
+}
+
+impl EncoderArgs {
+    /// The encoder options these arguments ask for.
+    pub fn options(&self) -> EncoderOptions {
+        EncoderOptions {
+            precision: match self.precision {
+                PrecisionArg::Exact => Precision::Exact,
+                PrecisionArg::Fast => Precision::Fast,
+            },
+            batch_tokens: self.batch_tokens,
+            long_documents: if self.chunk_long_documents {
+                LongDocuments::Chunk
+            } else {
+                LongDocuments::Truncate
+            },
+        }
+    }
+}
+
+/// Options naming and configuring the model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json, optional idf.json)
+    /// or Hub id such as opensearch-project/opensearch-neural-sparse-encoding-doc-v2-distill.
+    /// Queries default to the built-in OpenSearch bert-uncased idf model.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
     /// Queries through the network even when the model has idf.json (bi-encoder mode).
     #[arg(long, conflicts_with = "idf")]
     pub neural_queries: bool,
@@ -55,19 +81,7 @@ impl ModelArgs {
                 "documents need a document encoder: pass --model DIR (a Hugging Face model folder) or a Hub id"
             ),
             (Some(spec), _) => {
-                let options = EncoderOptions {
-                    precision: match self.precision {
-                        PrecisionArg::Exact => Precision::Exact,
-                        PrecisionArg::Fast => Precision::Fast,
-                    },
-                    batch_tokens: self.batch_tokens,
-                    long_documents: if self.chunk_long_documents {
-                        LongDocuments::Chunk
-                    } else {
-                        LongDocuments::Truncate
-                    },
-                };
-                SparseEncoder::load(spec, options)?
+                SparseEncoder::load(spec, self.encoder.options())?
             }
         };
         let encoder = match &self.idf {

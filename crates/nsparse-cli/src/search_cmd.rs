@@ -31,7 +31,7 @@ pub struct SearchArgs {
     #[arg(long)]
     index: PathBuf,
     /// Number of hits.
-    #[arg(short, default_value_t = 10)]
+    #[arg(short, long = "top-k", default_value_t = 10)]
     k: usize,
     /// Print one JSON object per hit instead of text.
     #[arg(long)]

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use nsparse_model::{EncoderOptions, SparseEncoder};
+use nsparse_model::SparseEncoder;
 use nsparse_server::{App, Models, ServerConfig};
+
+use crate::model_args::EncoderArgs;
 
 /// Arguments of `nsparse serve`.
 #[derive(Args, Debug)]
@@ -22,6 +24,8 @@ pub struct ServeArgs {
     /// (model id = the folder name). Repeatable.
     #[arg(long = "model")]
     models: Vec<String>,
+    #[command(flatten)]
+    encoder: EncoderArgs,
     /// HTTP basic auth user (with a password from --password-file, NSPARSE_PASSWORD or
     /// --password).
     #[arg(long)]
@@ -134,7 +138,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut models = Models::new();
     for spec in &args.models {
         let (name, dir) = model_spec(spec)?;
-        let encoder = SparseEncoder::load(&dir, EncoderOptions::default())
+        let encoder = SparseEncoder::load(&dir, args.encoder.options())
             .with_context(|| format!("loading --model {spec}"))?;
         if !encoder.can_encode_documents() {
             bail!("--model {spec}: {dir} has no network weights, so it cannot encode documents");

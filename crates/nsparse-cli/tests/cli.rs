@@ -527,3 +527,101 @@ fn vectors_index_alike_whatever_the_threads() {
     assert_eq!(run("one", &["--threads", "1"]), all);
     assert_eq!(run("three", &["--threads", "3"]), all);
 }
+
+/// Runs nsparse with `stdin` as its standard input.
+fn ok_with_stdin(args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nsparse"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nsparse");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nsparse {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn dash_reads_standard_input_and_writes_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let model = fixture("tiny-bert");
+    let from_file = dir.path().join("vectors.jsonl");
+    ok(&[
+        "encode",
+        "documents",
+        "--model",
+        &model,
+        "--input",
+        corpus.to_str().unwrap(),
+        "--output",
+        from_file.to_str().unwrap(),
+    ]);
+    let piped = ok_with_stdin(
+        &[
+            "encode",
+            "documents",
+            "--model",
+            &model,
+            "-i",
+            "-",
+            "-o",
+            "-",
+        ],
+        &std::fs::read(&corpus).unwrap(),
+    );
+    assert_eq!(piped, std::fs::read_to_string(&from_file).unwrap());
+
+    // `nsparse index --vectors -` indexes what it reads from standard input.
+    let index = dir.path().join("idx");
+    ok_with_stdin(
+        &[
+            "index",
+            "--vectors",
+            "-",
+            "--index",
+            index.to_str().unwrap(),
+        ],
+        piped.as_bytes(),
+    );
+    // Query with words the documents' vectors hold (the fixture model's weights are random).
+    let words: Vec<String> = piped
+        .lines()
+        .flat_map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["vector"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| t.len() > 2 && t.chars().all(|c| c.is_ascii_lowercase()))
+        .take(20)
+        .collect();
+    let hits = ok(&[
+        "search",
+        "--index",
+        index.to_str().unwrap(),
+        "--top-k",
+        "2",
+        "--json",
+        &words.join(" "),
+    ]);
+    assert_eq!(hits.lines().count(), 2, "--top-k is the long form of -k");
+}
+
+#[test]
+fn serve_takes_the_encoder_options() {
+    let help = ok(&["serve", "--help"]);
+    for flag in ["--precision", "--batch-tokens", "--chunk-long-documents"] {
+        assert!(help.contains(flag), "nsparse serve --help lacks {flag}");
+    }
+}
