@@ -4,15 +4,13 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use std::borrow::Cow;
-
 use anyhow::{bail, Context, Result};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::vector_json;
+use crate::vector_json::{self, TokenWeights};
 
 /// One line of a BEIR corpus or queries file.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,10 +62,6 @@ fn record_from_object(source: Value, origin: &str, require_text: bool) -> Result
     };
     Ok(Record { id, text, source })
 }
-
-/// Token strings and weights of a `"vector"` object, borrowed from the line
-/// where JSON allows it.
-pub type TokenWeights<'a> = Vec<(Cow<'a, str>, f32)>;
 
 /// Parses one line of pre-encoded vectors, `{"_id": ..., "vector": {token:
 /// weight, ...}, ...}`: the record (its source without the vector; `text` is
@@ -563,6 +557,7 @@ pub fn write_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     #[test]
     fn chunks_parse_in_parallel_in_file_order_and_name_the_bad_line() {

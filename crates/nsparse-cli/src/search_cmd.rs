@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use nsparse_index::{
-    open_reader, Hit, HybridCombination, HybridRequest, SearchMode, SearchRequest, Searcher,
-};
+use nsparse_index::{Hit, HybridCombination, Query, SearchMode, SearchRequest, Searcher};
 use nsparse_model::SparseEncoder;
 use serde_json::{json, Value};
 
@@ -65,11 +63,17 @@ pub struct SearchArgs {
 
 /// Runs `nsparse search`.
 pub fn run(args: SearchArgs) -> Result<()> {
-    let env_cap = std::env::var_os(nsparse_index::DENSE_COLUMNS_MAX_MB_ENV).is_some();
-    if let Some(mb) = args.dense_columns_max_mb.or((!env_cap).then_some(0)) {
-        nsparse_index::set_dense_columns_max_mb(mb);
+    let dense_columns_max_mb = match args.dense_columns_max_mb {
+        Some(mb) => Some(mb),
+        None if std::env::var_os(nsparse_index::DENSE_COLUMNS_MAX_MB_ENV).is_some() => {
+            nsparse_index::dense_columns_max_mb_from_env()
+        }
+        None => Some(0),
+    };
+    let searcher = nsparse_index::ReaderOptions {
+        dense_columns_max_mb,
     }
-    let searcher = open_reader(&args.index)?;
+    .open(&args.index)?;
     anyhow::ensure!(args.k > 0, "-k must be at least 1");
     let metadata = searcher.metadata().clone();
     let recorded_spec = metadata
@@ -91,7 +95,12 @@ pub fn run(args: SearchArgs) -> Result<()> {
         let tokens = tokenizer_model
             .tokenizer()
             .tokenize_document_untruncated(&args.query)?;
-        let hits = searcher.search_bm25(&tokens, args.k, args.explain, true)?;
+        let hits = searcher.search(
+            Query::Bm25(&tokens),
+            &SearchRequest::new(args.k)
+                .explain(args.explain)
+                .with_source(true),
+        )?;
         (hits, tokenizer_model)
     } else {
         let mut model = args.model.clone();
@@ -125,10 +134,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
                 let tokens = encoder
                     .tokenizer()
                     .tokenize_document_untruncated(&args.query)?;
-                let mut request = HybridRequest::new(args.k);
-                request.neural_mode = mode;
-                request.with_source = true;
-                request.combination = match fusion {
+                let combination = match fusion {
                     Fusion::MinMax => HybridCombination::MinMax {
                         weights: [0.5, 0.5],
                     },
@@ -136,10 +142,23 @@ pub fn run(args: SearchArgs) -> Result<()> {
                         rank_constant: 60.0,
                     },
                 };
-                searcher.search_hybrid(&vector, &tokens, &request)?
+                let request = SearchRequest::new(args.k)
+                    .mode(mode)
+                    .with_source(true)
+                    .fusion(nsparse_index::Fusion {
+                        combination,
+                        window: None,
+                    });
+                searcher.search(
+                    Query::Hybrid {
+                        vector: &vector,
+                        tokens: &tokens,
+                    },
+                    &request,
+                )?
             }
             None => searcher.search(
-                &vector,
+                Query::Neural(&vector),
                 &SearchRequest::new(args.k)
                     .mode(mode)
                     .explain(args.explain)

@@ -133,7 +133,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     );
     let basic_auth = credentials(&args, std::env::var(PASSWORD_ENV).ok())?;
     if let Some(mb) = args.dense_columns_max_mb {
-        nsparse_index::set_dense_columns_max_mb(mb);
+        // The server reads the cap from the environment when it opens an
+        // index; the flag overrides it. Set here, before any thread starts.
+        std::env::set_var(nsparse_index::DENSE_COLUMNS_MAX_MB_ENV, mb.to_string());
     }
     let mut models = Models::new();
     for spec in &args.models {

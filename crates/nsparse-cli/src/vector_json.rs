@@ -9,7 +9,9 @@
 
 use std::borrow::Cow;
 
-use crate::jsonl::TokenWeights;
+/// Token strings and weights of a `"vector"` object, borrowed from the line
+/// where JSON allows it.
+pub type TokenWeights<'a> = Vec<(Cow<'a, str>, f32)>;
 
 const SHAPE: &str = "\"vector\" must be an object of token: number";
 

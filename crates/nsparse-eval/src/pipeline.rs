@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use nsparse_index::{CreateOptions, Document, Index, SearchRequest, Searcher, WriterOptions};
+use nsparse_index::{
+    CreateOptions, Document, Index, Query, SearchRequest, Searcher, WriterOptions,
+};
 use nsparse_model::{Pruning, SparseEncoder};
 use serde::Serialize;
 
@@ -472,8 +474,12 @@ pub fn retrieve(
     let depth = options.k + usize::from(options.drop_identical_ids);
     for (i, (query, encoded)) in queries.iter().zip(encoded).enumerate() {
         let hits = match encoded {
-            EncodedQuery::Tokens(tokens) => searcher.search_bm25(tokens, depth, false, false)?,
-            EncodedQuery::Vector(v) => searcher.search(v, &SearchRequest::new(depth))?,
+            EncodedQuery::Tokens(tokens) => {
+                searcher.search(Query::Bm25(tokens), &SearchRequest::new(depth))?
+            }
+            EncodedQuery::Vector(v) => {
+                searcher.search(Query::Neural(v), &SearchRequest::new(depth))?
+            }
         };
         run.add_query(query.id.clone());
         hits.into_iter()

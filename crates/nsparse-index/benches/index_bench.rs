@@ -5,12 +5,12 @@
 //! queries run on the calling thread and the build's target is measured with
 //! `WriterOptions::build_threads = 1`; a second build on every core is
 //! printed for information. Vector shape parameters:
-//! `nsparse_index::synth::SynthParams`.
+//! `nsparse_testkit::synth::SynthParams`.
 
 use std::time::Instant;
 
-use nsparse_index::synth::{Synth, SynthParams};
 use nsparse_index::*;
+use nsparse_testkit::synth::{Synth, SynthParams};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -33,7 +33,7 @@ fn time_queries(
     let mut out = Vec::with_capacity(qs.len());
     for q in qs {
         let t = Instant::now();
-        let r = s.search(q, &req).expect("search");
+        let r = s.search(Query::Neural(q), &req).expect("search");
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         out.push(r);
     }
@@ -132,7 +132,7 @@ fn main() {
     // writer's first search loads them (what `open` below also does).
     let t = Instant::now();
     idx.searcher()
-        .search(&queries[0], &SearchRequest::new(10))
+        .search(Query::Neural(&queries[0]), &SearchRequest::new(10))
         .expect("first search");
     let first_search = t.elapsed().as_secs_f64();
     drop(idx);

@@ -3,10 +3,10 @@
 //! `cargo run --release -p nsparse-index --example build_profile -- 1000000 /tmp/idx`
 use std::time::Instant;
 
-use nsparse_index::synth::{Synth, SynthParams};
 use nsparse_index::{
-    open_reader, CreateOptions, Document, Index, SearchMode, SearchRequest, WriterOptions,
+    open_reader, CreateOptions, Document, Index, Query, SearchMode, SearchRequest, WriterOptions,
 };
+use nsparse_testkit::synth::{Synth, SynthParams};
 
 fn main() {
     // RUST_LOG=nsparse_index=debug shows the phases of the bulk load.
@@ -37,7 +37,9 @@ fn main() {
         drop(docs);
         // The new segment's postings load on the writer's first search.
         let t = Instant::now();
-        let _ = idx.searcher().search(&queries[0], &SearchRequest::new(10));
+        let _ = idx
+            .searcher()
+            .search(Query::Neural(&queries[0]), &SearchRequest::new(10));
         eprintln!("writer's first search {:?}", t.elapsed());
     }
     let t = Instant::now();
@@ -59,7 +61,7 @@ fn main() {
     let mut lat = vec![Vec::new(); modes.len()];
     // The first search builds the derived columns.
     let t = Instant::now();
-    let _ = s.search(&queries[0], &SearchRequest::new(10));
+    let _ = s.search(Query::Neural(&queries[0]), &SearchRequest::new(10));
     eprintln!("first search after open {:?}", t.elapsed());
     // Interleave the modes so machine noise hits both alike.
     let rounds: usize = std::env::var("NSPARSE_PROFILE_ROUNDS")
@@ -68,13 +70,13 @@ fn main() {
         .unwrap_or(1);
     // One untimed pass builds the bound columns the queries use.
     for q in &queries {
-        let _ = s.search(q, &SearchRequest::new(k));
+        let _ = s.search(Query::Neural(q), &SearchRequest::new(k));
     }
     for q in queries.iter().cycle().take(queries.len() * rounds) {
         for (m, (_, mode)) in modes.iter().enumerate() {
             let t = Instant::now();
             let h = s
-                .search(q, &SearchRequest::new(k).mode(*mode))
+                .search(Query::Neural(q), &SearchRequest::new(k).mode(*mode))
                 .expect("search");
             lat[m].push(t.elapsed().as_secs_f64() * 1e3);
             std::hint::black_box(h);

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use nsparse_index::synth::{Synth, SynthParams};
+use nsparse_testkit::synth::{Synth, SynthParams};
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();

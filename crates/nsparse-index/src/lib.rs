@@ -15,16 +15,16 @@
 //!   fsync per batch), [`Index::bulk_upsert`] (build a segment directly, durable
 //!   on return), [`Index::commit`] and [`Index::force_merge`].
 //! * Reader: [`Index::searcher`] (from the writer, sees every acknowledged
-//!   write) or [`open_reader`] (read-only, no lock, a writer may be running).
-//!   A [`Searcher`] is an immutable snapshot: [`Searcher::search`] (modes in
-//!   [`SearchMode`]), [`Searcher::search_bm25`], [`Searcher::search_hybrid`],
-//!   [`Searcher::explain`], [`Searcher::get`], [`Searcher::contains`],
-//!   [`Searcher::check_model`]; the `_filtered` forms
-//!   ([`Searcher::search_filtered`], [`Searcher::search_bm25_filtered`],
-//!   [`Searcher::search_hybrid_filtered`]) take a [`DocFilter`] on `_id` and
-//!   return the top-k among accepted documents; [`Searcher::documents`]
-//!   iterates every live document (for export and warm-up). `Searcher` is
-//!   `Send + Sync + Clone` (an `Arc` inside).
+//!   write) or [`open_reader`] (read-only, no lock, a writer may be running;
+//!   [`ReaderOptions::open`] with options).
+//!   A [`Searcher`] is an immutable snapshot: [`Searcher::search`] takes a
+//!   [`Query`] (a neural vector, BM25 tokens, or both for hybrid) and a
+//!   [`SearchRequest`] (k, the neural algorithm in [`SearchMode`], the hybrid
+//!   [`Fusion`], a [`DocFilter`] on `_id` that makes it the top-k among
+//!   accepted documents, explanations, sources); [`Searcher::explain`],
+//!   [`Searcher::get`], [`Searcher::contains`], [`Searcher::check_model`];
+//!   [`Searcher::documents`] iterates every live document (for export and
+//!   warm-up). `Searcher` is `Send + Sync + Clone` (an `Arc` inside).
 //! * [`verify`] checks every file without modifying anything.
 //!
 //! ```
@@ -44,12 +44,15 @@
 //!
 //! let searcher = open_reader(dir)?; // or index.searcher()
 //! searcher.check_model("opensearch-neural-sparse-v3")?;
-//! let hits = searcher.search(&[(2054, 3.0)], &SearchRequest::new(10).with_source(true).explain(true))?;
+//! let hits = searcher.search(Query::Neural(&[(2054, 3.0)]), &SearchRequest::new(10).with_source(true).explain(true))?;
 //! assert_eq!(hits[0].id, "doc-1");
-//! let approx = searcher.search(&[(2054, 3.0)], &SearchRequest::new(10).mode(SearchMode::Approximate { top_n: 10, heap_factor: 1.2 }))?;
-//! let two_phase = searcher.search(&[(2054, 3.0)], &SearchRequest::new(10).mode(SearchMode::two_phase()))?;
-//! let bm25 = searcher.search_bm25(&[2054], 10, false, false)?;
-//! let hybrid = searcher.search_hybrid(&[(2054, 3.0)], &[2054], &HybridRequest::new(10))?;
+//! let approx = searcher.search(Query::Neural(&[(2054, 3.0)]), &SearchRequest::new(10).mode(SearchMode::Approximate { top_n: 10, heap_factor: 1.2 }))?;
+//! let two_phase = searcher.search(Query::Neural(&[(2054, 3.0)]), &SearchRequest::new(10).mode(SearchMode::two_phase()))?;
+//! let bm25 = searcher.search(Query::Bm25(&[2054]), &SearchRequest::new(10))?;
+//! let hybrid = searcher.search(Query::Hybrid { vector: &[(2054, 3.0)], tokens: &[2054] }, &SearchRequest::new(10))?;
+//! let only_doc_1: DocFilter = &|id| id == "doc-1";
+//! let filtered = searcher.search(Query::Bm25(&[2054]), &SearchRequest::new(10).filter(only_doc_1))?;
+//! # assert_eq!(filtered.len(), 1);
 //! # assert_eq!((approx.len(), two_phase.len(), bm25.len(), hybrid.len()), (1, 1, 1, 1));
 //! assert_eq!(verify(dir)?.live_docs, 1);
 //! # Ok(()) }
@@ -74,7 +77,7 @@
 //! operation) or the new one; unreferenced files are removed by the next writer.
 //!
 //! Segment files are written around the page cache (`O_DIRECT` where the
-//! filesystem allows it, from a background thread; see `sink.rs`) and are
+//! filesystem allows it, from a background thread; see `directory/sink.rs`) and are
 //! still fsynced before the rename: the bytes and the durability rule are the
 //! same, the write is ~5× faster on a large segment.
 //!
@@ -150,27 +153,25 @@
 //!   candidate's weights are prefetched while one is scored. Because a
 //!   bound overstates a score by at most one code step per frequent token,
 //!   a handful of documents per query are rescored (more for a large k;
-//!   above k = 512 frequent tokens are scattered from their postings). The same
-//!   code holds a MaxScore split (terms whose upper bounds sum below the
-//!   k-th score are completed only for candidates), off for exact search
-//!   because flat-weight learned-sparse queries made it slower; the
-//!   approximate mode uses it.
-//! * [`SearchMode::ExactTaat`] — plain term-at-a-time over a dense
-//!   accumulator, no pruning (the previous default; benchmark baseline).
-//! * [`SearchMode::ExactMaxScore`] — term-at-a-time MaxScore: terms are
-//!   accumulated by decreasing upper bound, and the remaining terms are skipped
-//!   once their summed bound cannot lift an untouched document past the k-th
-//!   partial score; surviving candidates are rescored exactly.
-//! * [`SearchMode::ExactBlockMax`] — BMP-style: per-token maxima over blocks of
-//!   64 consecutive documents (built on first use) give block upper bounds;
-//!   blocks are visited by decreasing bound until none can beat the k-th score.
-//! * [`SearchMode::Approximate`] — the tiled MaxScore with OpenSearch's knobs:
+//!   above k = 512 frequent tokens are scattered from their postings). Every
+//!   query term goes into the accumulator: a MaxScore split (terms whose
+//!   upper bounds sum below the k-th score completed only for candidates)
+//!   made flat-weight learned-sparse queries slower.
+//! * `SearchMode::ExactTaat`, `ExactMaxScore`, `ExactBlockMax` (cargo
+//!   feature `baselines`, for benchmarks and tests): plain term-at-a-time
+//!   over a dense accumulator; term-at-a-time MaxScore (terms by decreasing
+//!   upper bound, the rest skipped once their summed bound cannot lift an
+//!   untouched document past the k-th partial score, survivors rescored
+//!   exactly); BMP-style block-max (per-token maxima over blocks of 64
+//!   documents, built on first use, blocks visited by decreasing bound).
+//! * [`SearchMode::BruteForce`] — every live document scored (a test oracle).
+//! * [`SearchMode::Approximate`] — the tiled search with OpenSearch's knobs:
 //!   only the `top_n` heaviest query tokens can make a document a candidate
 //!   (the others only add to candidates' scores), and the k-th score a
 //!   candidate must beat is multiplied by `heap_factor` (`> 1` prunes more).
 //!   Scores of returned documents are exact; recall is what is traded.
 //! * [`SearchMode::TwoPhase`] — OpenSearch's two-phase: tokens below
-//!   `prune_ratio × max weight` are deferred; phase 1 (tiled MaxScore) retrieves
+//!   `prune_ratio × max weight` are deferred; phase 1 (tiled search) retrieves
 //!   `k × expansion_rate` (capped by `max_window_size`), phase 2 rescores
 //!   that window with all tokens.
 //!
@@ -179,11 +180,12 @@
 //! postings, so they cannot disagree with the files. Bound columns cost a
 //! byte per document per frequent token, plus 4 bytes per 64 documents (at
 //! most about 1.2 GB at 1M SPLADE-like documents, if queries use every
-//! frequent token); the
-//! environment variable `NSPARSE_DENSE_COLUMNS_MAX_MB` ([`DENSE_COLUMNS_MAX_MB_ENV`])
-//! or [`set_dense_columns_max_mb`] (before the first search) caps them per
-//! segment (most frequent tokens first; `0` turns them off), trading speed
-//! for memory, never results.
+//! frequent token); [`WriterOptions::dense_columns_max_mb`] and
+//! [`ReaderOptions::dense_columns_max_mb`] cap them per segment (most
+//! frequent tokens first; `0` turns them off), trading speed for memory,
+//! never results. The library reads no environment variable: programs may
+//! take the cap from `NSPARSE_DENSE_COLUMNS_MAX_MB`
+//! ([`dense_columns_max_mb_from_env`]), as the CLI and the server do.
 //!
 //! ## BM25
 //! Documents may carry a token-id sequence; segments store term frequencies and
@@ -200,30 +202,30 @@
 //! one thread per core (at most 8, and one per 64k documents); the file it
 //! writes does not depend on the thread count.
 
+mod codec;
+mod directory;
 mod error;
-#[doc(hidden)]
-pub mod faults;
-mod format;
-mod id_index;
 mod index;
 mod memory;
 mod postings;
+mod quantize;
+mod schema;
 mod search;
 mod segment;
 mod simd;
-mod sink;
-pub mod synth;
-mod synth_fitted;
-mod wal;
+mod threads;
 
+#[doc(hidden)]
+pub use directory::faults;
 pub use error::{Error, Result};
-pub use format::{dequantize, quantize, MAX_WEIGHT, MIN_WEIGHT};
-pub use index::{
-    open_reader, verify, Bm25Params, CreateOptions, Document, Index, IndexInfo, VerifyReport,
-    WriterOptions, DEFAULT_VOCAB_SIZE, MAX_ID_BYTES,
+pub use index::{open_reader, verify, Index, IndexInfo, VerifyReport};
+pub use quantize::{dequantize, quantize, MAX_WEIGHT, MIN_WEIGHT};
+pub use schema::{
+    Bm25Params, CreateOptions, Document, ReaderOptions, WriterOptions, DEFAULT_VOCAB_SIZE,
+    MAX_ID_BYTES,
 };
 pub use search::{
-    DocFilter, Hit, HybridCombination, HybridRequest, SearchMode, SearchRequest, Searcher,
+    DocFilter, Fusion, Hit, HybridCombination, Query, SearchMode, SearchRequest, Searcher,
     StoredDocument, TokenContribution,
 };
-pub use segment::{set_dense_columns_max_mb, DENSE_COLUMNS_MAX_MB_ENV};
+pub use segment::bound_columns::{dense_columns_max_mb_from_env, DENSE_COLUMNS_MAX_MB_ENV};

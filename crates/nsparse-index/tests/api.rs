@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use nsparse_index::*;
+use nsparse_testkit::synth;
 
 fn opts() -> WriterOptions {
     WriterOptions {
@@ -70,10 +71,18 @@ fn bm25_filtered_is_the_exact_top_k_of_accepted_documents() {
     let mut nonempty = 0;
     for _ in 0..30 {
         let q = g.text(4);
-        let all = s.search_bm25(&q, live.len(), false, false).unwrap();
+        let all = s
+            .search(Query::Bm25(&q), &SearchRequest::new(live.len()))
+            .unwrap();
         let want: Vec<&Hit> = all.iter().filter(|h| accept(&h.id)).take(10).collect();
         let got = s
-            .search_bm25_filtered(&q, 10, true, true, Some(&accept))
+            .search(
+                Query::Bm25(&q),
+                &SearchRequest::new(10)
+                    .explain(true)
+                    .with_source(true)
+                    .filter(&accept),
+            )
             .unwrap();
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
@@ -82,7 +91,10 @@ fn bm25_filtered_is_the_exact_top_k_of_accepted_documents() {
         }
         nonempty += usize::from(!got.is_empty());
         let none = s
-            .search_bm25_filtered(&q, 10, false, false, Some(&|_: &str| false))
+            .search(
+                Query::Bm25(&q),
+                &SearchRequest::new(10).filter(&|_: &str| false),
+            )
             .unwrap();
         assert!(none.is_empty());
     }
@@ -112,20 +124,27 @@ fn hybrid_filtered_fuses_filtered_sub_queries() {
     ] {
         for _ in 0..10 {
             let (v, t) = (g.query(), g.text(4));
-            let mut req = HybridRequest::new(10);
-            req.window = 20;
-            req.combination = combination;
+            let req = SearchRequest::new(10).fusion(Fusion {
+                combination,
+                window: Some(20),
+            });
             let got = s
-                .search_hybrid_filtered(&v, &t, &req, Some(&accept))
+                .search(
+                    Query::Hybrid {
+                        vector: &v,
+                        tokens: &t,
+                    },
+                    &req.filter(&accept),
+                )
                 .unwrap();
             assert!(!got.is_empty());
             assert!(got.iter().all(|h| accept(&h.id)));
             // Reference fusion over the filtered sub-queries.
             let neural = s
-                .search_filtered(&v, &SearchRequest::new(20), Some(&accept))
+                .search(Query::Neural(&v), &SearchRequest::new(20).filter(&accept))
                 .unwrap();
             let bm25 = s
-                .search_bm25_filtered(&t, 20, false, false, Some(&accept))
+                .search(Query::Bm25(&t), &SearchRequest::new(20).filter(&accept))
                 .unwrap();
             let mut fused: HashMap<String, f32> = HashMap::new();
             for (hits, w) in [(&neural, 0.3f32), (&bm25, 0.7)] {
@@ -165,10 +184,21 @@ fn hybrid_filtered_fuses_filtered_sub_queries() {
     }
     // No filter equals the unfiltered call.
     let (v, t) = (g.query(), g.text(4));
-    let req = HybridRequest::new(10);
+    let req = SearchRequest::new(10);
+    let hybrid = Query::Hybrid {
+        vector: &v,
+        tokens: &t,
+    };
     assert_eq!(
-        s.search_hybrid_filtered(&v, &t, &req, None).unwrap(),
-        s.search_hybrid(&v, &t, &req).unwrap()
+        s.search(
+            hybrid,
+            &SearchRequest {
+                filter: None,
+                ..req
+            }
+        )
+        .unwrap(),
+        s.search(hybrid, &req).unwrap()
     );
 }
 
@@ -238,12 +268,16 @@ fn documents_returns_every_live_document_once_and_reindexes_identically() {
         let (v, t) = (g.query(), g.text(3));
         let r = SearchRequest::new(700);
         assert_eq!(
-            key(&s1.search(&v, &r).unwrap()),
-            key(&s2.search(&v, &r).unwrap())
+            key(&s1.search(Query::Neural(&v), &r).unwrap()),
+            key(&s2.search(Query::Neural(&v), &r).unwrap())
         );
         assert_eq!(
-            key(&s1.search_bm25(&t, 700, false, false).unwrap()),
-            key(&s2.search_bm25(&t, 700, false, false).unwrap())
+            key(&s1
+                .search(Query::Bm25(&t), &SearchRequest::new(700))
+                .unwrap()),
+            key(&s2
+                .search(Query::Bm25(&t), &SearchRequest::new(700))
+                .unwrap())
         );
     }
 }
@@ -281,8 +315,11 @@ fn searcher_is_shareable_across_threads() {
             let wanted = wanted.clone();
             std::thread::spawn(move || {
                 let filter = |id: &str| wanted.contains(id);
-                s.search_filtered(&[(1, 1.0)], &SearchRequest::new(5), Some(&filter))
-                    .unwrap()
+                s.search(
+                    Query::Neural(&[(1, 1.0)]),
+                    &SearchRequest::new(5).filter(&filter),
+                )
+                .unwrap()
             })
         })
         .collect();
@@ -290,7 +327,9 @@ fn searcher_is_shareable_across_threads() {
     assert_eq!(results[0], results[1]);
     assert!(!results[0].is_empty());
     assert!(results[0].iter().all(|h| wanted.contains(&h.id)));
-    let unfiltered = s.search(&[(1, 1.0)], &SearchRequest::new(700)).unwrap();
+    let unfiltered = s
+        .search(Query::Neural(&[(1, 1.0)]), &SearchRequest::new(700))
+        .unwrap();
     let want: Vec<&str> = unfiltered
         .iter()
         .filter(|h| wanted.contains(&h.id))
@@ -393,12 +432,12 @@ fn bulk_upsert_equals_the_logged_path_and_rejects_bad_batches_whole() {
         let (v, t) = (g.query(), g.text(3));
         let r = SearchRequest::new(50);
         assert_eq!(
-            key(&sa.search(&v, &r).unwrap()),
-            key(&sb.search(&v, &r).unwrap())
+            key(&sa.search(Query::Neural(&v), &r).unwrap()),
+            key(&sb.search(Query::Neural(&v), &r).unwrap())
         );
         assert_eq!(
-            key(&sa.search_bm25(&t, 50, false, false).unwrap()),
-            key(&sb.search_bm25(&t, 50, false, false).unwrap())
+            key(&sa.search(Query::Bm25(&t), &SearchRequest::new(50)).unwrap()),
+            key(&sb.search(Query::Bm25(&t), &SearchRequest::new(50)).unwrap())
         );
     }
 

@@ -1,4 +1,5 @@
 use nsparse_index::*;
+use nsparse_testkit::synth;
 
 fn doc(id: &str, v: &[(u32, f32)]) -> Document {
     Document {
@@ -42,7 +43,7 @@ fn add_search_reopen_commit() {
     let q = [(2u32, 1.0f32), (3, 1.0)];
     let r = idx
         .searcher()
-        .search(&q, &SearchRequest::new(10).with_source(true))
+        .search(Query::Neural(&q), &SearchRequest::new(10).with_source(true))
         .unwrap();
     assert_eq!(ids(&r), ["b", "a"]);
     assert_eq!(r[0].score, 0.5 + 3.0);
@@ -53,7 +54,10 @@ fn add_search_reopen_commit() {
     assert_eq!(idx.info().live_docs, 3);
     assert_eq!(idx.info().metadata["field"], "text");
     assert_eq!(
-        ids(&idx.searcher().search(&q, &SearchRequest::new(10)).unwrap()),
+        ids(&idx
+            .searcher()
+            .search(Query::Neural(&q), &SearchRequest::new(10))
+            .unwrap()),
         ["b", "a"]
     );
     idx.commit().unwrap();
@@ -62,7 +66,10 @@ fn add_search_reopen_commit() {
     let s = open_reader(dir.path()).unwrap();
     assert_eq!(s.model(), "model-a");
     assert!(s.check_model("model-b").is_err());
-    assert_eq!(ids(&s.search(&q, &SearchRequest::new(1)).unwrap()), ["b"]);
+    assert_eq!(
+        ids(&s.search(Query::Neural(&q), &SearchRequest::new(1)).unwrap()),
+        ["b"]
+    );
     let rep = verify(dir.path()).unwrap();
     assert_eq!(rep.live_docs, 3);
     assert_eq!(rep.segments, 1);
@@ -87,10 +94,15 @@ fn upsert_delete_visibility_and_merge() {
     let q = [(1u32, 1.0f32)];
     // Old snapshot is unaffected, new one sees the changes at once.
     assert_eq!(
-        ids(&before.search(&q, &SearchRequest::new(10)).unwrap()),
+        ids(&before
+            .search(Query::Neural(&q), &SearchRequest::new(10))
+            .unwrap()),
         ["b", "a"]
     );
-    let now = idx.searcher().search(&q, &SearchRequest::new(10)).unwrap();
+    let now = idx
+        .searcher()
+        .search(Query::Neural(&q), &SearchRequest::new(10))
+        .unwrap();
     assert_eq!(ids(&now), ["a"]);
     assert_eq!(now[0].score, 5.0);
     idx.commit().unwrap();
@@ -99,7 +111,10 @@ fn upsert_delete_visibility_and_merge() {
     assert_eq!((rep.live_docs, rep.deleted_docs), (2, 2));
     let mut idx = Index::open(dir.path(), small()).unwrap();
     assert_eq!(
-        ids(&idx.searcher().search(&q, &SearchRequest::new(10)).unwrap()),
+        ids(&idx
+            .searcher()
+            .search(Query::Neural(&q), &SearchRequest::new(10))
+            .unwrap()),
         ["a"]
     );
     idx.force_merge(1).unwrap();
@@ -170,7 +185,7 @@ fn invalid_input_is_rejected_with_context() {
     }
     let e = idx
         .searcher()
-        .search(&[(40_000, 1.0)], &SearchRequest::new(1))
+        .search(Query::Neural(&[(40_000, 1.0)]), &SearchRequest::new(1))
         .unwrap_err();
     assert!(e.to_string().contains("40000"));
     assert_eq!(idx.info().live_docs, 0);
@@ -194,7 +209,9 @@ fn merge_policy_bounds_segment_count() {
     idx.commit().unwrap();
     let s = idx.searcher();
     assert_eq!(s.num_docs(), 150);
-    let r = s.search(&[(3, 1.0)], &SearchRequest::new(100)).unwrap();
+    let r = s
+        .search(Query::Neural(&[(3, 1.0)]), &SearchRequest::new(100))
+        .unwrap();
     assert_eq!(r.len(), 3);
 }
 
@@ -215,7 +232,9 @@ fn explain_two_phase_approx() {
     let s = idx.searcher();
     for _ in 0..20 {
         let q = g.query();
-        let exact = s.search(&q, &SearchRequest::new(10).explain(true)).unwrap();
+        let exact = s
+            .search(Query::Neural(&q), &SearchRequest::new(10).explain(true))
+            .unwrap();
         for h in &exact {
             let e = h.explanation.as_ref().unwrap();
             let sum: f32 = e.iter().map(|c| c.contribution).sum();
@@ -225,7 +244,7 @@ fn explain_two_phase_approx() {
         }
         let tp = s
             .search(
-                &q,
+                Query::Neural(&q),
                 &SearchRequest::new(10).mode(SearchMode::TwoPhase {
                     prune_ratio: 0.0,
                     expansion_rate: 5.0,
@@ -241,7 +260,7 @@ fn explain_two_phase_approx() {
         assert_eq!(strip(&tp), strip(&exact));
         let ap = s
             .search(
-                &q,
+                Query::Neural(&q),
                 &SearchRequest::new(10).mode(SearchMode::Approximate {
                     top_n: 100,
                     heap_factor: 1.0,
@@ -251,7 +270,10 @@ fn explain_two_phase_approx() {
         assert_eq!(ids(&ap), ids(&exact));
         // Two-phase with defaults returns correctly scored hits.
         for h in s
-            .search(&q, &SearchRequest::new(10).mode(SearchMode::two_phase()))
+            .search(
+                Query::Neural(&q),
+                &SearchRequest::new(10).mode(SearchMode::two_phase()),
+            )
             .unwrap()
         {
             assert_eq!(s.explain(&q, &h.id).unwrap().unwrap().0, h.score);
@@ -275,7 +297,9 @@ fn bm25_and_hybrid() {
     }
     idx.commit().unwrap();
     let s = idx.searcher();
-    let r = s.search_bm25(&[1], 10, true, false).unwrap();
+    let r = s
+        .search(Query::Bm25(&[1]), &SearchRequest::new(10).explain(true))
+        .unwrap();
     // N = 4, df(1) = 2, avglen = 13/4.
     let idf = (1.0f64 + (4.0 - 2.0 + 0.5) / (2.0 + 0.5)).ln();
     let bm = |tf: f64, len: f64| idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len / 3.25));
@@ -285,16 +309,32 @@ fn bm25_and_hybrid() {
     let e = &r[0].explanation.as_ref().unwrap()[0];
     assert_eq!(e.token, 1);
     let hy = s
-        .search_hybrid(&[(1, 1.0), (8, 1.0)], &[1], &HybridRequest::new(10))
+        .search(
+            Query::Hybrid {
+                vector: &[(1, 1.0), (8, 1.0)],
+                tokens: &[1],
+            },
+            &SearchRequest::new(10),
+        )
         .unwrap();
     // Neural: t3 (4.0) > t1 (2.0) > t0 (1.0); BM25: t1 > t0.
     assert_eq!(ids(&hy), ["t1", "t3", "t0"]);
     assert!((hy[0].score - (0.5 * (1.0 / 3.0) + 0.5)).abs() < 1e-6);
-    let mut rq = HybridRequest::new(10);
-    rq.combination = HybridCombination::Rrf {
-        rank_constant: 60.0,
-    };
-    let hy = s.search_hybrid(&[(1, 1.0), (8, 1.0)], &[1], &rq).unwrap();
+    let rq = SearchRequest::new(10).fusion(Fusion {
+        combination: HybridCombination::Rrf {
+            rank_constant: 60.0,
+        },
+        ..Fusion::default()
+    });
+    let hy = s
+        .search(
+            Query::Hybrid {
+                vector: &[(1, 1.0), (8, 1.0)],
+                tokens: &[1],
+            },
+            &rq,
+        )
+        .unwrap();
     assert_eq!(ids(&hy), ["t1", "t0", "t3"]);
     assert!((hy[0].score - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-7);
 }
@@ -318,7 +358,9 @@ fn concurrent_reader_sees_consistent_snapshots() {
         for s in rx {
             // Every doc has token 1 with weight 1: the snapshot's count must be exact.
             let n = s.num_docs() as usize;
-            let r = s.search(&[(1, 1.0)], &SearchRequest::new(10_000)).unwrap();
+            let r = s
+                .search(Query::Neural(&[(1, 1.0)]), &SearchRequest::new(10_000))
+                .unwrap();
             assert_eq!(r.len(), n);
             seen += 1;
         }

@@ -2,6 +2,7 @@
 //! never a panic, never a silently different index.
 
 use nsparse_index::*;
+use nsparse_testkit::synth;
 use rand::{Rng, SeedableRng};
 
 fn build(dir: &std::path::Path) -> (u64, Vec<u8>) {
@@ -47,7 +48,9 @@ fn build(dir: &std::path::Path) -> (u64, Vec<u8>) {
     drop(idx);
     let q = g.query();
     let s = open_reader(dir).unwrap();
-    let r = s.search(&q, &SearchRequest::new(10)).unwrap();
+    let r = s
+        .search(Query::Neural(&q), &SearchRequest::new(10))
+        .unwrap();
     let sig = serde_json::to_vec(&r.iter().map(|h| (&h.id, h.score)).collect::<Vec<_>>()).unwrap();
     (live, sig)
 }
@@ -204,15 +207,24 @@ fn damage_before_the_first_search_of_a_new_segment_is_reported_by_the_search() {
     std::fs::write(&seg, &bad).unwrap();
     let q = g.query();
     let s = idx.searcher();
-    let e = s.search(&q, &SearchRequest::new(10)).unwrap_err();
+    let e = s
+        .search(Query::Neural(&q), &SearchRequest::new(10))
+        .unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains(".seg"), "{e}");
     assert!(s.vector("d1").is_err());
     // Repaired, the same snapshot loads and searches like a fresh reader.
     std::fs::write(&seg, &good).unwrap();
-    let hits = s.search(&q, &SearchRequest::new(10)).unwrap();
+    let hits = s
+        .search(Query::Neural(&q), &SearchRequest::new(10))
+        .unwrap();
     let fresh = open_reader(dir.path()).unwrap();
-    assert_eq!(hits, fresh.search(&q, &SearchRequest::new(10)).unwrap());
+    assert_eq!(
+        hits,
+        fresh
+            .search(Query::Neural(&q), &SearchRequest::new(10))
+            .unwrap()
+    );
     assert!(!hits.is_empty());
     assert_eq!(s.vector("d1").unwrap(), fresh.vector("d1").unwrap());
 }

@@ -159,7 +159,9 @@ fn acknowledged_writes_survive_sigkill() {
     let s = open_reader(dir.path()).unwrap();
     // BM25 statistics survive too: token 7 appears in every live document.
     assert_eq!(
-        s.search_bm25(&[7], 100_000, false, false).unwrap().len() as u64,
+        s.search(Query::Bm25(&[7]), &SearchRequest::new(100_000))
+            .unwrap()
+            .len() as u64,
         s.num_docs()
     );
 }

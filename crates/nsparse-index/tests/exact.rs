@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use nsparse_index::*;
+use nsparse_testkit::synth;
 use proptest::prelude::*;
 
 /// Independent reference: dot product over quantized weights, summed in token order.
@@ -144,7 +145,9 @@ fn run_case(
     for q in &queries {
         let want = reference(&live, q, k);
         for (name, mode) in modes(q.len()) {
-            let got = s.search(q, &SearchRequest::new(k).mode(mode)).unwrap();
+            let got = s
+                .search(Query::Neural(q), &SearchRequest::new(k).mode(mode))
+                .unwrap();
             check(&got, &want, k, name);
             for (fname, f) in [
                 ("sparse filter", &accept_sparse as DocFilter<'_>),
@@ -152,7 +155,10 @@ fn run_case(
             ] {
                 let want_f: Vec<(String, f32)> = want.iter().filter(|p| f(&p.0)).cloned().collect();
                 let got = s
-                    .search_filtered(q, &SearchRequest::new(k).mode(mode), Some(f))
+                    .search(
+                        Query::Neural(q),
+                        &SearchRequest::new(k).mode(mode).filter(f),
+                    )
                     .unwrap();
                 check(&got, &want_f, k, &format!("{name}, {fname}"));
             }

@@ -40,6 +40,7 @@ fn opts() -> WriterOptions {
         flush_docs: 4,
         merge_factor: 2,
         build_threads: 1,
+        ..WriterOptions::default()
     }
 }
 

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use nsparse_index::*;
+use nsparse_testkit::synth;
 use proptest::prelude::*;
 use proptest::sample::Index as Pick;
 
@@ -79,22 +80,32 @@ fn signature(s: &Searcher) -> Result<Signature> {
                 mode,
                 SearchMode::Approximate { .. } | SearchMode::TwoPhase { .. }
             );
-            let r = hits(s.search(q, &SearchRequest::new(7).mode(mode).with_source(true))?);
+            let r = hits(s.search(
+                Query::Neural(q),
+                &SearchRequest::new(7).mode(mode).with_source(true),
+            )?);
             if exact {
                 searches.push(r);
             }
         }
         s.explain(q, "s0-1")?;
         let filter = |id: &str| id.ends_with('1');
-        searches.push(hits(s.search_filtered(
-            q,
+        searches.push(hits(
+            s.search(Query::Neural(q), &SearchRequest::new(5).filter(&filter))?,
+        ));
+        s.search(
+            Query::Hybrid {
+                vector: q,
+                tokens: &bm25[0],
+            },
             &SearchRequest::new(5),
-            Some(&filter),
-        )?));
-        s.search_hybrid(q, &bm25[0], &HybridRequest::new(5))?;
+        )?;
     }
     for t in &bm25 {
-        searches.push(hits(s.search_bm25(t, 6, true, true)?));
+        searches.push(hits(s.search(
+            Query::Bm25(t),
+            &SearchRequest::new(6).explain(true).with_source(true),
+        )?));
     }
     for id in docs.keys().take(5) {
         assert!(s.contains(id), "{id} listed but not contained");
@@ -159,6 +170,7 @@ fn pristine() -> &'static Pristine {
                 flush_docs: 1_000_000,
                 merge_factor: 8,
                 build_threads: 1,
+                ..WriterOptions::default()
             },
         )
         .unwrap();
@@ -330,6 +342,7 @@ fn writer_options() -> WriterOptions {
         flush_docs: 1_000_000,
         merge_factor: 8,
         build_threads: 1,
+        ..WriterOptions::default()
     }
 }
 

@@ -4,8 +4,8 @@
 //! each written by the build of its time from the documents [`fixture_docs`]
 //! regenerates (with `doc-7` deleted afterwards).
 
-use nsparse_index::synth::{Synth, SynthParams};
 use nsparse_index::*;
+use nsparse_testkit::synth::{Synth, SynthParams};
 
 fn fixture_docs() -> Vec<Document> {
     let mut g = Synth::new(
@@ -57,12 +57,19 @@ fn results(s: &Searcher, docs: &[Document]) -> Vec<Vec<(String, f32)>> {
     let mut out = Vec::new();
     for d in docs.iter().step_by(7) {
         let q: Vec<(u32, f32)> = d.vector.iter().step_by(3).copied().collect();
-        out.push(key(s.search(&q, &SearchRequest::new(10)).unwrap()));
         out.push(key(s
-            .search(&q, &SearchRequest::new(10).mode(SearchMode::ExactTaat))
+            .search(Query::Neural(&q), &SearchRequest::new(10))
+            .unwrap()));
+        out.push(key(s
+            .search(
+                Query::Neural(&q),
+                &SearchRequest::new(10).mode(SearchMode::ExactTaat),
+            )
             .unwrap()));
         let text = &d.tokens.as_ref().unwrap()[..3];
-        out.push(key(s.search_bm25(text, 10, false, false).unwrap()));
+        out.push(key(s
+            .search(Query::Bm25(text), &SearchRequest::new(10))
+            .unwrap()));
     }
     out
 }
@@ -133,4 +140,264 @@ fn reads_like_a_fresh_index_and_is_rewritten(fixture: &str, version: u32) {
         results(&open_reader(old.path()).unwrap(), &docs),
         results(&idx.searcher(), &docs)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Version 3: `tests/fixtures/index-v3` holds an index written by this format's
+// first build (two segments, deletion bitmaps, an uncommitted WAL tail with
+// adds, an upsert and deletes; BM25 tokens and sources), and
+// `tests/fixtures/index-v3-results.json` the queries and the hits that build
+// returned (ids, sources and scores as exact f32 bits) for every search mode.
+// Later builds must reproduce them bit for bit.
+
+/// A query of the version-3 fixture: (neural vector, BM25 tokens).
+type V3Query = (Vec<(u32, f32)>, Vec<u32>);
+
+const V3: &str = "index-v3";
+const V3_RESULTS: &str = "index-v3-results.json";
+
+fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn v3_doc(g: &mut Synth, i: usize, tag: &str) -> Document {
+    Document {
+        id: format!("doc-{i}"),
+        vector: g.doc(),
+        tokens: (i % 9 != 4).then(|| g.text(4 + i % 11)),
+        source: format!("{{\"n\":{i},\"v\":\"{tag}\"}}").into_bytes(),
+    }
+}
+
+/// The queries of the version-3 fixture: (neural vector, BM25 tokens).
+fn v3_queries(g: &mut Synth) -> Vec<V3Query> {
+    (0..16)
+        .map(|i| {
+            let mut q = g.query();
+            if i % 4 == 3 {
+                q.truncate(2);
+            }
+            (q, g.text(2 + i % 4))
+        })
+        .collect()
+}
+
+fn v3_filter(id: &str) -> bool {
+    !id.ends_with('3') && !id.ends_with('8')
+}
+
+fn hit_list(hits: &[Hit]) -> serde_json::Value {
+    serde_json::Value::Array(
+        hits.iter()
+            .map(|h| {
+                let mut v = vec![
+                    serde_json::json!(h.id),
+                    serde_json::json!(h.score.to_bits()),
+                ];
+                if let Some(s) = &h.source {
+                    v.push(serde_json::json!(String::from_utf8(s.clone()).unwrap()));
+                }
+                serde_json::Value::Array(v)
+            })
+            .collect(),
+    )
+}
+
+/// Every result the fixture records, for the given queries.
+fn v3_results(s: &Searcher, queries: &[V3Query]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let approximate = SearchMode::Approximate {
+        top_n: 3,
+        heap_factor: 1.3,
+    };
+    let rrf = SearchRequest::new(7)
+        .mode(SearchMode::two_phase())
+        .fusion(Fusion {
+            combination: HybridCombination::Rrf {
+                rank_constant: 60.0,
+            },
+            window: Some(20),
+        });
+    let mut push = |name: &str, hits: Vec<Hit>| {
+        out.entry(name)
+            .or_insert_with(|| serde_json::json!([]))
+            .as_array_mut()
+            .unwrap()
+            .push(hit_list(&hits));
+    };
+    let filter: DocFilter<'_> = &v3_filter;
+    for (q, text) in queries {
+        let exact = SearchRequest::new(10).with_source(true);
+        push("exact", s.search(Query::Neural(q), &exact).unwrap());
+        push(
+            "exact_filtered",
+            s.search(Query::Neural(q), &SearchRequest::new(10).filter(filter))
+                .unwrap(),
+        );
+        push(
+            "approximate",
+            s.search(Query::Neural(q), &SearchRequest::new(10).mode(approximate))
+                .unwrap(),
+        );
+        push(
+            "two_phase",
+            s.search(
+                Query::Neural(q),
+                &SearchRequest::new(5).mode(SearchMode::two_phase()),
+            )
+            .unwrap(),
+        );
+        push(
+            "bm25",
+            s.search(Query::Bm25(text), &SearchRequest::new(10).with_source(true))
+                .unwrap(),
+        );
+        push(
+            "bm25_filtered",
+            s.search(Query::Bm25(text), &SearchRequest::new(10).filter(filter))
+                .unwrap(),
+        );
+        push(
+            "hybrid_minmax",
+            s.search(
+                Query::Hybrid {
+                    vector: q,
+                    tokens: text,
+                },
+                &SearchRequest::new(10),
+            )
+            .unwrap(),
+        );
+        push(
+            "hybrid_rrf_filtered",
+            s.search(
+                Query::Hybrid {
+                    vector: q,
+                    tokens: text,
+                },
+                &rrf.filter(filter),
+            )
+            .unwrap(),
+        );
+    }
+    out.insert("num_docs".into(), serde_json::json!(s.num_docs()));
+    serde_json::Value::Object(out)
+}
+
+fn v3_query_json(queries: &[V3Query]) -> serde_json::Value {
+    queries
+        .iter()
+        .map(|(q, t)| {
+            serde_json::json!({
+                "vector": q.iter().map(|&(t, w)| (t, w.to_bits())).collect::<Vec<_>>(),
+                "tokens": t,
+            })
+        })
+        .collect()
+}
+
+fn v3_queries_from_json(v: &serde_json::Value) -> Vec<V3Query> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            let vector = q["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p[0].as_u64().unwrap() as u32,
+                        f32::from_bits(p[1].as_u64().unwrap() as u32),
+                    )
+                })
+                .collect();
+            let tokens = q["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect();
+            (vector, tokens)
+        })
+        .collect()
+}
+
+/// Regenerates the version-3 fixture and its recorded results. Run only
+/// with the build that defines the format's reference results:
+/// `cargo test -p nsparse-index --test old_formats -- --ignored regenerate`.
+#[test]
+#[ignore]
+fn regenerate_version_3_fixture() {
+    let out = fixtures_dir().join(V3);
+    let _ = std::fs::remove_dir_all(&out);
+    let mut g = Synth::new(
+        SynthParams {
+            vocab: 2000,
+            ..SynthParams::zipf()
+        },
+        2024,
+    );
+    let mut idx = Index::create(
+        &out,
+        &CreateOptions::new("fixture-v3"),
+        WriterOptions {
+            flush_docs: 1_000_000,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    // Segment 1: a bulk load.
+    let first: Vec<Document> = (0..200).map(|i| v3_doc(&mut g, i, "a")).collect();
+    idx.bulk_upsert(&first).unwrap();
+    // Segment 2: buffered writes, a re-upsert of a committed document and
+    // deletes in both, committed (deletion bitmaps).
+    let second: Vec<Document> = (200..320).map(|i| v3_doc(&mut g, i, "b")).collect();
+    idx.add_batch(&second).unwrap();
+    idx.upsert(&v3_doc(&mut g, 10, "b")).unwrap();
+    for id in ["doc-3", "doc-77", "doc-250", "doc-301"] {
+        assert!(idx.delete(id).unwrap());
+    }
+    idx.commit().unwrap();
+    // Uncommitted WAL tail: adds, an upsert of a committed document, deletes.
+    let tail: Vec<Document> = (320..360).map(|i| v3_doc(&mut g, i, "c")).collect();
+    idx.add_batch(&tail).unwrap();
+    idx.upsert(&v3_doc(&mut g, 42, "c")).unwrap();
+    for id in ["doc-5", "doc-260", "doc-333"] {
+        assert!(idx.delete(id).unwrap());
+    }
+    drop(idx);
+    std::fs::remove_file(out.join("LOCK")).unwrap();
+
+    let queries = v3_queries(&mut g);
+    let reader = open_reader(&out).unwrap();
+    let mut results = v3_results(&reader, &queries);
+    results
+        .as_object_mut()
+        .unwrap()
+        .insert("queries".into(), v3_query_json(&queries));
+    std::fs::write(
+        fixtures_dir().join(V3_RESULTS),
+        serde_json::to_string_pretty(&results).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_version_3_index_reproduces_its_recorded_results_bit_for_bit() {
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures_dir().join(V3_RESULTS)).unwrap()).unwrap();
+    let queries = v3_queries_from_json(&want["queries"]);
+    let dir = copy_fixture(V3);
+    assert_eq!(segment_versions(dir.path()), [3, 3]);
+    let mut want = want;
+    want.as_object_mut().unwrap().remove("queries");
+
+    // Read-only, with the WAL tail replayed in memory.
+    let reader = open_reader(dir.path()).unwrap();
+    assert_eq!(v3_results(&reader, &queries), want, "reader");
+    // A writer replays the same tail.
+    let mut w = Index::open(dir.path(), WriterOptions::default()).unwrap();
+    assert_eq!(v3_results(&w.searcher(), &queries), want, "writer");
+    assert!(verify(dir.path()).unwrap().wal_ops > 0);
 }

@@ -36,7 +36,7 @@ fn attention_impl(
     portable: bool,
 ) {
     assert!(
-        heads > 0 && hidden % heads == 0,
+        heads > 0 && hidden.is_multiple_of(heads),
         "attention: hidden must be a multiple of heads"
     );
     assert_eq!(

@@ -36,7 +36,7 @@ pub(crate) const KC_I16: usize = 128;
 /// i32: `KC_I16 · Q² < 2³¹`.
 pub(crate) const Q_I16: i32 = 4095;
 const _: () = assert!((KC_I16 as i64) * (Q_I16 as i64) * (Q_I16 as i64) < (1i64 << 31));
-const _: () = assert!(KC_I16 % 2 == 0);
+const _: () = assert!(KC_I16.is_multiple_of(2));
 /// Preferred rows of A per parallel task.
 const MC: usize = 144;
 /// Below this many multiply-adds a call runs on the calling thread only.

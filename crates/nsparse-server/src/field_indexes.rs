@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use nsparse_index::{CreateOptions, Document, Index, Searcher, WriterOptions};
-use serde_json::Value;
 
+use crate::durable::{sync_dir, write_atomic};
 use crate::error::{ApiError, ApiResult, ServerError};
 use crate::mapping::IndexMeta;
 use crate::models::Models;
@@ -99,11 +99,7 @@ pub fn rebuild(
     let mut total = 0usize;
     for doc in main.documents() {
         let doc = doc?;
-        let source: Value = serde_json::from_slice(&doc.source).unwrap_or(Value::Null);
-        let texts = meta
-            .analyze(&doc.id, &source)
-            .map(|a| a.field_texts)
-            .unwrap_or_default();
+        let texts = meta.analyze_stored(&doc.id, &doc.source).field_texts;
         for field in &fields {
             let tokens = match texts.get(*field) {
                 Some(text) => Some(models.bm25_tokens(text)?).filter(|t| !t.is_empty()),
@@ -149,10 +145,7 @@ pub fn is_clean(dir: &Path) -> bool {
 
 /// Writes the clean-shutdown marker (durably: file and directory fsynced).
 pub fn mark_clean(dir: &Path) -> Result<(), ServerError> {
-    let path = dir.join(CLEAN_SHUTDOWN_MARKER);
-    let file = std::fs::File::create(&path).map_err(|e| ServerError::io(&path, e))?;
-    file.sync_all().map_err(|e| ServerError::io(&path, e))?;
-    sync_dir(dir)
+    write_atomic(dir, CLEAN_SHUTDOWN_MARKER, b"")
 }
 
 /// Removes the clean-shutdown marker durably (before the first write after opening).
@@ -164,11 +157,4 @@ pub fn mark_dirty(dir: &Path) -> Result<(), ServerError> {
         Err(e) => return Err(ServerError::io(&path, e)),
     }
     sync_dir(dir)
-}
-
-/// fsyncs a directory (makes renames, creations and removals in it durable).
-pub fn sync_dir(dir: &Path) -> Result<(), ServerError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ServerError::io(dir, e))
 }

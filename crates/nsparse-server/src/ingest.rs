@@ -9,22 +9,21 @@ use crate::limits::Cancel;
 use crate::mapping::{DocValues, IndexMeta};
 use crate::models::Models;
 
-/// An ingest pipeline: `sparse_encoding` processors, run in order.
-#[derive(Debug, Clone)]
+/// An ingest pipeline: `sparse_encoding` processors, run in order. The default has none.
+#[derive(Debug, Clone, Default)]
 pub struct IngestPipeline {
-    /// The processors.
-    pub processors: Vec<SparseEncoding>,
+    processors: Vec<SparseEncoding>,
 }
 
 /// OpenSearch's `sparse_encoding` processor.
 #[derive(Debug, Clone)]
 pub struct SparseEncoding {
     /// Document encoder id.
-    pub model_id: String,
+    model_id: String,
     /// Source text field → target vector field.
-    pub field_map: Vec<(String, String)>,
+    field_map: Vec<(String, String)>,
     /// `prune_type` + `prune_ratio`.
-    pub pruning: Pruning,
+    pruning: Pruning,
 }
 
 impl IngestPipeline {
@@ -324,11 +323,15 @@ pub fn merge_source(base: &mut Value, patch: &Value) {
 /// A search pipeline; nsparse supports `neural_sparse_two_phase_processor`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchPipeline {
-    /// The two-phase mode, when the processor is present and enabled.
-    pub two_phase: Option<SearchMode>,
+    two_phase: Option<SearchMode>,
 }
 
 impl SearchPipeline {
+    /// The two-phase mode, when the processor is present and enabled.
+    pub fn two_phase(&self) -> Option<SearchMode> {
+        self.two_phase
+    }
+
     /// Parses and checks a search pipeline body.
     pub fn parse(id: &str, body: &Value) -> ApiResult<Self> {
         let Some(obj) = body.as_object() else {

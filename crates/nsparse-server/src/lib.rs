@@ -118,112 +118,33 @@
 //! stop other than a clean shutdown they are rebuilt from the main index at start, so they
 //! always agree with `_count`/`_mget`.
 
+mod config;
+mod durable;
 mod error;
 mod field_indexes;
-mod http;
 mod ingest;
 mod limits;
 mod mapping;
 mod models;
 mod names;
 mod query;
+mod rest;
 mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
+pub use config::ServerConfig;
 pub use error::{ApiError, ServerError};
 pub use field_indexes::CLEAN_SHUTDOWN_MARKER;
-pub use http::{router, App};
 pub use limits::Cancel;
 pub use models::{Models, BUILTIN_IDS};
 pub use names::{
     field_dir_name, is_forbidden_in_index_name, validate_field_name, validate_index_name,
     MAX_FIELD_NAME_BYTES, MAX_INDEX_NAME_BYTES,
 };
+pub use rest::{router, App, OPENSEARCH_VERSION};
 pub use store::Store;
-
-/// The OpenSearch version `GET /` reports.
-pub const OPENSEARCH_VERSION: &str = "2.19.0";
-
-/// Server settings.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The data directory.
-    pub data: PathBuf,
-    /// Listen address.
-    pub addr: SocketAddr,
-    /// HTTP basic auth `(user, password)`; `None` = open.
-    pub basic_auth: Option<(String, String)>,
-    /// Largest request body (OpenSearch's `http.max_content_length`, 100 MiB).
-    pub max_body_bytes: usize,
-    /// Longest a request may take before a 504.
-    pub request_timeout: Duration,
-    /// `name` in `GET /`.
-    pub node_name: String,
-    /// `cluster_name` in `GET /`.
-    pub cluster_name: String,
-    /// Longest a client may take to send a request's headers; also how long an idle
-    /// keep-alive connection stays open.
-    pub header_read_timeout: Duration,
-    /// Connections served at once; more wait in the accept queue.
-    pub max_connections: usize,
-}
-
-impl ServerConfig {
-    /// Defaults: loopback port 9200, 100 MiB bodies, 60 s request timeout, 10 s header-read
-    /// and keep-alive timeout, 8,192 connections (fewer if the open-file limit is lower), no
-    /// auth.
-    pub fn new(data: impl Into<PathBuf>) -> Self {
-        ServerConfig {
-            data: data.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 9200)),
-            basic_auth: None,
-            max_body_bytes: 100 * 1024 * 1024,
-            request_timeout: Duration::from_secs(60),
-            node_name: "nsparse".into(),
-            cluster_name: "nsparse".into(),
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 8192,
-        }
-    }
-}
-
-impl App {
-    /// Opens the data directory with `models`.
-    pub fn open(config: ServerConfig, models: Models) -> Result<Arc<App>, ServerError> {
-        if config.max_body_bytes == 0 {
-            return Err(ServerError::Config(
-                "--max-body-bytes must be at least 1".into(),
-            ));
-        }
-        if config.max_connections == 0 {
-            return Err(ServerError::Config(
-                "--max-connections must be at least 1".into(),
-            ));
-        }
-        if config.header_read_timeout.is_zero() || config.request_timeout.is_zero() {
-            return Err(ServerError::Config(
-                "--header-timeout-secs and --request-timeout-secs must be at least 1".into(),
-            ));
-        }
-        if let Some((_, password)) = &config.basic_auth {
-            if password.is_empty() {
-                return Err(ServerError::Config(
-                    "the basic-auth password is empty; give a non-empty password (--password, --password-file or NSPARSE_PASSWORD)".into(),
-                ));
-            }
-        }
-        let store = Store::open(&config.data, models)?;
-        Ok(Arc::new(App {
-            store: Arc::new(store),
-            config,
-        }))
-    }
-}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests and
 /// commits every index. Runs the periodic refresh meanwhile.

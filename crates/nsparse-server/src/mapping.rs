@@ -327,6 +327,13 @@ impl IndexMeta {
         Ok(out)
     }
 
+    /// [`analyze`](Self::analyze) of a stored source (accepted when it was written): a source
+    /// that is not JSON or no longer passes the mapping yields no values and no text.
+    pub fn analyze_stored(&self, id: &str, source: &[u8]) -> Analyzed {
+        let source: Value = serde_json::from_slice(source).unwrap_or(Value::Null);
+        self.analyze(id, &source).unwrap_or_default()
+    }
+
     fn walk(
         &self,
         id: &str,

@@ -1,7 +1,7 @@
 //! The nsparse half of the peer benchmark (`bench/peers/run.sh` drives it).
 //!
 //! * `peer-bench synth --out DIR [--docs N] [--queries Q] [--seed S]` writes the realistic
-//!   synthetic set from `nsparse_index::synth` (default `SynthParams`).
+//!   synthetic set from `nsparse_testkit::synth` (default `SynthParams`).
 //! * `peer-bench import --out DIR --docs D.jsonl --queries Q.jsonl --tokenizer tokenizer.json`
 //!   converts `nsparse encode` output (`{"_id", "vector": {token: weight}}`) to the same format.
 //! * `peer-bench run --data DIR --work DIR --results DIR` indexes the set with `nsparse-index`
@@ -19,11 +19,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nsparse_index::synth::{Synth, SynthParams};
 use nsparse_index::{
-    open_reader, CreateOptions, Document, Index, SearchMode, SearchRequest, Searcher,
+    open_reader, CreateOptions, Document, Index, Query, SearchMode, SearchRequest, Searcher,
     WriterOptions, DEFAULT_VOCAB_SIZE,
 };
+use nsparse_testkit::synth::{Synth, SynthParams};
 use serde_json::{json, Value};
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -311,7 +311,7 @@ fn cmd_synth(a: &Args) -> Res<()> {
     eprintln!("generated {n} docs in {:.1}s", t.elapsed().as_secs_f64());
     let meta = json!({
         "name": format!("synth-{n}"),
-        "source": format!("nsparse_index::synth, SynthParams::default(), seed {seed}: {params:?}"),
+        "source": format!("nsparse_testkit::synth, SynthParams::default(), seed {seed}: {params:?}"),
     });
     finish_dataset(&out, &docs, &queries, meta)
 }
@@ -407,7 +407,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn top_rows(s: &Searcher, q: &[(u32, f32)], req: &SearchRequest) -> Vec<u32> {
-    s.search(q, req)
+    s.search(Query::Neural(q), req)
         .expect("search")
         .iter()
         .map(|h| h.id.parse().unwrap_or(NO_DOC))

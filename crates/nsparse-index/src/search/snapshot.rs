@@ -1,0 +1,43 @@
+//! The immutable view a searcher reads: segments with their deletions at one moment.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::schema::Bm25Params;
+use crate::search::request::DocFilter;
+use crate::segment::deletes::Bitset;
+use crate::segment::Segment;
+
+pub(crate) struct SnapInfo {
+    pub model: String,
+    pub metadata: serde_json::Value,
+    pub vocab: u32,
+    pub bm25: Bm25Params,
+    /// Bound-column budget per segment, in bytes (`u64::MAX`: no cap).
+    pub dense_max_bytes: u64,
+}
+
+pub(crate) struct SnapSeg {
+    pub seg: Arc<Segment>,
+    pub del: Option<Arc<Bitset>>,
+    pub path: PathBuf,
+}
+
+impl SnapSeg {
+    #[inline]
+    pub(crate) fn deleted(&self, d: u32) -> bool {
+        self.del.as_ref().is_some_and(|b| b.get(d))
+    }
+
+    /// Whether `d` may be a hit: live and accepted by the filter. Only such
+    /// documents enter a top-k heap, so pruning thresholds rise only with them.
+    #[inline]
+    pub(crate) fn accepts(&self, d: u32, filter: Option<DocFilter<'_>>) -> bool {
+        !self.deleted(d) && filter.is_none_or(|f| f(&self.seg.ids()[d as usize]))
+    }
+}
+
+pub(crate) struct Snapshot {
+    pub segs: Vec<SnapSeg>,
+    pub info: Arc<SnapInfo>,
+}
