@@ -55,11 +55,13 @@ fn record_from_object(source: Value, origin: &str, require_text: bool) -> Result
     if require_text && title.is_empty() && text.is_empty() && !obj.contains_key("text") {
         bail!("{origin}: no \"text\" field");
     }
-    let text = if title.is_empty() {
-        text.to_string()
-    } else {
-        format!("{title} {text}")
-    };
+    // The text a model sees is BEIR's title + text, as `nsparse eval` builds it.
+    let text = nsparse_eval::Record {
+        id: String::new(),
+        title: title.to_string(),
+        text: text.to_string(),
+    }
+    .full_text();
     Ok(Record { id, text, source })
 }
 
