@@ -32,6 +32,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checks import Checks  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 WORDS = "time year people way day man thing woman life child world school state family student group".split()
 GOOD = "good"
@@ -173,23 +176,6 @@ def hostile_request(rng: random.Random, body_limit: int) -> tuple[str, str, byte
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.passed = 0
-        self.failed = 0
-
-    @contextlib.contextmanager
-    def case(self, name: str):
-        try:
-            yield
-        except Exception as exc:  # keep going: report every failing check
-            self.failed += 1
-            print(f"FAIL {name}\n     {type(exc).__name__}: {exc}", flush=True)
-        else:
-            self.passed += 1
-            print(f"PASS {name}", flush=True)
 
 
 def vm_hwm_mb(pid: int) -> float:

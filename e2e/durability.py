@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checks import Checks  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 # Common words, all single tokens of the bert-base-uncased vocabulary.
 WORDS = (
@@ -102,24 +105,6 @@ class Server:
         with contextlib.suppress(OSError):
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         return ""
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.passed = 0
-        self.failed = 0
-
-    @contextlib.contextmanager
-    def case(self, name: str):
-        started = time.monotonic()
-        try:
-            yield
-        except Exception as exc:  # keep going: report every failing check
-            self.failed += 1
-            print(f"FAIL {name}\n     {type(exc).__name__}: {exc}", flush=True)
-        else:
-            self.passed += 1
-            print(f"PASS {name} ({time.monotonic() - started:.1f} s)", flush=True)
 
 
 def expect(condition: bool, message: str) -> None:

@@ -127,16 +127,28 @@ impl Index {
         let (manifest, wal) = created?;
         let state = State::load(dir, &manifest, budget_bytes(writer.dense_columns_max_mb))?;
         tracing::info!(dir = %dir.display(), model = %options.model, "created index");
-        Ok(Index {
+        Ok(Index::assemble(dir, lock, manifest, state, wal, writer))
+    }
+
+    /// A writer over state just loaded or created (nothing pending).
+    fn assemble(
+        dir: &Path,
+        lock: File,
+        manifest: Manifest,
+        state: State,
+        wal: WalWriter,
+        opts: WriterOptions,
+    ) -> Index {
+        Index {
             dir: dir.to_path_buf(),
             _lock: lock,
             manifest,
             state,
             wal,
-            opts: writer,
+            opts,
             unsynced_commit: None,
             auto_commit_after: None,
-        })
+        }
     }
 
     /// The first WAL and manifest of a new index.
@@ -191,16 +203,7 @@ impl Index {
             state.apply(op, &wal_path)?;
         }
         let wal = WalWriter::reopen(&wal_path, contents.valid_len)?;
-        let mut idx = Index {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-            manifest,
-            state,
-            wal,
-            opts: writer,
-            unsynced_commit: None,
-            auto_commit_after: None,
-        };
+        let mut idx = Index::assemble(dir, lock, manifest, state, wal, writer);
         idx.remove_unreferenced();
         Ok(idx)
     }
