@@ -327,6 +327,13 @@ fn write_directory(
     }
     std::fs::rename(&partial, &dir)
         .with_context(|| format!("cannot rename {} to {}", partial.display(), dir.display()))?;
+    // Make the files and the rename durable, as the index's own writes are.
+    nsparse_index::fsync_dir(&dir)?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    nsparse_index::fsync_dir(parent)?;
     Ok(count)
 }
 

@@ -216,6 +216,7 @@ mod simd;
 mod threads;
 
 #[doc(hidden)]
+pub use directory::atomic::{fsync_dir, write_atomic};
 pub use directory::faults;
 pub use error::{Error, Result};
 pub use index::{open_reader, verify, Index, IndexInfo, VerifyReport};

@@ -5,7 +5,6 @@
 //! so after a crash the file holds either its old or its new content, never a mix, and an
 //! acknowledged replacement survives.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde_json::Value;
@@ -13,18 +12,11 @@ use serde_json::Value;
 use crate::error::ServerError;
 
 /// Replaces `dir/name` with `bytes` atomically and durably: `.tmp`, fsync, rename, fsync the
-/// directory. Creates `dir` when missing.
+/// directory (`nsparse_index::write_atomic`, the one implementation). Creates `dir` when
+/// missing.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ServerError> {
     std::fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| ServerError::io(&tmp, e))?;
-    file.write_all(bytes)
-        .map_err(|e| ServerError::io(&tmp, e))?;
-    file.sync_all().map_err(|e| ServerError::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(|e| ServerError::io(&path, e))?;
-    sync_dir(dir)
+    nsparse_index::write_atomic(dir, name, bytes).map_err(|e| from_index(dir, e))
 }
 
 /// [`write_atomic`] of `value` as pretty-printed JSON.
@@ -35,7 +27,14 @@ pub fn write_json_atomic(dir: &Path, name: &str, value: &Value) -> Result<(), Se
 
 /// fsyncs a directory (makes renames, creations and removals in it durable).
 pub fn sync_dir(dir: &Path) -> Result<(), ServerError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ServerError::io(dir, e))
+    nsparse_index::fsync_dir(dir).map_err(|e| from_index(dir, e))
+}
+
+/// The server's I/O error for an index write error (keeping the OS error, so a full disk is
+/// still recognised).
+fn from_index(dir: &Path, e: nsparse_index::Error) -> ServerError {
+    match e {
+        nsparse_index::Error::Io { path, source } => ServerError::io(path, source),
+        other => ServerError::io(dir, std::io::Error::other(other.to_string())),
+    }
 }

@@ -8,8 +8,10 @@ use std::path::Path;
 use crate::directory::faults::{check, IoOp};
 use crate::error::{Error, Result};
 
-/// Write `bytes` to `dir/name` atomically: tmp file, fsync, rename, fsync dir.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+/// Write `bytes` to `dir/name` atomically and durably: `name.tmp`, fsync, rename over `name`,
+/// fsync of `dir`. After a crash the file holds its old or its new content, never a mix; on
+/// `Err` no temporary is left behind. Every step passes the I/O fault hook.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let dst = dir.join(name);
     let written = write_tmp(&tmp, bytes).and_then(|()| rename(&tmp, &dst));
@@ -48,8 +50,8 @@ pub(crate) fn publish(dir: &Path, tmp: &Path, dst: &Path) -> Result<()> {
     fsync_dir(dir)
 }
 
-/// fsync a directory so renames and creations in it are durable.
-pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+/// fsync a directory so renames, creations and removals in it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
     check(IoOp::Sync, dir).map_err(|e| Error::io(dir, e))?;
     let f = OpenOptions::new()
         .read(true)
