@@ -194,12 +194,26 @@ fn read_number(text: &str, at: usize) -> Option<(f32, usize)> {
         i = after;
     }
     // JSON's number grammar is a subset of what `f32::from_str` accepts.
-    Some((text[at..i].parse().ok()?, i))
+    let weight: f32 = text[at..i].parse().ok()?;
+    if weight.is_infinite() && text[at..i].parse::<f64>().ok()?.is_infinite() {
+        // Beyond f64's range: serde_json refuses it ("number out of range"), and so do we.
+        return None;
+    }
+    Some((weight, i))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_beyond_f64_are_refused_as_serde_json_refuses_them() {
+        assert!(read_number("0.006557137705e85685", 0).is_none());
+        assert!(read_number("-1e309", 0).is_none());
+        assert!(serde_json::from_str::<f64>("1e309").is_err());
+        // Beyond f32 but inside f64: accepted, as infinity (the index refuses it later).
+        assert_eq!(read_number("1e39", 0), Some((f32::INFINITY, 4)));
+    }
 
     #[test]
     fn numbers_follow_the_json_grammar() {
