@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::schema::Bm25Params;
+use crate::search::explain::by_contribution;
 use crate::search::hit::{Hit, TokenContribution};
 use crate::search::request::SearchRequest;
 use crate::search::tiled::SCRATCH;
@@ -65,24 +66,10 @@ impl Searcher {
                             });
                         }
                     }
-                    out.sort_by(|a, b| {
-                        b.contribution
-                            .total_cmp(&a.contribution)
-                            .then(a.token.cmp(&b.token))
-                    });
+                    by_contribution(&mut out);
                     out
                 });
-                Ok(Hit {
-                    id: ss.seg.ids()[c.doc as usize].clone(),
-                    score: c.score,
-                    source: if with_source {
-                        Some(ss.seg.source(&ss.path, c.doc)?)
-                    } else {
-                        None
-                    },
-                    explanation,
-                    addr: (c.seg, c.doc),
-                })
+                self.hit(&c, with_source, explanation)
             })
             .collect()
     }

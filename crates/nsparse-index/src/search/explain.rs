@@ -25,11 +25,7 @@ impl Searcher {
                 });
             }
         }
-        out.sort_by(|a, b| {
-            b.contribution
-                .total_cmp(&a.contribution)
-                .then(a.token.cmp(&b.token))
-        });
+        by_contribution(&mut out);
         out
     }
 
@@ -59,4 +55,13 @@ impl Searcher {
         }
         s
     }
+}
+
+/// Orders an explanation: largest contribution first, ties by token id.
+pub(crate) fn by_contribution(contributions: &mut [TokenContribution]) {
+    contributions.sort_by(|a, b| {
+        b.contribution
+            .total_cmp(&a.contribution)
+            .then(a.token.cmp(&b.token))
+    });
 }

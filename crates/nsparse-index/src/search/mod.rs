@@ -292,19 +292,30 @@ impl Searcher {
         cands
             .into_iter()
             .map(|c| {
-                let ss = &self.snap.segs[c.seg as usize];
-                Ok(Hit {
-                    id: ss.seg.ids()[c.doc as usize].clone(),
-                    score: c.score,
-                    source: if with_source {
-                        Some(ss.seg.source(&ss.path, c.doc)?)
-                    } else {
-                        None
-                    },
-                    explanation: explain.then(|| self.explain_doc(q, c.seg, c.doc)),
-                    addr: (c.seg, c.doc),
-                })
+                let explanation = explain.then(|| self.explain_doc(q, c.seg, c.doc));
+                self.hit(&c, with_source, explanation)
             })
             .collect()
+    }
+
+    /// The hit of candidate `c`: its `_id`, score, explanation, and stored source when asked.
+    pub(crate) fn hit(
+        &self,
+        c: &Cand,
+        with_source: bool,
+        explanation: Option<Vec<TokenContribution>>,
+    ) -> Result<Hit> {
+        let ss = &self.snap.segs[c.seg as usize];
+        Ok(Hit {
+            id: ss.seg.ids()[c.doc as usize].clone(),
+            score: c.score,
+            source: if with_source {
+                Some(ss.seg.source(&ss.path, c.doc)?)
+            } else {
+                None
+            },
+            explanation,
+            addr: (c.seg, c.doc),
+        })
     }
 }
