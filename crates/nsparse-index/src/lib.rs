@@ -205,6 +205,7 @@
 mod codec;
 mod directory;
 mod error;
+mod features;
 mod index;
 mod memory;
 mod postings;
@@ -219,11 +220,12 @@ mod threads;
 pub use directory::atomic::{fsync_dir, write_atomic};
 pub use directory::faults;
 pub use error::{Error, Result};
+pub use features::{MAX_FEATURES, MAX_FEATURE_NAME_BYTES};
 pub use index::{open_reader, verify, Index, IndexInfo, VerifyReport};
 pub use quantize::{dequantize, quantize, MAX_WEIGHT, MIN_WEIGHT};
 pub use schema::{
-    Bm25Params, CreateOptions, Document, ReaderOptions, WriterOptions, DEFAULT_VOCAB_SIZE,
-    MAX_ID_BYTES,
+    Bm25Params, CreateOptions, Document, ReaderOptions, Vocabulary, WriterOptions,
+    DEFAULT_VOCAB_SIZE, MAX_ID_BYTES,
 };
 pub use search::{
     DocFilter, Fusion, Hit, HybridCombination, Query, SearchMode, SearchRequest, Searcher,

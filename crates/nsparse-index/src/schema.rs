@@ -36,6 +36,40 @@ impl Default for Bm25Params {
     }
 }
 
+/// How an index names its features (the keys of its sparse vectors).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Vocabulary {
+    /// Feature ids are a model's token ids, below `size` (at most 16,777,216); the names
+    /// belong to the model (its tokenizer) and are not stored in the index. Every index
+    /// written before open vocabularies existed is of this kind.
+    Fixed {
+        /// Number of ids (the model's `vocab_size`).
+        size: u32,
+    },
+    /// The index keeps its own dictionary of feature names (any non-empty UTF-8 string of
+    /// at most [`MAX_FEATURE_NAME_BYTES`](crate::MAX_FEATURE_NAME_BYTES) bytes): ids are
+    /// given in order of first use ([`Index::feature_ids`](crate::Index::feature_ids)), up
+    /// to `u32::MAX - 1`. The `seed` names (unique) get ids `0..seed.len()` at creation:
+    /// seeding a model's vocabulary in token-id order keeps that model's ids valid as they
+    /// are, so its encoded documents and queries need no lookup.
+    Open {
+        /// Names given ids `0..seed.len()`.
+        seed: Vec<String>,
+    },
+}
+
+impl Vocabulary {
+    /// A fixed vocabulary of `size` model token ids.
+    pub fn fixed(size: u32) -> Vocabulary {
+        Vocabulary::Fixed { size }
+    }
+
+    /// An open vocabulary starting empty.
+    pub fn open() -> Vocabulary {
+        Vocabulary::Open { seed: Vec::new() }
+    }
+}
+
 /// Settings fixed when the index is created.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
@@ -43,21 +77,28 @@ pub struct CreateOptions {
     pub model: String,
     /// Free-form metadata stored in the manifest.
     pub metadata: serde_json::Value,
-    /// Token ids must be `< vocab_size` (at most 65,536).
-    pub vocab_size: u32,
+    /// Feature ids and names (default: the fixed bert-base-uncased vocabulary).
+    pub vocabulary: Vocabulary,
     /// BM25 scorer parameters.
     pub bm25: Bm25Params,
 }
 
 impl CreateOptions {
-    /// Options for `model` with defaults (bert-base-uncased vocabulary, BM25 k1=1.2 b=0.75).
+    /// Options for `model` with defaults (the fixed bert-base-uncased vocabulary, BM25
+    /// k1=1.2 b=0.75).
     pub fn new(model: impl Into<String>) -> Self {
         CreateOptions {
             model: model.into(),
             metadata: serde_json::Value::Object(Default::default()),
-            vocab_size: DEFAULT_VOCAB_SIZE,
+            vocabulary: Vocabulary::fixed(DEFAULT_VOCAB_SIZE),
             bm25: Bm25Params::default(),
         }
+    }
+
+    /// These options with `vocabulary`.
+    pub fn with_vocabulary(mut self, vocabulary: Vocabulary) -> Self {
+        self.vocabulary = vocabulary;
+        self
     }
 }
 

@@ -420,7 +420,7 @@ fn unknown_version_is_rejected() {
     );
     let msg = e.to_string();
     assert!(
-        msg.contains("MANIFEST") && msg.contains("version 99, this build reads version 1 "),
+        msg.contains("MANIFEST") && msg.contains("version 99, this build reads versions 1 to 2 "),
         "{msg}"
     );
 

@@ -14,10 +14,10 @@ use crate::segment::input::SegmentInput;
 pub(crate) struct BulkInput<'a> {
     pub(super) docs: Vec<&'a Document>,
     /// Quantized copies of the vectors that were not in token order, by position in `docs`.
-    resorted: HashMap<usize, Vec<(u16, u16)>>,
+    resorted: HashMap<usize, Vec<(u32, u16)>>,
     /// Per document: its postings (weights that quantize to zero dropped).
     kept: Vec<u32>,
-    tf: Vec<(Vec<(u16, u32)>, u32)>,
+    tf: Vec<(Vec<(u32, u32)>, u32)>,
 }
 
 impl<'a> BulkInput<'a> {
@@ -29,9 +29,9 @@ impl<'a> BulkInput<'a> {
         threads: usize,
     ) -> Result<BulkInput<'a>> {
         type Checked = (
-            HashMap<usize, Vec<(u16, u16)>>,
+            HashMap<usize, Vec<(u32, u16)>>,
             Vec<u32>,
-            Vec<(Vec<(u16, u32)>, u32)>,
+            Vec<(Vec<(u32, u32)>, u32)>,
         );
         let check = |range: std::ops::Range<usize>| -> Result<Checked> {
             let mut resorted = HashMap::new();
@@ -79,7 +79,7 @@ impl BulkInput<'_> {
     /// The quantized, re-sorted copy of document `i`'s vector, if its input
     /// was not in token order (otherwise the caller's vector is read in place).
     #[inline]
-    pub(crate) fn resorted_vector(&self, i: usize) -> Option<&[(u16, u16)]> {
+    pub(crate) fn resorted_vector(&self, i: usize) -> Option<&[(u32, u16)]> {
         // Most batches are sorted: skip the hash lookup per document.
         if self.resorted.is_empty() {
             return None;
@@ -98,7 +98,7 @@ impl SegmentInput for BulkInput<'_> {
     }
 
     #[inline]
-    fn for_each_posting(&self, i: usize, mut f: impl FnMut(u16, u16)) {
+    fn for_each_posting(&self, i: usize, mut f: impl FnMut(u32, u16)) {
         if let Some(v) = self.resorted_vector(i) {
             for &(t, w) in v {
                 f(t, w);
@@ -108,7 +108,7 @@ impl SegmentInput for BulkInput<'_> {
         for &(t, w) in &self.docs[i].vector {
             let q = quantize(w);
             if q != 0 {
-                f(t as u16, q);
+                f(t, q);
             }
         }
     }
@@ -132,7 +132,7 @@ impl SegmentInput for BulkInput<'_> {
         self.kept[i] as usize
     }
 
-    fn tf(&self, i: usize) -> &[(u16, u32)] {
+    fn tf(&self, i: usize) -> &[(u32, u32)] {
         &self.tf[i].0
     }
 

@@ -109,7 +109,7 @@ impl Index {
         let name = seg_file(id);
         let seg = Segment::build_and_write(
             docs,
-            self.manifest.vocab_size,
+            self.state.segment_vocab(),
             &self.dir,
             &name,
             id_index,
@@ -148,6 +148,21 @@ impl Index {
         let mut m = self.manifest.clone();
         m.generation = gen;
         obsolete.push(std::mem::replace(&mut m.wal, wal_name));
+        if let (Some(dict), Some(meta)) = (self.state.features(), m.features.as_mut()) {
+            // The dictionary only grows: a commit that added names writes it whole.
+            let names = dict.names_from(0);
+            if names.len() as u32 != meta.names {
+                let file = crate::features::file::dict_file(gen);
+                crate::directory::atomic::write_atomic(
+                    &self.dir,
+                    &file,
+                    &crate::features::file::encode(&names),
+                )?;
+                obsolete.extend(meta.file.replace(file));
+                meta.names = names.len() as u32;
+            }
+            m.vocab_size = meta.names;
+        }
         m.segments = self
             .state
             .segments
@@ -172,6 +187,9 @@ impl Index {
         // The new manifest is what the directory shows from here on (a crash now opens it),
         // so the writer adopts it whatever happens next.
         self.manifest = m;
+        if let Some(f) = &self.manifest.features {
+            self.durable_features = f.names;
+        }
         self.wal = new_wal;
         self.state.cached = None;
         match crate::directory::atomic::fsync_dir(&self.dir) {
@@ -204,6 +222,7 @@ impl Index {
             keep.insert(s.file.clone());
             keep.extend(s.deletes.clone());
         }
+        keep.extend(self.manifest.features.iter().flat_map(|f| f.file.clone()));
         keep.extend(self.unsynced_commit.iter().flatten().cloned());
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
@@ -213,6 +232,7 @@ impl Index {
             let ours = name.ends_with(".seg")
                 || name.ends_with(".del")
                 || name.ends_with(".log")
+                || name.ends_with(".dict")
                 || name.ends_with(".tmp");
             if ours && !keep.contains(&name) {
                 tracing::info!(file = %name, "removing file left by an interrupted commit");

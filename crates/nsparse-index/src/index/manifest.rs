@@ -10,7 +10,23 @@ pub(crate) const MANIFEST: &str = "MANIFEST";
 
 const MANIFEST_MAGIC: &[u8; 8] = b"NSPMANIF";
 
-const MANIFEST_VERSION: u32 = 1;
+/// Version 2 added `features` (open vocabularies); version 1 manifests (fixed vocabularies
+/// of at most 65,536 ids) are still read.
+const MANIFEST_VERSION: u32 = 2;
+
+const MANIFEST_OLDEST_READABLE: u32 = 1;
+
+/// Largest fixed (model) vocabulary; larger id spaces use an open vocabulary.
+pub(crate) const MAX_FIXED_VOCAB: u32 = 1 << 24;
+
+/// The feature dictionary of an open-vocabulary index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FeaturesMeta {
+    /// `features-G.dict` holding the names (none while the dictionary is empty).
+    pub(crate) file: Option<String>,
+    /// Number of names in it.
+    pub(crate) names: u32,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SegmentMeta {
@@ -25,7 +41,12 @@ pub(crate) struct SegmentMeta {
 pub(crate) struct Manifest {
     pub(super) model: String,
     pub(super) metadata: serde_json::Value,
+    /// Ids are below this: the model's vocabulary size, or for an open vocabulary the
+    /// number of feature names in `features`.
     pub(super) vocab_size: u32,
+    /// Present exactly when the index has an open vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) features: Option<FeaturesMeta>,
     pub(crate) bm25: Bm25Params,
     pub(super) generation: u64,
     pub(super) next_segment: u64,
@@ -45,17 +66,28 @@ impl Manifest {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let secs = crate::directory::container::read_container(
+        let (version, secs) = crate::directory::container::read_container_of(
             &path,
             &bytes,
             MANIFEST_MAGIC,
-            MANIFEST_VERSION,
+            MANIFEST_OLDEST_READABLE..=MANIFEST_VERSION,
         )?;
         let body = crate::directory::container::section(&path, &secs, 1)?;
         let m: Manifest = serde_json::from_slice(body)
             .map_err(|e| Error::corrupt(&path, format!("manifest JSON: {e}")))?;
-        if m.vocab_size == 0 || m.vocab_size > 65536 {
-            return Err(Error::corrupt(&path, "vocab_size out of range"));
+        let in_range = match &m.features {
+            None if version == 1 => (1..=65_536).contains(&m.vocab_size),
+            None => (1..=MAX_FIXED_VOCAB).contains(&m.vocab_size),
+            Some(f) => version >= 2 && f.names == m.vocab_size && f.file.is_some() == (f.names > 0),
+        };
+        if !in_range {
+            return Err(Error::corrupt(
+                &path,
+                "vocab_size out of range or disagrees with the feature dictionary",
+            ));
+        }
+        if let Some(file) = m.features.as_ref().and_then(|f| f.file.as_ref()) {
+            crate::index::validate::check_name(dir, file)?;
         }
         Ok(m)
     }

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use crate::directory::lock::lock_dir;
 use crate::error::{Error, Result};
+use crate::features::FeatureDictionary;
 use crate::index::bulk::BulkInput;
-use crate::index::manifest::{Manifest, MANIFEST};
+use crate::index::manifest::{FeaturesMeta, Manifest, MANIFEST, MAX_FIXED_VOCAB};
 use crate::index::state::{SegEntry, State};
 use crate::index::validate::{check_name, prepare};
 use crate::index::wal::{WalOp, WalWriter};
-use crate::schema::{Bm25Params, CreateOptions, Document, WriterOptions};
+use crate::schema::{Bm25Params, CreateOptions, Document, Vocabulary, WriterOptions};
 use crate::search::Searcher;
 use crate::segment::bound_columns::budget_bytes;
 
@@ -35,8 +36,11 @@ pub struct IndexInfo {
     pub model: String,
     /// Free-form metadata given at creation.
     pub metadata: serde_json::Value,
-    /// Vocabulary size.
+    /// Ids are below this: the fixed vocabulary's size, or the number of feature names of
+    /// an open vocabulary.
     pub vocab_size: u32,
+    /// Whether the index keeps its own feature dictionary ([`Vocabulary::Open`]).
+    pub open_vocabulary: bool,
     /// BM25 parameters.
     pub bm25: Bm25Params,
     /// Committed segments.
@@ -47,6 +51,14 @@ pub struct IndexInfo {
     pub deleted_docs: u64,
     /// Documents buffered in memory (durable in the WAL, not yet in a segment).
     pub buffered_docs: u64,
+}
+
+/// The error of a name-based call on an index whose names belong to its model.
+pub(crate) fn fixed_vocabulary_error(size: u32) -> Error {
+    Error::invalid(
+        "feature names",
+        format!("this index has a fixed vocabulary of {size} model token ids, and its names belong to the model; map names to ids with the model's tokenizer, or create the index with an open vocabulary (Vocabulary::Open)"),
+    )
 }
 
 pub(crate) fn seg_file(id: u64) -> String {
@@ -73,6 +85,10 @@ pub struct Index {
     /// After a failed automatic commit, the next one is not tried before this instant, so a
     /// full disk does not cost a segment build per write.
     pub(crate) auto_commit_after: Option<std::time::Instant>,
+    /// Feature names below this id are on disk (the dictionary file or the WAL); the ones
+    /// after it were added by [`Index::feature_ids`] for a write not yet made, and go to
+    /// the WAL with it (or are dropped if it fails).
+    pub(crate) durable_features: u32,
 }
 
 /// How long a failed automatic commit waits before it is tried again.
@@ -100,11 +116,20 @@ impl Index {
         writer: WriterOptions,
     ) -> Result<Index> {
         let dir = dir.as_ref();
-        if options.vocab_size == 0 || options.vocab_size > 65536 {
-            return Err(Error::invalid(
-                "create options",
-                "vocab_size must be in 1..=65536",
-            ));
+        match &options.vocabulary {
+            Vocabulary::Fixed { size } if *size == 0 || *size > MAX_FIXED_VOCAB => {
+                return Err(Error::invalid(
+                    "create options",
+                    format!("a fixed vocabulary has 1..={MAX_FIXED_VOCAB} ids, not {size}; use an open vocabulary for larger id spaces"),
+                ));
+            }
+            Vocabulary::Open { seed } => {
+                // Checks the seed (valid, unique names) before anything touches the disk.
+                FeatureDictionary::from_names(seed.clone()).map_err(|e| {
+                    Error::invalid("create options: vocabulary seed", e.to_string())
+                })?;
+            }
+            Vocabulary::Fixed { .. } => {}
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = lock_dir(dir)?;
@@ -120,7 +145,7 @@ impl Index {
         if created.is_err() {
             // Nothing was acknowledged yet: leave no half-made index that a retry would
             // mistake for an existing one.
-            for name in [MANIFEST, &wal_name] {
+            for name in [MANIFEST, &wal_name, &crate::features::file::dict_file(1)] {
                 let _ = std::fs::remove_file(dir.join(name));
             }
         }
@@ -143,6 +168,7 @@ impl Index {
             dir: dir.to_path_buf(),
             _lock: lock,
             manifest,
+            durable_features: state.features().map_or(0, |f| f.len()),
             state,
             wal,
             opts,
@@ -158,10 +184,30 @@ impl Index {
         wal_name: &str,
     ) -> Result<(Manifest, WalWriter)> {
         let wal = WalWriter::create(&dir.join(wal_name))?;
+        let (vocab_size, features) = match &options.vocabulary {
+            Vocabulary::Fixed { size } => (*size, None),
+            Vocabulary::Open { seed } => {
+                let file = (!seed.is_empty()).then(|| crate::features::file::dict_file(1));
+                if let Some(file) = &file {
+                    let names: Vec<std::sync::Arc<str>> = seed
+                        .iter()
+                        .map(|n| std::sync::Arc::from(n.as_str()))
+                        .collect();
+                    crate::directory::atomic::write_atomic(
+                        dir,
+                        file,
+                        &crate::features::file::encode(&names),
+                    )?;
+                }
+                let names = seed.len() as u32;
+                (names, Some(FeaturesMeta { file, names }))
+            }
+        };
         let manifest = Manifest {
             model: options.model.clone(),
             metadata: options.metadata.clone(),
-            vocab_size: options.vocab_size,
+            vocab_size,
+            features,
             bm25: options.bm25,
             generation: 1,
             next_segment: 1,
@@ -229,7 +275,8 @@ impl Index {
         IndexInfo {
             model: self.manifest.model.clone(),
             metadata: self.manifest.metadata.clone(),
-            vocab_size: self.manifest.vocab_size,
+            vocab_size: self.state.vocab(),
+            open_vocabulary: self.state.features().is_some(),
             bm25: self.manifest.bm25,
             segments: self.state.segments.len(),
             live_docs: self.state.live_docs(),
@@ -270,27 +317,93 @@ impl Index {
     }
 
     pub(crate) fn write_docs(&mut self, docs: &[Document]) -> Result<()> {
+        let written = self.log_docs(docs);
+        if written.is_err() {
+            self.drop_pending_features();
+        }
+        written
+    }
+
+    fn log_docs(&mut self, docs: &[Document]) -> Result<()> {
+        let vocab = self.state.vocab();
         let recs = docs
             .iter()
-            .map(|d| prepare(d, self.manifest.vocab_size))
+            .map(|d| prepare(d, vocab))
             .collect::<Result<Vec<_>>>()?;
-        let ops: Vec<WalOp> = docs
-            .iter()
-            .map(|d| WalOp::Upsert {
-                id: d.id.clone(),
-                vector: d.vector.clone(),
-                tokens: d.tokens.clone(),
-                source: d.source.clone(),
-            })
-            .collect();
+        let mut ops: Vec<WalOp> = Vec::with_capacity(docs.len() + 1);
+        let pending = self.pending_features();
+        ops.extend(pending.clone());
+        ops.extend(docs.iter().map(|d| WalOp::Upsert {
+            id: d.id.clone(),
+            vector: d.vector.clone(),
+            tokens: d.tokens.clone(),
+            source: d.source.clone(),
+        }));
         self.sync_unsynced_commit()?;
         self.wal.append(&ops)?;
         // Acknowledged from here on: the WAL holds them until a durable commit does.
+        if let Some(WalOp::Features { first, names }) = pending {
+            self.durable_features = first + names.len() as u32;
+        }
         for r in recs {
             self.state.upsert(r);
         }
         self.auto_commit();
         Ok(())
+    }
+
+    /// The WAL record of the feature names added since the last durable write, if any.
+    fn pending_features(&self) -> Option<WalOp> {
+        let dict = self.state.features()?;
+        (dict.len() > self.durable_features).then(|| WalOp::Features {
+            first: self.durable_features,
+            names: dict
+                .names_from(self.durable_features)
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+        })
+    }
+
+    /// Forgets the feature names of a write that failed (nothing on disk refers to them).
+    fn drop_pending_features(&mut self) {
+        if let Some(dict) = self.state.features() {
+            dict.truncate(self.durable_features);
+            self.state.sync_vocab();
+        }
+    }
+
+    /// The ids of feature `names` (in order) in this index's open vocabulary, giving new
+    /// names the next free ids. New names become durable with the next successful write
+    /// (`add`, `upsert`, `bulk_upsert`, which log them before the documents) or commit;
+    /// a failed write drops every name not yet durable, so use the ids in the write that
+    /// follows. All names are checked first (non-empty, at most
+    /// [`MAX_FEATURE_NAME_BYTES`](crate::MAX_FEATURE_NAME_BYTES) bytes): an error adds none.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a bad name, or if the index has a fixed
+    /// vocabulary (its names belong to its model: map them with the model's tokenizer).
+    pub fn feature_ids<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<u32>> {
+        let Some(dict) = self.state.features() else {
+            return Err(fixed_vocabulary_error(self.state.vocab()));
+        };
+        let ids = dict.intern(names)?;
+        self.state.sync_vocab();
+        Ok(ids)
+    }
+
+    /// The id of feature `name`, if the index's open vocabulary has it (`None` for a fixed
+    /// vocabulary).
+    pub fn feature_id(&self, name: &str) -> Option<u32> {
+        self.state.features()?.id_below(name, u32::MAX)
+    }
+
+    /// The name of feature `id` in the index's open vocabulary (`None` for a fixed
+    /// vocabulary or an unknown id).
+    pub fn feature_name(&self, id: u32) -> Option<std::sync::Arc<str>> {
+        self.state.features()?.name(id)
     }
 
     /// Commits once the buffer holds `flush_docs` documents. A failure does not fail the
@@ -341,7 +454,13 @@ impl Index {
         };
         let t0 = std::time::Instant::now();
         let dedup = t0 - started;
-        let input = BulkInput::new(kept, self.manifest.vocab_size, self.opts.build_threads)?;
+        let input = match BulkInput::new(kept, self.state.vocab(), self.opts.build_threads) {
+            Ok(input) => input,
+            Err(e) => {
+                self.drop_pending_features();
+                return Err(e);
+            }
+        };
         let validated = t0.elapsed();
         self.sync_unsynced_commit()?;
         let before = self.checkpoint();
@@ -364,6 +483,7 @@ impl Index {
         if let Err(e) = written {
             self.roll_back(before);
             self.state.restore_buffer(replaced_buffered);
+            self.drop_pending_features();
             return Err(e);
         }
         tracing::debug!(

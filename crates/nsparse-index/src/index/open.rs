@@ -74,6 +74,7 @@ fn open_reader_once(dir: &Path, options: &ReaderOptions) -> Result<(Searcher, Ve
 
     let mut bytes = 0u64;
     let mut files = vec![MANIFEST.to_string(), m.wal.clone()];
+    files.extend(m.features.iter().flat_map(|f| f.file.clone()));
     for s in &m.segments {
         files.push(s.file.clone());
         files.extend(s.deletes.clone());

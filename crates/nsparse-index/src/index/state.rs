@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::features::FeatureDictionary;
 use crate::index::manifest::{Manifest, MANIFEST};
 use crate::index::validate::{check_name, prepare};
 use crate::index::wal::WalOp;
@@ -44,7 +45,10 @@ fn live_in(segments: &[SegEntry], id: &str) -> Option<Loc> {
 /// In-memory state: committed segments + uncommitted buffer + `_id` map.
 pub(crate) struct State {
     dir: PathBuf,
+    /// Ids are below this (the dictionary's length for an open vocabulary).
     vocab: u32,
+    /// The feature dictionary of an open vocabulary.
+    features: Option<Arc<FeatureDictionary>>,
     pub(super) segments: Vec<SegEntry>,
     buffer: Vec<Option<DocRecord>>,
     pub(super) buf_live: usize,
@@ -67,7 +71,12 @@ impl State {
             check_name(dir, &sm.file)?;
             let path = dir.join(&sm.file);
             let seg = Segment::load(&path)?;
-            if seg.n_docs() != sm.n_docs || seg.vocab() != m.vocab_size {
+            // A segment of an open vocabulary has the dictionary's length when it was built.
+            let vocab_ok = match m.features {
+                None => seg.vocab() == m.vocab_size,
+                Some(_) => seg.vocab() <= m.vocab_size.max(1),
+            };
+            if seg.n_docs() != sm.n_docs || !vocab_ok {
                 return Err(Error::corrupt(
                     &path,
                     "segment disagrees with the manifest (doc count or vocabulary)",
@@ -106,9 +115,17 @@ impl State {
                 del_dirty: false,
             });
         }
+        let features = match &m.features {
+            None => None,
+            Some(f) => Some(Arc::new(match &f.file {
+                None => FeatureDictionary::default(),
+                Some(file) => crate::features::file::load(&dir.join(file), f.names)?,
+            })),
+        };
         Ok(State {
             dir: dir.to_path_buf(),
             vocab: m.vocab_size,
+            features: features.clone(),
             segments,
             buffer: Vec::new(),
             buf_live: 0,
@@ -118,10 +135,41 @@ impl State {
                 model: m.model.clone(),
                 metadata: m.metadata.clone(),
                 vocab: m.vocab_size,
+                features,
                 bm25: m.bm25,
                 dense_max_bytes,
             }),
         })
+    }
+
+    /// Ids are below this.
+    pub(crate) fn vocab(&self) -> u32 {
+        self.vocab
+    }
+
+    /// The vocabulary of segments built now: ids below it (never 0, which segments refuse).
+    pub(crate) fn segment_vocab(&self) -> u32 {
+        self.vocab.max(1)
+    }
+
+    /// The feature dictionary, for an open vocabulary.
+    pub(crate) fn features(&self) -> Option<&Arc<FeatureDictionary>> {
+        self.features.as_ref()
+    }
+
+    /// Follows the dictionary's length after names were added or dropped.
+    pub(crate) fn sync_vocab(&mut self) {
+        let Some(f) = &self.features else {
+            return;
+        };
+        let v = f.len();
+        if v != self.vocab {
+            self.vocab = v;
+            let mut info = (*self.info).clone();
+            info.vocab = v;
+            self.info = Arc::new(info);
+            self.cached = None;
+        }
     }
 
     /// Where the live document `id` is, if anywhere.
@@ -219,6 +267,26 @@ impl State {
             WalOp::Delete { id } => {
                 self.remove(&id);
             }
+            WalOp::Features { first, names } => {
+                let Some(f) = &self.features else {
+                    return Err(Error::corrupt(
+                        wal,
+                        "feature names logged for an index with a fixed vocabulary",
+                    ));
+                };
+                if first != f.len() {
+                    return Err(Error::corrupt(
+                        wal,
+                        format!(
+                            "logged feature names start at id {first}, the dictionary has {}",
+                            f.len()
+                        ),
+                    ));
+                }
+                f.append_new(&names)
+                    .map_err(|e| Error::corrupt(wal, format!("logged feature names: {e}")))?;
+                self.sync_vocab();
+            }
         }
         Ok(())
     }
@@ -239,7 +307,7 @@ impl State {
         if self.buf_live > 0 {
             let recs: Vec<DocRecord> = self.buffer.iter().flatten().cloned().collect();
             segs.push(SnapSeg {
-                seg: Arc::new(Segment::build(&recs[..], self.vocab)),
+                seg: Arc::new(Segment::build(&recs[..], self.segment_vocab())),
                 del: None,
                 path: self.dir.join("<uncommitted buffer>"),
             });

@@ -131,7 +131,7 @@ pub(crate) fn check_sorted_vector_in_full(id: &str, v: &[(u32, f32)], vocab: u32
 
 /// Validate and quantize a vector: (token, quantized weight), tokens
 /// ascending, zero-quantized weights dropped.
-pub(crate) fn quantized_vector(doc: &Document, vocab: u32) -> Result<Vec<(u16, u16)>> {
+pub(crate) fn quantized_vector(doc: &Document, vocab: u32) -> Result<Vec<(u32, u16)>> {
     let sorted_copy;
     let v: &[(u32, f32)] = if check_sorted_vector(&doc.id, &doc.vector, vocab)?.is_some() {
         &doc.vector
@@ -146,13 +146,13 @@ pub(crate) fn quantized_vector(doc: &Document, vocab: u32) -> Result<Vec<(u16, u
     Ok(v.iter()
         .filter_map(|&(t, w)| {
             let q = quantize(w);
-            (q != 0).then_some((t as u16, q))
+            (q != 0).then_some((t, q))
         })
         .collect())
 }
 
 /// BM25 term frequencies and length from a document's token list.
-pub(crate) fn term_frequencies(doc: &Document, vocab: u32) -> Result<(Vec<(u16, u32)>, u32)> {
+pub(crate) fn term_frequencies(doc: &Document, vocab: u32) -> Result<(Vec<(u32, u32)>, u32)> {
     let Some(ts) = &doc.tokens else {
         return Ok((Vec::new(), 0));
     };
@@ -166,7 +166,7 @@ pub(crate) fn term_frequencies(doc: &Document, vocab: u32) -> Result<(Vec<(u16, 
 
     let mut s = ts.clone();
     s.sort_unstable();
-    let mut tf: Vec<(u16, u32)> = Vec::new();
+    let mut tf: Vec<(u32, u32)> = Vec::new();
     for &t in &s {
         if t >= vocab {
             return Err(Error::invalid(
@@ -175,8 +175,8 @@ pub(crate) fn term_frequencies(doc: &Document, vocab: u32) -> Result<(Vec<(u16, 
             ));
         }
         match tf.last_mut() {
-            Some(l) if l.0 as u32 == t => l.1 += 1,
-            _ => tf.push((t as u16, 1)),
+            Some(l) if l.0 == t => l.1 += 1,
+            _ => tf.push((t, 1)),
         }
     }
 

@@ -17,7 +17,10 @@ use crate::error::{Error, Result};
 
 const WAL_MAGIC: &[u8; 8] = b"NSPWAL\0\0";
 
-const WAL_VERSION: u32 = 1;
+/// Version 2 added the `Features` record; version 1 logs are still read.
+const WAL_VERSION: u32 = 2;
+
+const WAL_OLDEST_READABLE: u32 = 1;
 
 const HEADER: usize = 16;
 
@@ -32,6 +35,12 @@ pub(crate) enum WalOp {
     },
     Delete {
         id: String,
+    },
+    /// Feature names given ids `first..first + names.len()` (open vocabularies), logged
+    /// before the first document that uses them.
+    Features {
+        first: u32,
+        names: Vec<String>,
     },
 }
 
@@ -72,6 +81,15 @@ impl WalOp {
                 put_varint(out, id.len() as u64);
                 out.extend_from_slice(id.as_bytes());
             }
+            WalOp::Features { first, names } => {
+                out.push(3);
+                put_varint(out, u64::from(*first));
+                put_varint(out, names.len() as u64);
+                for n in names {
+                    put_varint(out, n.len() as u64);
+                    out.extend_from_slice(n.as_bytes());
+                }
+            }
         }
         let len = (out.len() - start - 12) as u32;
         let lb = len.to_le_bytes();
@@ -84,6 +102,20 @@ impl WalOp {
     fn decode(path: &Path, b: &[u8]) -> Result<WalOp> {
         let mut c = Cursor::new(b, path);
         let op = c.bytes(1)?[0];
+        if op == 3 {
+            let first = c.varint_u32()?;
+            let n = c.varint()? as usize;
+            let mut names = Vec::with_capacity(n.min(b.len()));
+            for _ in 0..n {
+                let l = c.varint()? as usize;
+                names.push(
+                    String::from_utf8(c.bytes(l)?.to_vec())
+                        .map_err(|_| Error::corrupt(path, "WAL feature name is not UTF-8"))?,
+                );
+            }
+            c.done()?;
+            return Ok(WalOp::Features { first, names });
+        }
         let idl = c.varint()? as usize;
         let id = String::from_utf8(c.bytes(idl)?.to_vec())
             .map_err(|_| Error::corrupt(path, "WAL _id is not UTF-8"))?;
@@ -170,11 +202,11 @@ pub(crate) fn read(path: &Path) -> Result<WalContents> {
     }
 
     let ver = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-    if ver != WAL_VERSION {
+    if !(WAL_OLDEST_READABLE..=WAL_VERSION).contains(&ver) {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: ver,
-            oldest: WAL_VERSION,
+            oldest: WAL_OLDEST_READABLE,
             newest: WAL_VERSION,
         });
     }
@@ -221,7 +253,14 @@ pub(crate) fn read(path: &Path) -> Result<WalContents> {
                 format!("WAL record checksum mismatch at byte {pos}"),
             ));
         }
-        ops.push(WalOp::decode(path, payload)?);
+        let op = WalOp::decode(path, payload)?;
+        if ver < 2 && matches!(op, WalOp::Features { .. }) {
+            return Err(Error::corrupt(
+                path,
+                format!("a version-1 WAL holds a feature-name record at byte {pos}"),
+            ));
+        }
+        ops.push(op);
         pos += 12 + len;
     }
 

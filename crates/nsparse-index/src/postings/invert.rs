@@ -13,7 +13,7 @@ pub(crate) trait PostingSource: Sync {
     /// What a posting stores for its document.
     type Elem: Copy + Default + Send + Sync;
     /// Call `f(token, element)` for every posting of document `i`.
-    fn each(&self, i: usize, f: impl FnMut(u16, Self::Elem));
+    fn each(&self, i: usize, f: impl FnMut(u32, Self::Elem));
     /// The number of postings [`PostingSource::each`] gives of document `i`.
     fn len(&self, i: usize) -> usize;
     /// Add one to `df[token]` for every posting of document `i`.

@@ -51,6 +51,21 @@ pub(crate) fn weight(p: u32) -> f32 {
     dequantize(p as u16)
 }
 
+/// Token `t`'s range in a table of starts (`starts[t]..starts[t + 1]`); empty for a token
+/// beyond the table: an open vocabulary grows after a segment is built, and the segment has
+/// no postings for the later ids.
+#[inline]
+pub(crate) fn span(starts: &[usize], t: u32) -> std::ops::Range<usize> {
+    let t = t as usize;
+    match starts.get(t..t + 2) {
+        Some(&[a, b]) => a..b,
+        _ => {
+            let end = starts.last().copied().unwrap_or(0);
+            end..end
+        }
+    }
+}
+
 /// The neural postings of a segment, grouped by token, docs ascending.
 #[derive(Debug, Default)]
 pub(crate) struct Postings {
@@ -79,19 +94,19 @@ impl Postings {
     /// Where token `t`'s postings start in [`Postings::packed`].
     #[inline]
     pub(crate) fn term_start(&self, t: u32) -> usize {
-        self.term_start[t as usize]
+        span(&self.term_start, t).start
     }
 
     /// Token `t`'s postings.
     #[inline]
     pub(crate) fn term_postings(&self, t: u32) -> &[u32] {
-        &self.packed[self.term_start[t as usize]..self.term_start[t as usize + 1]]
+        &self.packed[span(&self.term_start, t)]
     }
 
     /// The first of token `t`'s tile runs (see [`Postings::runs`]).
     #[inline]
     pub(crate) fn first_run(&self, t: u32) -> usize {
-        self.run_start[t as usize]
+        span(&self.run_start, t).start
     }
 
     /// The tile number of run `i`.
@@ -120,13 +135,13 @@ impl Postings {
     /// Number of documents containing token `t`.
     #[inline]
     pub(crate) fn df(&self, t: u32) -> usize {
-        self.term_start[t as usize + 1] - self.term_start[t as usize]
+        span(&self.term_start, t).len()
     }
 
     /// Token `t`'s run indexes.
     #[inline]
     pub(crate) fn runs(&self, t: u32) -> std::ops::Range<usize> {
-        self.run_start[t as usize]..self.run_start[t as usize + 1]
+        span(&self.run_start, t)
     }
 
     /// Run `i`: the doc id its offsets are relative to, and where it lies in `packed`.
@@ -159,7 +174,7 @@ impl Postings {
 
     /// Largest quantized weight of token `t` (0 when it has no postings).
     pub(crate) fn max_weight(&self, t: u32) -> u16 {
-        let r = self.term_start[t as usize]..self.term_start[t as usize + 1];
+        let r = span(&self.term_start, t);
         // f16 bits of positive weights order like their values.
         self.packed[r]
             .iter()

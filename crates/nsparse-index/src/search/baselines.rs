@@ -207,7 +207,7 @@ fn bmp_segment(
     ub.clear();
     ub.resize(nb, 0.0);
     for &(t, w) in ub_q {
-        let r = bm.start[t as usize]..bm.start[t as usize + 1];
+        let r = crate::postings::span(&bm.start, t);
         for (&b, &m) in bm.block[r.clone()].iter().zip(&bm.max[r]) {
             ub[b as usize] += w * m;
         }
@@ -269,7 +269,7 @@ fn score_block(
     let mut acc = [0f32; BLOCK_DOCS];
     let mut mask = 0u64;
     for &(t, w) in q {
-        let (s, e) = (bm.start[t as usize], bm.start[t as usize + 1]);
+        let std::ops::Range { start: s, end: e } = crate::postings::span(&bm.start, t);
         let Ok(i) = bm.block[s..e].binary_search(&b) else {
             continue;
         };

@@ -63,16 +63,12 @@ impl DocumentIter<'_> {
                 }
                 let tokens = (f.len > 0).then(|| {
                     f.tf.iter()
-                        .flat_map(|&(t, n)| std::iter::repeat_n(t as u32, n as usize))
+                        .flat_map(|&(t, n)| std::iter::repeat_n(t, n as usize))
                         .collect()
                 });
                 self.buf.push_back(StoredDocument {
                     id: seg.ids()[d as usize].clone(),
-                    vector: f
-                        .vec
-                        .iter()
-                        .map(|&(t, w)| (t as u32, dequantize(w)))
-                        .collect(),
+                    vector: f.vec.iter().map(|&(t, w)| (t, dequantize(w))).collect(),
                     tokens,
                     source,
                 });

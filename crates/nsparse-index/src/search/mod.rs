@@ -71,9 +71,62 @@ impl Searcher {
         &self.snap.info.metadata
     }
 
-    /// Vocabulary size.
+    /// Ids are below this: the fixed vocabulary's size, or the number of feature names the
+    /// open vocabulary had at this snapshot.
     pub fn vocab_size(&self) -> u32 {
         self.snap.info.vocab
+    }
+
+    /// Whether the index keeps its own feature dictionary (an open vocabulary); otherwise
+    /// its ids are a model's token ids and the names belong to the model.
+    pub fn has_open_vocabulary(&self) -> bool {
+        self.snap.info.features.is_some()
+    }
+
+    /// The id of feature `name` in this snapshot (`None` for an unknown name, a name added
+    /// after the snapshot, or a fixed vocabulary).
+    pub fn feature_id(&self, name: &str) -> Option<u32> {
+        self.snap
+            .info
+            .features
+            .as_ref()?
+            .id_below(name, self.snap.info.vocab)
+    }
+
+    /// The name of feature `id` (open vocabularies; `None` otherwise or for an unknown id).
+    pub fn feature_name(&self, id: u32) -> Option<std::sync::Arc<str>> {
+        if id >= self.snap.info.vocab {
+            return None;
+        }
+        self.snap.info.features.as_ref()?.name(id)
+    }
+
+    /// A query keyed by feature names, as ids of this snapshot's open vocabulary: unknown
+    /// names are dropped, since no document has them (OpenSearch's `rank_features`
+    /// semantics), as are zero weights; repeated names are summed by the search.
+    ///
+    /// Errors: [`Error::InvalidInput`] if the index has a fixed vocabulary (map names with
+    /// its model's tokenizer) or a weight is negative or not finite (naming the feature).
+    pub fn resolve_features<'a>(
+        &self,
+        named: impl IntoIterator<Item = (&'a str, f32)>,
+    ) -> Result<Vec<(u32, f32)>> {
+        let Some(dict) = &self.snap.info.features else {
+            return Err(crate::index::fixed_vocabulary_error(self.snap.info.vocab));
+        };
+        let mut out = Vec::new();
+        for (name, w) in named {
+            if !w.is_finite() || w < 0.0 {
+                return Err(Error::invalid(
+                    "query",
+                    format!("weight {w} of feature {name:?} must be finite and ≥ 0"),
+                ));
+            }
+            if let Some(id) = dict.id_below(name, self.snap.info.vocab) {
+                out.push((id, w));
+            }
+        }
+        Ok(out)
     }
 
     /// Number of live documents in this snapshot.
@@ -148,7 +201,7 @@ impl Searcher {
         Ok(Some(
             seg.doc_vector(d)
                 .into_iter()
-                .map(|(t, w)| (t as u32, dequantize(w)))
+                .map(|(t, w)| (t, dequantize(w)))
                 .collect(),
         ))
     }

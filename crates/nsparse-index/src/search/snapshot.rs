@@ -8,10 +8,15 @@ use crate::search::request::DocFilter;
 use crate::segment::deletes::Bitset;
 use crate::segment::Segment;
 
+#[derive(Clone)]
 pub(crate) struct SnapInfo {
     pub model: String,
     pub metadata: serde_json::Value,
+    /// Query ids must be below this.
     pub vocab: u32,
+    /// The feature dictionary of an open vocabulary (shared with the writer, which only
+    /// appends: names added after the snapshot resolve to ids it has no postings for).
+    pub features: Option<Arc<crate::features::FeatureDictionary>>,
     pub bm25: Bm25Params,
     /// Bound-column budget per segment, in bytes (`u64::MAX`: no cap).
     pub dense_max_bytes: u64,

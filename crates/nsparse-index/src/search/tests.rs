@@ -23,7 +23,7 @@ fn snapshot(segs: Vec<Vec<Vec<(u32, f32)>>>, deleted_every: u32) -> Searcher {
                 id: format!("s{si}-d{i}"),
                 vec: v
                     .iter()
-                    .map(|&(t, w)| (t as u16, quantize(w)))
+                    .map(|&(t, w)| (t, quantize(w)))
                     .filter(|p| p.1 != 0)
                     .collect(),
                 tf: Vec::new(),
@@ -49,6 +49,7 @@ fn snapshot(segs: Vec<Vec<Vec<(u32, f32)>>>, deleted_every: u32) -> Searcher {
             model: "m".into(),
             metadata: serde_json::Value::Null,
             vocab: 30_522,
+            features: None,
             bm25: Bm25Params::default(),
             dense_max_bytes: u64::MAX,
         }),

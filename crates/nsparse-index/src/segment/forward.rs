@@ -16,9 +16,9 @@ pub(crate) struct ForwardCursor {
 /// One document's data recovered from the inverted postings.
 pub(crate) struct ForwardDoc {
     /// (token, quantized weight), tokens ascending.
-    pub vec: Vec<(u16, u16)>,
+    pub vec: Vec<(u32, u16)>,
     /// BM25 (token, term frequency), tokens ascending.
-    pub tf: Vec<(u16, u32)>,
+    pub tf: Vec<(u32, u32)>,
     /// BM25 document length (number of tokens).
     pub len: u32,
 }
@@ -68,7 +68,7 @@ impl Segment {
                     if d >= start {
                         out[(d - start) as usize]
                             .vec
-                            .push((t as u16, crate::postings::weight_bits(x)));
+                            .push((t as u32, crate::postings::weight_bits(x)));
                     }
                     *p += 1;
                 }
@@ -81,7 +81,7 @@ impl Segment {
             while *p < pe && self.tf_post[*p].0 < end {
                 let (d, f) = self.tf_post[*p];
                 if d >= start {
-                    out[(d - start) as usize].tf.push((t as u16, f));
+                    out[(d - start) as usize].tf.push((t as u32, f));
                 }
                 *p += 1;
             }
@@ -90,29 +90,29 @@ impl Segment {
     }
 
     /// Quantized vector of `doc`, tokens ascending (scans the vocabulary: slow path).
-    pub(crate) fn doc_vector(&self, doc: u32) -> Vec<(u16, u16)> {
+    pub(crate) fn doc_vector(&self, doc: u32) -> Vec<(u32, u16)> {
         (0..self.vocab)
-            .filter_map(|t| self.weight(t, doc).map(|w| (t as u16, w)))
+            .filter_map(|t| self.weight(t, doc).map(|w| (t, w)))
             .collect()
     }
 
     /// All documents' quantized vectors, by inverting the postings (merge-time only).
-    pub(crate) fn all_vectors(&self) -> Vec<Vec<(u16, u16)>> {
+    pub(crate) fn all_vectors(&self) -> Vec<Vec<(u32, u16)>> {
         let mut out = vec![Vec::new(); self.n_docs as usize];
         for t in 0..self.vocab {
             for (d, w) in self.post().iter(t) {
-                out[d as usize].push((t as u16, w));
+                out[d as usize].push((t, w));
             }
         }
         out
     }
 
     /// BM25 term frequencies of `doc` (token, tf), by scanning postings (merge-time only).
-    pub(crate) fn all_tfs(&self) -> Vec<Vec<(u16, u32)>> {
+    pub(crate) fn all_tfs(&self) -> Vec<Vec<(u32, u32)>> {
         let mut out = vec![Vec::new(); self.n_docs as usize];
         for t in 0..self.vocab as usize {
             for &(d, f) in &self.tf_post[self.tf_start[t]..self.tf_start[t + 1]] {
-                out[d as usize].push((t as u16, f));
+                out[d as usize].push((t as u32, f));
             }
         }
         out

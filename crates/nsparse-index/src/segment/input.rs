@@ -14,7 +14,7 @@ pub(crate) trait SegmentInput: Sync {
     fn id(&self, i: usize) -> &str;
     /// Calls `f(token, quantized weight)` for document `i`'s non-zero
     /// quantized weights, tokens strictly ascending.
-    fn for_each_posting(&self, i: usize, f: impl FnMut(u16, u16));
+    fn for_each_posting(&self, i: usize, f: impl FnMut(u32, u16));
     /// Adds one to `df[token]` for every posting [`SegmentInput::for_each_posting`]
     /// gives of document `i`. An input can count without quantizing.
     #[inline]
@@ -26,7 +26,7 @@ pub(crate) trait SegmentInput: Sync {
     /// document `i`, known without reading them.
     fn n_postings(&self, i: usize) -> usize;
     /// BM25 term frequencies of document `i`, tokens ascending.
-    fn tf(&self, i: usize) -> &[(u16, u32)];
+    fn tf(&self, i: usize) -> &[(u32, u32)];
     /// BM25 length of document `i` in tokens.
     fn doc_len(&self, i: usize) -> u32;
     /// Uncompressed source bytes of document `i`.
@@ -43,7 +43,7 @@ impl SegmentInput for [DocRecord] {
     }
 
     #[inline]
-    fn for_each_posting(&self, i: usize, mut f: impl FnMut(u16, u16)) {
+    fn for_each_posting(&self, i: usize, mut f: impl FnMut(u32, u16)) {
         for &(t, w) in &self[i].vec {
             f(t, w);
         }
@@ -53,7 +53,7 @@ impl SegmentInput for [DocRecord] {
         self[i].vec.len()
     }
 
-    fn tf(&self, i: usize) -> &[(u16, u32)] {
+    fn tf(&self, i: usize) -> &[(u32, u32)] {
         &self[i].tf
     }
 
@@ -72,7 +72,7 @@ pub(crate) struct NeuralSource<'a, D: ?Sized>(pub(crate) &'a D);
 impl<D: SegmentInput + ?Sized> PostingSource for NeuralSource<'_, D> {
     type Elem = u32;
     #[inline]
-    fn each(&self, i: usize, mut f: impl FnMut(u16, u32)) {
+    fn each(&self, i: usize, mut f: impl FnMut(u32, u32)) {
         self.0
             .for_each_posting(i, |t, w| f(t, crate::postings::pack(i as u32, w)))
     }
@@ -93,7 +93,7 @@ pub(crate) struct Bm25Source<'a, D: ?Sized>(pub(crate) &'a D);
 impl<D: SegmentInput + ?Sized> PostingSource for Bm25Source<'_, D> {
     type Elem = (u32, u32);
     #[inline]
-    fn each(&self, i: usize, mut f: impl FnMut(u16, (u32, u32))) {
+    fn each(&self, i: usize, mut f: impl FnMut(u32, (u32, u32))) {
         for &(t, c) in self.0.tf(i) {
             f(t, (i as u32, c));
         }

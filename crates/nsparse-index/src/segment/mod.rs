@@ -55,9 +55,9 @@ pub(crate) const SEC_SOURCE: u32 = 5;
 pub(crate) struct DocRecord {
     pub id: String,
     /// (token, quantized weight), sorted by token, weights non-zero.
-    pub vec: Vec<(u16, u16)>,
+    pub vec: Vec<(u32, u16)>,
     /// BM25 term frequencies (token, tf), sorted by token.
-    pub tf: Vec<(u16, u32)>,
+    pub tf: Vec<(u32, u32)>,
     /// BM25 document length in tokens.
     pub len: u32,
     /// Uncompressed source bytes.
@@ -126,19 +126,19 @@ impl Segment {
     /// The largest dequantized weight of token `t` in this segment.
     #[inline]
     pub(crate) fn term_max(&self, t: u32) -> f32 {
-        self.term_max[t as usize]
+        self.term_max.get(t as usize).copied().unwrap_or(0.0)
     }
 
     /// Token `t`'s BM25 postings: (doc id, term frequency), docs ascending.
     #[inline]
     pub(crate) fn bm25_postings(&self, t: u32) -> &[(u32, u32)] {
-        &self.tf_post[self.tf_start[t as usize]..self.tf_start[t as usize + 1]]
+        &self.tf_post[crate::postings::span(&self.tf_start, t)]
     }
 
     /// The number of documents containing token `t` (BM25).
     #[inline]
     pub(crate) fn bm25_df(&self, t: u32) -> usize {
-        self.tf_start[t as usize + 1] - self.tf_start[t as usize]
+        crate::postings::span(&self.tf_start, t).len()
     }
 
     /// BM25 length of `doc` in tokens.

@@ -87,7 +87,8 @@ impl Segment {
         let n_tf = c.u64()?;
         c.done()?;
         let corrupt = |d: &str| Error::corrupt(path, d.to_string());
-        if vocab == 0 || vocab > 65536 {
+        // Any id space up to u32::MAX ids (open vocabularies); 0 is never written.
+        if vocab == 0 {
             return Err(corrupt("vocabulary size out of range"));
         }
         let v = vocab as usize;

@@ -183,9 +183,9 @@ fn packed_blocks_round_trip_at_every_bit_width() {
 /// for the drawn `x`, with a weight taken from `x`'s high bits.
 fn xorshift_docs(
     n: usize,
-    vocab: u16,
+    vocab: u32,
     seed: u64,
-    present: impl Fn(usize, u16, u64) -> bool,
+    present: impl Fn(usize, u32, u64) -> bool,
 ) -> Vec<DocRecord> {
     let mut x = seed;
     (0..n)
