@@ -5,7 +5,10 @@
 //! queries run on the calling thread and the build's target is measured with
 //! `WriterOptions::build_threads = 1`; a second build on every core is
 //! printed for information. Vector shape parameters:
-//! `nsparse_testkit::synth::SynthParams`.
+//! `nsparse_testkit::synth::SynthParams`. `NSPARSE_BENCH_VOCAB=250002` spreads
+//! the same vectors over a larger id space (a fixed vocabulary of that size,
+//! ids mapped by `t → t × 7919 mod V`, which keeps them distinct), to
+//! measure what a large model vocabulary costs.
 
 use std::time::Instant;
 
@@ -68,8 +71,21 @@ fn main() {
     println!("nsparse-index bench: {n} docs, {nq} queries, params {params:?}");
     let t = Instant::now();
     let mut g = Synth::new(params, 1);
-    let docs: Vec<Document> = g.documents(n);
-    let queries: Vec<Vec<(u32, f32)>> = (0..nq).map(|_| g.query()).collect();
+    let mut docs: Vec<Document> = g.documents(n);
+    let mut queries: Vec<Vec<(u32, f32)>> = (0..nq).map(|_| g.query()).collect();
+    let vocab = env("NSPARSE_BENCH_VOCAB", DEFAULT_VOCAB_SIZE as usize) as u32;
+    if vocab != DEFAULT_VOCAB_SIZE {
+        assert!(vocab > DEFAULT_VOCAB_SIZE && vocab % 7919 != 0);
+        let spread = |v: &mut Vec<(u32, f32)>| {
+            for p in v.iter_mut() {
+                p.0 = ((u64::from(p.0) * 7919) % u64::from(vocab)) as u32;
+            }
+            v.sort_unstable_by_key(|p| p.0);
+        };
+        docs.iter_mut().for_each(|d| spread(&mut d.vector));
+        queries.iter_mut().for_each(spread);
+        println!("ids spread over a vocabulary of {vocab}");
+    }
     let raw_postings: usize = docs.iter().map(|d| d.vector.len()).sum();
     println!(
         "generated in {:.1}s: {raw_postings} postings ({:.1} nnz/doc), mean query nnz {:.1}",
@@ -117,8 +133,8 @@ fn main() {
             build_threads: threads,
             ..WriterOptions::default()
         };
-        let mut idx =
-            Index::create(dir.path(), &CreateOptions::new("bench"), opts).expect("create");
+        let create = CreateOptions::new("bench").with_vocabulary(Vocabulary::fixed(vocab));
+        let mut idx = Index::create(dir.path(), &create, opts).expect("create");
         let t = Instant::now();
         idx.bulk_upsert(&docs).expect("bulk");
         (dir, t.elapsed().as_secs_f64(), idx)

@@ -401,3 +401,139 @@ fn a_version_3_index_reproduces_its_recorded_results_bit_for_bit() {
     assert_eq!(v3_results(&w.searcher(), &queries), want, "writer");
     assert!(verify(dir.path()).unwrap().wal_ops > 0);
 }
+
+/// An open-vocabulary index as this build writes it (manifest version 2, a feature
+/// dictionary file, a version-2 WAL with feature-name records), kept so later builds prove
+/// they still read it.
+const OPEN: &str = "index-open-vocabulary";
+const OPEN_RESULTS: &str = "index-open-vocabulary-results.json";
+
+fn open_doc(i: usize) -> (String, Vec<(String, f32)>) {
+    let names = [
+        "tok1",
+        "brand:acme",
+        "名前",
+        "0123456789012345678901234567890123456789",
+        "##ing",
+    ];
+    let features = (0..6)
+        .map(|j| {
+            let k = (i * 7 + j * 3) % 40;
+            let name = if k < names.len() {
+                names[k].to_string()
+            } else {
+                format!("feature-{k}")
+            };
+            (name, 0.25 + ((i + j) % 9) as f32 * 0.5)
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    (format!("doc-{i}"), features)
+}
+
+fn open_queries() -> Vec<Vec<(String, f32)>> {
+    vec![
+        vec![("tok1".into(), 1.0), ("brand:acme".into(), 2.0)],
+        vec![
+            ("名前".into(), 1.5),
+            ("feature-12".into(), 0.5),
+            ("unknown".into(), 9.0),
+        ],
+        vec![
+            ("0123456789012345678901234567890123456789".into(), 1.0),
+            ("##ing".into(), 1.0),
+            ("feature-33".into(), 3.0),
+        ],
+    ]
+}
+
+fn open_results(s: &Searcher) -> serde_json::Value {
+    let per_query: Vec<serde_json::Value> = open_queries()
+        .iter()
+        .map(|q| {
+            let q = s
+                .resolve_features(q.iter().map(|(n, w)| (n.as_str(), *w)))
+                .unwrap();
+            hit_list(
+                &s.search(Query::Neural(&q), &SearchRequest::new(10))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<String> = (0..s.vocab_size())
+        .map(|id| s.feature_name(id).unwrap().to_string())
+        .collect();
+    serde_json::json!({ "names": names, "docs": s.num_docs(), "hits": per_query })
+}
+
+/// Regenerates the open-vocabulary fixture:
+/// `cargo test -p nsparse-index --test old_formats -- --ignored regenerate_open`.
+#[test]
+#[ignore]
+fn regenerate_open_vocabulary_fixture() {
+    let out = fixtures_dir().join(OPEN);
+    let _ = std::fs::remove_dir_all(&out);
+    let mut idx = Index::create(
+        &out,
+        &CreateOptions::new("fixture-open").with_vocabulary(Vocabulary::Open {
+            seed: vec!["[PAD]".into(), "the".into()],
+        }),
+        WriterOptions {
+            flush_docs: 1_000_000,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    let mut write = |idx: &mut Index, range: std::ops::Range<usize>| {
+        for i in range {
+            let (id, named) = open_doc(i);
+            let ids = idx.feature_ids(named.iter().map(|p| p.0.as_str())).unwrap();
+            idx.upsert(&Document {
+                id,
+                vector: ids.into_iter().zip(named.iter().map(|p| p.1)).collect(),
+                tokens: None,
+                source: format!("{{\"i\":{i}}}").into_bytes(),
+            })
+            .unwrap();
+        }
+    };
+    write(&mut idx, 0..60);
+    assert!(idx.delete("doc-3").unwrap());
+    idx.commit().unwrap();
+    // The WAL tail adds names the dictionary file does not have yet.
+    write(&mut idx, 60..90);
+    let ids = idx.feature_ids(["only-in-the-wal"]).unwrap();
+    idx.upsert(&Document {
+        id: "doc-wal".into(),
+        vector: vec![(ids[0], 1.0)],
+        tokens: None,
+        source: b"{}".to_vec(),
+    })
+    .unwrap();
+    drop(idx);
+    std::fs::remove_file(out.join("LOCK")).unwrap();
+    let results = open_results(&open_reader(&out).unwrap());
+    std::fs::write(
+        fixtures_dir().join(OPEN_RESULTS),
+        serde_json::to_string_pretty(&results).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_open_vocabulary_index_reproduces_its_recorded_names_and_results() {
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures_dir().join(OPEN_RESULTS)).unwrap()).unwrap();
+    let dir = copy_fixture(OPEN);
+    let reader = open_reader(dir.path()).unwrap();
+    assert!(reader.has_open_vocabulary());
+    assert_eq!(open_results(&reader), want, "reader");
+    let mut w = Index::open(dir.path(), WriterOptions::default()).unwrap();
+    assert_eq!(open_results(&w.searcher()), want, "writer");
+    assert_eq!(
+        w.feature_id("only-in-the-wal"),
+        Some(reader.vocab_size() - 1)
+    );
+    assert!(verify(dir.path()).unwrap().wal_ops > 0);
+}
