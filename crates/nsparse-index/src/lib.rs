@@ -1,9 +1,18 @@
 //! # nsparse-index
 //!
-//! Durable inverted index over learned sparse vectors (token ids of a WordPiece
-//! vocabulary, default bert-base-uncased's 30,522; weights ≥ 0) and the searcher
-//! that returns the top-k documents by dot product — exactly or approximately —
-//! plus BM25 over the same token ids and hybrid (neural + BM25) fusion.
+//! Durable inverted index over learned sparse vectors (feature id → weight ≥ 0)
+//! and the searcher that returns the top-k documents by dot product — exactly
+//! or approximately — plus BM25 over token ids and hybrid (neural + BM25) fusion.
+//!
+//! An index's [`Vocabulary`] says what the ids are. A *fixed* vocabulary is a
+//! model's token ids (default bert-base-uncased's 30,522; up to 16,777,216):
+//! the names belong to the model. An *open* vocabulary is the index's own
+//! dictionary of feature names (any non-empty UTF-8 string, as OpenSearch's
+//! `rank_features` accepts), ids given in order of first use
+//! ([`Index::feature_ids`]) up to `u32::MAX − 1`, optionally seeded with a
+//! model's vocabulary in id order so that model's ids need no lookup;
+//! [`Searcher::resolve_features`] maps a query by name (unknown names match
+//! nothing) and [`Searcher::feature_name`] maps ids back.
 //!
 //! Text encoding is not here (see `nsparse-model`): the API takes sparse
 //! vectors `&[(u32, f32)]` and, for BM25, token-id sequences.
@@ -83,8 +92,16 @@
 //!
 //! ## Directory layout and file formats (all integers little-endian)
 //! * `MANIFEST` — container (below) with one JSON section: model identity,
-//!   metadata, vocabulary size, BM25 parameters, generation, live WAL name,
-//!   segment list (file, doc count, deletion-bitmap file, deleted count).
+//!   metadata, vocabulary size, for an open vocabulary its dictionary file and
+//!   name count, BM25 parameters, generation, live WAL name, segment list (file,
+//!   doc count, deletion-bitmap file, deleted count). Version 2 (this build)
+//!   added the dictionary; version 1 is still read.
+//! * `features-GGGGGGGG.dict` — the feature dictionary of an open vocabulary as
+//!   of generation G (container `NSPFEATS`, version 1: the name count, then per
+//!   name in id order its prefix shared with the previous name and the rest).
+//!   The dictionary only grows; names added after the commit that wrote it are
+//!   in the WAL, each batch in a record written before the first document that
+//!   uses them, so an acknowledged document's names survive a crash with it.
 //! * `seg-NNNNNNNN.seg` — immutable segment: container with sections
 //!   1 META (doc count, vocab, BM25 total length, posting counts),
 //!   2 IDS (varint length + UTF-8 `_id` per doc),
@@ -100,12 +117,13 @@
 //! * `seg-NNNNNNNN-GGGGGGGG.del` — deletion bitmap of a segment at generation G
 //!   (container: doc count, deleted count, bitset words).
 //! * `wal-GGGGGGGG.log` — write-ahead log (see `Durability`; 16-byte header with
-//!   magic `NSPWAL\0\0`, version, crc32; records `[len][crc32(len)][crc32(payload)][payload]`).
+//!   magic `NSPWAL\0\0`, version (2; version 1, without feature-name records,
+//!   is still read), crc32; records `[len][crc32(len)][crc32(payload)][payload]`).
 //! * `LOCK` — held with an exclusive `flock` by the single writer.
 //!
 //! The *container* used by MANIFEST, segments and bitmaps is: 8-byte magic
-//! (`NSPMANIF`, `NSPSEG\0\0`, `NSPDEL\0\0`), u32 format version (segments
-//! 3, reading 1 to 3; the others 1),
+//! (`NSPMANIF`, `NSPSEG\0\0`, `NSPDEL\0\0`, `NSPFEATS`), u32 format version (segments
+//! 3, reading 1 to 3; `MANIFEST` 2, reading 1 and 2; the others 1),
 //! u32 section count, a table of `(kind u32, offset u64, length u64, crc32 u32)`
 //! entries, a crc32 of everything before it, then the sections back to back.
 //! Opening verifies the magic, the header checksum, the version (an unknown

@@ -51,7 +51,9 @@ pub enum Vocabulary {
     /// given in order of first use ([`Index::feature_ids`](crate::Index::feature_ids)), up
     /// to `u32::MAX - 1`. The `seed` names (unique) get ids `0..seed.len()` at creation:
     /// seeding a model's vocabulary in token-id order keeps that model's ids valid as they
-    /// are, so its encoded documents and queries need no lookup.
+    /// are, so its encoded documents and queries need no lookup. A document's BM25
+    /// token ids ([`Document::tokens`]) are ids of the same vocabulary: seed the
+    /// tokenizer's vocabulary to store them.
     Open {
         /// Names given ids `0..seed.len()`.
         seed: Vec<String>,

@@ -26,11 +26,37 @@ fn vector(seed: u64) -> Vec<(u32, f32)> {
     m.into_iter().collect()
 }
 
-fn doc(id: &str, seed: u64) -> Document {
+/// Which vocabulary the scenario's index has. With an open one, token `t` is the feature
+/// named `f{t}` and the dictionary starts empty, so every write brings new names (WAL
+/// records, dictionary files at commits).
+#[derive(Clone, Copy, Debug)]
+enum Vocab {
+    Fixed,
+    Open,
+}
+
+fn create_options(vocab: Vocab) -> CreateOptions {
+    match vocab {
+        Vocab::Fixed => CreateOptions::new("m"),
+        Vocab::Open => CreateOptions::new("m").with_vocabulary(Vocabulary::open()),
+    }
+}
+
+fn doc(idx: &mut Index, id: &str, seed: u64) -> Document {
+    let mut vector = vector(seed);
+    let open = idx.info().open_vocabulary;
+    if open {
+        let names: Vec<String> = vector.iter().map(|p| format!("f{}", p.0)).collect();
+        let ids = idx.feature_ids(names.iter().map(String::as_str)).unwrap();
+        for (p, id) in vector.iter_mut().zip(ids) {
+            p.0 = id;
+        }
+    }
     Document {
         id: id.to_string(),
-        vector: vector(seed),
-        tokens: Some(vec![(seed % 50) as u32, 3, 3]),
+        vector,
+        // BM25 token ids are ids of the same vocabulary: the open one holds only names.
+        tokens: (!open).then(|| vec![(seed % 50) as u32, 3, 3]),
         source: format!("{{\"seed\":{seed}}}").into_bytes(),
     }
 }
@@ -44,11 +70,22 @@ fn opts() -> WriterOptions {
     }
 }
 
-/// The documents a searcher sees, as `_id` → vector.
+/// The documents a searcher sees, as `_id` → vector (by token: an open vocabulary's names
+/// mapped back).
 fn contents(s: &Searcher) -> BTreeMap<String, Vec<(u32, f32)>> {
     s.documents()
         .map(|d| d.expect("stored document reads"))
-        .map(|d| (d.id, d.vector))
+        .map(|d| {
+            let mut v = d.vector;
+            if s.has_open_vocabulary() {
+                for p in v.iter_mut() {
+                    let name = s.feature_name(p.0).expect("every stored id has a name");
+                    p.0 = name[1..].parse().expect("a scenario name");
+                }
+                v.sort_by_key(|p| p.0);
+            }
+            (d.id, v)
+        })
         .collect()
 }
 
@@ -114,16 +151,27 @@ fn scenario() -> Vec<Op> {
 
 /// Applies `op`; on `Ok` updates `model`. Returns whether it was acknowledged.
 fn apply(idx: &mut Index, op: &Op, model: &mut Model) -> bool {
-    let docs = |v: &[(&str, u64)]| v.iter().map(|&(id, s)| doc(id, s)).collect::<Vec<_>>();
+    let docs = |idx: &mut Index, v: &[(&str, u64)]| {
+        v.iter().map(|&(id, s)| doc(idx, id, s)).collect::<Vec<_>>()
+    };
     let put = |model: &mut Model, v: &[(&str, u64)]| {
         for &(id, s) in v {
             model.insert(id.to_string(), s);
         }
     };
     match op {
-        Op::Upsert(v) => idx.upsert_batch(&docs(v)).map(|()| put(model, v)).is_ok(),
-        Op::Add(v) => idx.add_batch(&docs(v)).map(|()| put(model, v)).is_ok(),
-        Op::Bulk(v) => idx.bulk_upsert(&docs(v)).map(|()| put(model, v)).is_ok(),
+        Op::Upsert(v) => {
+            let d = docs(idx, v);
+            idx.upsert_batch(&d).map(|()| put(model, v)).is_ok()
+        }
+        Op::Add(v) => {
+            let d = docs(idx, v);
+            idx.add_batch(&d).map(|()| put(model, v)).is_ok()
+        }
+        Op::Bulk(v) => {
+            let d = docs(idx, v);
+            idx.bulk_upsert(&d).map(|()| put(model, v)).is_ok()
+        }
         Op::Delete(id) => match idx.delete(id) {
             Ok(existed) => {
                 assert_eq!(existed, model.remove(*id).is_some(), "delete {id}");
@@ -138,19 +186,19 @@ fn apply(idx: &mut Index, op: &Op, model: &mut Model) -> bool {
 
 /// Runs the scenario under `mode` in a fresh directory; returns (the directory, the
 /// acknowledged model, the index handle still open, calls counted, faults injected).
-fn run(mode: FaultMode) -> (tempfile::TempDir, Model, Option<Index>, u64, u64) {
+fn run(mode: FaultMode, vocab: Vocab) -> (tempfile::TempDir, Model, Option<Index>, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idx");
     let mut model = Model::new();
     let plan = FaultPlan::arm(&path, mode);
-    let mut idx = match Index::create(&path, &CreateOptions::new("m"), opts()) {
+    let mut idx = match Index::create(&path, &create_options(vocab), opts()) {
         Ok(idx) => idx,
         Err(e) => {
             // Nothing was acknowledged; creating again once the fault is gone works.
             let (calls, failed) = (plan.calls(), plan.failed());
             drop(plan);
             assert!(failed > 0, "create failed without a fault: {e}");
-            let idx = Index::create(&path, &CreateOptions::new("m"), opts())
+            let idx = Index::create(&path, &create_options(vocab), opts())
                 .unwrap_or_else(|e| panic!("create after a failed create: {e}"));
             return (dir, model, Some(idx), calls, failed);
         }
@@ -187,8 +235,8 @@ fn reopen_and_check(dir: &std::path::Path, model: &Model, when: &str) {
     );
 }
 
-fn faulted_runs(errno: i32, persistent: bool) -> (u64, u64) {
-    let (_, _, _, total, _) = run(FaultMode::CountOnly);
+fn faulted_runs(errno: i32, persistent: bool, vocab: Vocab) -> (u64, u64) {
+    let (_, _, _, total, _) = run(FaultMode::CountOnly, vocab);
     assert!(total > 50, "the scenario makes {total} checked I/O calls");
     let mut failed_ops = 0;
     for n in 0..total {
@@ -197,11 +245,11 @@ fn faulted_runs(errno: i32, persistent: bool) -> (u64, u64) {
         } else {
             FaultMode::Once { n, errno }
         };
-        let (tmp, model, idx, _, failed) = run(mode);
+        let (tmp, model, idx, _, failed) = run(mode, vocab);
         assert!(failed > 0, "{mode:?}: no fault was injected");
         failed_ops += failed;
         let path = tmp.path().join("idx");
-        let when = format!("{mode:?}");
+        let when = format!("{mode:?}, {vocab:?} vocabulary");
         // As after a crash straight after the fault.
         let mut idx = idx.unwrap();
         {
@@ -214,7 +262,8 @@ fn faulted_runs(errno: i32, persistent: bool) -> (u64, u64) {
             .unwrap_or_else(|e| panic!("{when}: commit after the fault: {e}"));
         assert_matches(&idx.searcher(), &model, &format!("{when}, after retry"));
         let mut model = model;
-        idx.upsert(&doc("after", 99)).unwrap();
+        let after = doc(&mut idx, "after", 99);
+        idx.upsert(&after).unwrap();
         model.insert("after".into(), 99);
         drop(idx);
         reopen_and_check(&path, &model, &format!("{when}, reopened"));
@@ -231,13 +280,25 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 #[test]
 fn every_single_io_failure_loses_nothing_acknowledged() {
-    let (calls, faults) = faulted_runs(libc::EIO, false);
+    let (calls, faults) = faulted_runs(libc::EIO, false, Vocab::Fixed);
     eprintln!("EIO once: {calls} call sites in the scenario, {faults} faults injected");
 }
 
 #[test]
+fn every_single_io_failure_loses_nothing_acknowledged_nor_its_names() {
+    let (calls, faults) = faulted_runs(libc::EIO, false, Vocab::Open);
+    eprintln!("EIO once, open vocabulary: {calls} call sites, {faults} faults injected");
+}
+
+#[test]
+fn a_disk_that_fills_up_at_any_call_loses_no_acknowledged_name() {
+    let (calls, faults) = faulted_runs(libc::ENOSPC, true, Vocab::Open);
+    eprintln!("ENOSPC from then on, open vocabulary: {calls} call sites, {faults} faults injected");
+}
+
+#[test]
 fn a_disk_that_fills_up_at_any_call_loses_nothing_acknowledged() {
-    let (calls, faults) = faulted_runs(libc::ENOSPC, true);
+    let (calls, faults) = faulted_runs(libc::ENOSPC, true, Vocab::Fixed);
     eprintln!("ENOSPC from then on: {calls} call sites in the scenario, {faults} faults injected");
 }
 
@@ -246,7 +307,8 @@ fn disk_full_errors_say_so_and_writes_resume_by_themselves() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idx");
     let mut idx = Index::create(&path, &CreateOptions::new("m"), opts()).unwrap();
-    idx.upsert_batch(&[doc("a", 1), doc("b", 2)]).unwrap();
+    let batch = [doc(&mut idx, "a", 1), doc(&mut idx, "b", 2)];
+    idx.upsert_batch(&batch).unwrap();
     let plan = FaultPlan::arm(
         &path,
         FaultMode::FromOn {
@@ -254,13 +316,14 @@ fn disk_full_errors_say_so_and_writes_resume_by_themselves() {
             errno: libc::ENOSPC,
         },
     );
-    let e = idx.upsert(&doc("c", 3)).unwrap_err();
+    let c = doc(&mut idx, "c", 3);
+    let e = idx.upsert(&c).unwrap_err();
     assert!(e.is_no_space(), "{e}");
     let e = idx.commit().unwrap_err();
     assert!(e.is_no_space(), "{e}");
     assert!(!idx.contains("c"));
     drop(plan);
-    idx.upsert(&doc("c", 3)).unwrap();
+    idx.upsert(&c).unwrap();
     idx.commit().unwrap();
     drop(idx);
     let model: Model = [("a", 1), ("b", 2), ("c", 3)]
@@ -275,8 +338,12 @@ fn a_failed_automatic_commit_does_not_fail_the_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idx");
     let mut idx = Index::create(&path, &CreateOptions::new("m"), opts()).unwrap();
-    idx.upsert_batch(&[doc("a", 1), doc("b", 2), doc("c", 3)])
-        .unwrap();
+    let batch = [
+        doc(&mut idx, "a", 1),
+        doc(&mut idx, "b", 2),
+        doc(&mut idx, "c", 3),
+    ];
+    idx.upsert_batch(&batch).unwrap();
     // The WAL append (a write and an fsync) succeeds; the commit it triggers fails.
     let plan = FaultPlan::arm(
         &path,
@@ -285,7 +352,8 @@ fn a_failed_automatic_commit_does_not_fail_the_acknowledged_write() {
             errno: libc::ENOSPC,
         },
     );
-    idx.upsert(&doc("d", 4))
+    let d = doc(&mut idx, "d", 4);
+    idx.upsert(&d)
         .expect("the write is in the WAL, so it is acknowledged");
     assert!(plan.failed() > 0, "the automatic commit was tried");
     drop(plan);
