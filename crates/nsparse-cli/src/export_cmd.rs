@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use nsparse_index::{open_reader, Searcher, StoredDocument};
-use nsparse_model::{EncoderOptions, SparseEncoder, TextTokenizer};
+use nsparse_model::{EncoderOptions, SparseEncoder};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -157,8 +157,12 @@ pub fn run(mut args: ExportArgs) -> Result<()> {
         args.vector_field()
     );
     let searcher = open_reader(&args.index)?;
-    let encoder = vocabulary_model(&searcher, &args)?;
-    let vocabulary = encoder.tokenizer();
+    let names = if searcher.has_open_vocabulary() {
+        FeatureNames::Index(searcher.clone())
+    } else {
+        FeatureNames::Model(vocabulary_model(&searcher, &args)?)
+    };
+    let vocabulary = &names;
     let index_name = match &args.index_name {
         Some(name) => {
             check_index_name(name)?;
@@ -235,6 +239,29 @@ pub fn run(mut args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// What names an index's feature ids in the export: its own dictionary (an open
+/// vocabulary) or the tokenizer of the model that built it.
+enum FeatureNames {
+    Index(Searcher),
+    Model(SparseEncoder),
+}
+
+impl FeatureNames {
+    fn name(&self, id: u32) -> Option<String> {
+        match self {
+            FeatureNames::Index(s) => s.feature_name(id).map(|n| n.to_string()),
+            FeatureNames::Model(m) => m.tokenizer().token(id),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            FeatureNames::Index(_) => "index's feature dictionary",
+            FeatureNames::Model(_) => "model's vocabulary",
+        }
+    }
+}
+
 /// The model whose tokenizer's vocabulary names the index's token ids.
 ///
 /// Indexes record the model spec in their metadata (`nsparse index` does); `builtin` and BM25
@@ -285,7 +312,7 @@ fn write_directory(
     searcher: &Searcher,
     args: &ExportArgs,
     index_name: &str,
-    vocabulary: &TextTokenizer,
+    vocabulary: &FeatureNames,
     fields: &mut FieldKinds,
     tally: &mut Tally,
     served: Option<&Map<String, Value>>,
@@ -425,7 +452,7 @@ fn bulk_pair(
     doc: &StoredDocument,
     index_name: &str,
     args: &ExportArgs,
-    vocabulary: &TextTokenizer,
+    vocabulary: &FeatureNames,
     fields: &mut FieldKinds,
     tally: &mut Tally,
 ) -> Result<String> {
@@ -460,10 +487,11 @@ fn bulk_pair(
             tally.dropped_weights += 1;
             continue;
         }
-        let token = vocabulary.token(id).with_context(|| {
+        let token = vocabulary.name(id).with_context(|| {
             format!(
-                "document {:?}: token id {id} is outside the model's vocabulary",
-                doc.id
+                "document {:?}: feature id {id} has no name in the {}",
+                doc.id,
+                vocabulary.describe()
             )
         })?;
         features.push((token, weight));

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use nsparse_index::{CreateOptions, Document, Index, WriterOptions};
+use nsparse_index::{CreateOptions, Document, Index, Vocabulary, WriterOptions};
 use nsparse_model::{SparseEncoder, SparseVector};
 use serde_json::{json, Value};
 
@@ -27,16 +27,31 @@ pub struct IndexArgs {
     /// input).
     #[arg(long, conflicts_with = "vectors", required_unless_present = "vectors")]
     corpus: Option<PathBuf>,
-    /// Pre-encoded `{"_id": ..., "vector": {token: weight}}` lines to index as they are (`-`:
-    /// standard input).
+    /// Pre-encoded `{"_id": ..., "vector": {feature: weight}}` lines to index as they are (`-`:
+    /// standard input). A new index gets an open vocabulary: any feature name is accepted (as
+    /// OpenSearch's `rank_features` does), the model's tokens (the built-in bert-base-uncased
+    /// vocabulary without --model) keeping their token ids.
     #[arg(long)]
     vectors: Option<PathBuf>,
+    /// What the keys of the `--vectors` objects are: feature names, or the model's token ids
+    /// as decimal strings (`{"2054": 1.2}`, as OpenSearch's `sparse_vector` takes them).
+    #[arg(long, value_enum, default_value_t = VectorKeys::Names, requires = "vectors")]
+    vector_keys: VectorKeys,
     /// The index directory (created when absent, extended otherwise).
     #[arg(long)]
     index: PathBuf,
     /// Do not store WordPiece tokens for BM25 and hybrid search (smaller index).
     #[arg(long)]
     no_bm25_tokens: bool,
+}
+
+/// The keys of pre-encoded vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VectorKeys {
+    /// Feature names (the model's token strings, or any other name).
+    Names,
+    /// The model's token ids, as decimal strings.
+    Ids,
 }
 
 /// Arguments of `nsparse delete`.
@@ -75,11 +90,12 @@ pub fn bm25_identity(tokenizer_model: &SparseEncoder) -> String {
     format!("bm25+{}", tokenizer_model.fingerprint())
 }
 
-/// Opens `dir` for writing, creating it for `model` when it holds no index yet; refuses an index
-/// that another model built.
+/// Opens `dir` for writing, creating it for `model` (token ids below `vocab_size`) when it holds
+/// no index yet; refuses an index that another model built.
 pub fn open_or_create(
     dir: &Path,
     model: &str,
+    vocabulary: Vocabulary,
     metadata: Value,
     writer: WriterOptions,
 ) -> Result<Index> {
@@ -96,7 +112,7 @@ pub fn open_or_create(
         }
         return Ok(index);
     }
-    let mut options = CreateOptions::new(model);
+    let mut options = CreateOptions::new(model).with_vocabulary(vocabulary);
     options.metadata = metadata;
     Ok(Index::create(dir, &options, writer)?)
 }
@@ -118,7 +134,7 @@ pub fn run_index(args: IndexArgs, threads: Option<usize>) -> Result<()> {
     } else {
         Some(CreatedPaths::before_creating(&args.index))
     };
-    let result = index_documents(&args, threads, created.is_none());
+    let result = index_documents(&args, threads, created.is_some());
     match (result, created) {
         (Err(e), Some(created)) => match created.remove() {
             Ok(()) => Err(e.context(format!(
@@ -233,13 +249,33 @@ fn index_documents(args: &IndexArgs, threads: Option<usize>, new_index: bool) ->
             .expect("clap requires one"),
     )?;
     let input = input.path();
-    // Pre-encoded vectors: a line becomes its document's `_id` and vector.
-    let vector_line = |line: &str, origin: &str| -> Result<(Record, SparseVector)> {
+    // Whether names outside the model's vocabulary can go in: a new index of vectors gets an
+    // open vocabulary; an existing index has what it was created with.
+    let open_vocabulary = if new_index {
+        args.vectors.is_some()
+    } else {
+        nsparse_index::open_reader(&args.index)?.has_open_vocabulary()
+    };
+    // Pre-encoded vectors: a line becomes its document's `_id`, the entries the model's
+    // vocabulary has (their token ids) and the other names.
+    let vector_line = |line: &str, origin: &str| -> Result<VectorLine> {
         let (record, entries) = parse_vector_line(line, origin)?;
-        let vector = encoder
-            .vector_from_tokens(entries.iter().map(|(t, w)| (t.as_ref(), *w)))
-            .with_context(|| format!("{origin}: _id {}", record.id))?;
-        Ok((record, vector))
+        let context = || format!("{origin}: _id {}", record.id);
+        let (known, others) =
+            resolve_entries(&encoder, &entries, args.vector_keys).with_context(context)?;
+        if !others.is_empty() && !open_vocabulary {
+            bail!(
+                "{}: {:?} is not in the model's vocabulary, and {} has a fixed vocabulary (an index created by an older nsparse, or from a corpus); index these vectors into a new --index directory, which accepts any feature name",
+                context(),
+                others[0].0,
+                args.index.display()
+            );
+        }
+        Ok(VectorLine {
+            record,
+            known,
+            others,
+        })
     };
     // A corpus is checked whole first (encoding is slow; bad input should not
     // surface hours in), and so is any input going into an existing index. A
@@ -251,14 +287,24 @@ fn index_documents(args: &IndexArgs, threads: Option<usize>, new_index: bool) ->
         })?)
     } else if !new_index {
         Some(check_records(input, threads, |line, origin| {
-            Ok(vector_line(line, origin)?.0.id)
+            Ok(vector_line(line, origin)?.record.id)
         })?)
     } else {
         None
     };
+    let vocabulary = if args.vectors.is_some() {
+        Vocabulary::Open {
+            seed: model_vocabulary(&encoder)?,
+        }
+    } else {
+        let size = u32::try_from(encoder.vocab_size())
+            .context("the model's vocabulary has more than u32::MAX tokens")?;
+        Vocabulary::fixed(size)
+    };
     let mut index = open_or_create(
         &args.index,
         &identity,
+        vocabulary,
         model_metadata(&spec, &encoder),
         writer,
     )?;
@@ -316,12 +362,35 @@ fn index_documents(args: &IndexArgs, threads: Option<usize>, new_index: bool) ->
         let docs: Vec<Document> = if args.vectors.is_some() {
             // Pre-encoded vectors: every document is built on the parsing
             // threads, straight from its line to token ids.
+            // Lines with names new to the index wait for them to get ids here.
             let chunk = reader.next_numbered_chunk_with(2048, |line, origin| {
-                let (record, vector) = vector_line(line, origin)?;
-                document(record, vector)
+                let parsed = vector_line(line, origin)?;
+                if parsed.others.is_empty() {
+                    let vector = SparseVector::from_pairs(parsed.known);
+                    return Ok(Either::Done(document(parsed.record, vector)?));
+                }
+                Ok(Either::NeedsIds(parsed))
             })?;
             let mut docs = Vec::with_capacity(chunk.len());
-            for (line, doc) in chunk {
+            for (line, parsed) in chunk {
+                let doc = match parsed {
+                    Either::Done(doc) => doc,
+                    Either::NeedsIds(mut parsed) => {
+                        let new_ids = index
+                            .feature_ids(parsed.others.iter().map(|p| p.0.as_str()))
+                            .with_context(|| {
+                                format!(
+                                    "{}: line {line}: _id {}",
+                                    input.display(),
+                                    parsed.record.id
+                                )
+                            })?;
+                        parsed
+                            .known
+                            .extend(new_ids.into_iter().zip(parsed.others.iter().map(|p| p.1)));
+                        document(parsed.record, SparseVector::from_pairs(parsed.known))?
+                    }
+                };
                 if let Some(ids) = &mut ids {
                     ids.insert(&doc.id, line)?;
                 }
@@ -388,6 +457,74 @@ fn index_documents(args: &IndexArgs, threads: Option<usize>, new_index: bool) ->
     }
     eprintln!("{line}");
     Ok(())
+}
+
+/// A parsed vectors line.
+struct VectorLine {
+    record: Record,
+    /// Entries of the model's vocabulary, as token ids.
+    known: Vec<(u32, f32)>,
+    /// Other feature names (an open vocabulary gives them ids).
+    others: Vec<(String, f32)>,
+}
+
+/// A vectors line turned into a document, or waiting for ids of its new names.
+enum Either {
+    Done(Document),
+    NeedsIds(VectorLine),
+}
+
+/// Splits a vector's entries into the model's token ids and other names, checking weights
+/// (finite, ≥ 0). With [`VectorKeys::Ids`] every key must be a token id of the model.
+fn resolve_entries(
+    encoder: &SparseEncoder,
+    entries: &crate::vector_json::TokenWeights<'_>,
+    keys: VectorKeys,
+) -> Result<(Vec<(u32, f32)>, Vec<(String, f32)>)> {
+    let names: Vec<&str> = entries.iter().map(|(t, _)| t.as_ref()).collect();
+    let ids: Vec<Option<u32>> = match keys {
+        VectorKeys::Names => encoder.tokenizer().ids_of(&names),
+        VectorKeys::Ids => {
+            let vocab = encoder.vocab_size();
+            names
+                .iter()
+                .map(|k| match k.parse::<u32>() {
+                    Ok(id) if (id as usize) < vocab && k.bytes().all(|b| b.is_ascii_digit()) => {
+                        Ok(Some(id))
+                    }
+                    _ => bail!(
+                        "key {k:?} is not a token id of the model (a decimal integer below its vocabulary size {vocab}); use --vector-keys names for feature names"
+                    ),
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    let (mut known, mut others) = (Vec::with_capacity(names.len()), Vec::new());
+    for ((name, weight), id) in entries.iter().zip(ids) {
+        if !weight.is_finite() || *weight < 0.0 {
+            bail!("feature {name:?} has weight {weight}; weights must be finite and ≥ 0");
+        }
+        match id {
+            Some(id) => known.push((id, *weight)),
+            None => others.push((name.to_string(), *weight)),
+        }
+    }
+    Ok((known, others))
+}
+
+/// The model's token strings in id order: the seed of an open vocabulary, so the model's
+/// token ids stay valid in the index unchanged.
+fn model_vocabulary(encoder: &SparseEncoder) -> Result<Vec<String>> {
+    let tokenizer = encoder.tokenizer();
+    (0..encoder.vocab_size() as u32)
+        .map(|id| {
+            tokenizer.token(id).with_context(|| {
+                format!(
+                    "the model's vocabulary has no token for id {id}; its tokenizer must name every id below vocab_size"
+                )
+            })
+        })
+        .collect()
 }
 
 /// Runs `nsparse delete`.

@@ -57,8 +57,13 @@ pub struct SearchArgs {
     /// takes longer than they save on a single query. Results never change.
     #[arg(long)]
     dense_columns_max_mb: Option<u64>,
+    /// The query as a JSON object of feature names and weights, instead of text, e.g.
+    /// `'{"tok1": 1.0, "brand:acme": 0.5}'` (OpenSearch's `query_tokens`): names the index
+    /// does not have match nothing.
+    #[arg(long, conflicts_with_all = ["query", "hybrid"], required_unless_present = "query")]
+    query_vector: Option<String>,
     /// The query text.
-    query: String,
+    query: Option<String>,
 }
 
 /// Runs `nsparse search`.
@@ -81,6 +86,13 @@ pub fn run(args: SearchArgs) -> Result<()> {
         .and_then(Value::as_str)
         .unwrap_or("builtin");
     let is_bm25 = recorded_spec == BM25;
+    if is_bm25 && args.query_vector.is_some() {
+        bail!(
+            "{} is a BM25 index; search it with a query text, not --query-vector",
+            args.index.display()
+        );
+    }
+    let text = args.query.clone().unwrap_or_default();
 
     // The model that encodes the query also names the tokens of the explanations.
     let (hits, encoder) = if is_bm25 {
@@ -94,7 +106,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         searcher.check_model(&bm25_identity(&tokenizer_model))?;
         let tokens = tokenizer_model
             .tokenizer()
-            .tokenize_document_untruncated(&args.query)?;
+            .tokenize_document_untruncated(&text)?;
         let hits = searcher.search(
             Query::Bm25(&tokens),
             &SearchRequest::new(args.k)
@@ -118,7 +130,10 @@ pub fn run(args: SearchArgs) -> Result<()> {
                 encoder.fingerprint()
             );
         }
-        let vector: Vec<(u32, f32)> = encoder.encode_query(&args.query)?.iter().collect();
+        let vector: Vec<(u32, f32)> = match &args.query_vector {
+            Some(json) => query_vector(json, &searcher, &encoder)?,
+            None => encoder.encode_query(&text)?.iter().collect(),
+        };
         let mode = if args.approx {
             SearchMode::Approximate {
                 top_n: args.top_n,
@@ -131,9 +146,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         };
         let hits = match args.hybrid {
             Some(fusion) => {
-                let tokens = encoder
-                    .tokenizer()
-                    .tokenize_document_untruncated(&args.query)?;
+                let tokens = encoder.tokenizer().tokenize_document_untruncated(&text)?;
                 let combination = match fusion {
                     Fusion::MinMax => HybridCombination::MinMax {
                         weights: [0.5, 0.5],
@@ -176,10 +189,12 @@ fn print_hits(
     hits: &[Hit],
     args: &SearchArgs,
 ) -> Result<()> {
+    // An open vocabulary names its features itself; a fixed one is the model's.
     let token = |id: u32| {
-        vocab
-            .tokenizer()
-            .token(id)
+        searcher
+            .feature_name(id)
+            .map(|n| n.to_string())
+            .or_else(|| vocab.tokenizer().token(id))
             .unwrap_or_else(|| format!("[id {id}]"))
     };
     if hits.is_empty() && !args.json {
@@ -239,6 +254,44 @@ fn print_hits(
         }
     }
     Ok(())
+}
+
+/// The ids of a `--query-vector` object: through the index's own dictionary (open
+/// vocabulary) or the model's vocabulary (fixed). Unknown names are dropped, as OpenSearch's
+/// `query_tokens` ignores them; a note says how many.
+fn query_vector(json: &str, searcher: &Searcher, model: &SparseEncoder) -> Result<Vec<(u32, f32)>> {
+    let object: serde_json::Map<String, Value> = serde_json::from_str(json).with_context(|| {
+        format!("--query-vector {json:?} is not a JSON object of feature: weight")
+    })?;
+    let mut named = Vec::with_capacity(object.len());
+    for (name, weight) in &object {
+        let w = weight
+            .as_f64()
+            .filter(|w| w.is_finite() && *w >= 0.0 && *w <= f64::from(f32::MAX))
+            .with_context(|| {
+                format!("--query-vector: the weight of {name:?} is {weight}; weights must be finite numbers ≥ 0")
+            })?;
+        named.push((name.as_str(), w as f32));
+    }
+    let vector = if searcher.has_open_vocabulary() {
+        searcher.resolve_features(named.iter().copied())?
+    } else {
+        let names: Vec<&str> = named.iter().map(|p| p.0).collect();
+        let ids = model.tokenizer().ids_of(&names);
+        named
+            .iter()
+            .zip(ids)
+            .filter_map(|(&(_, w), id)| id.map(|id| (id, w)))
+            .collect()
+    };
+    let unknown = named.len() - vector.len();
+    if unknown > 0 {
+        eprintln!(
+            "note: {unknown} of the query's {} features are not in the index's vocabulary and match nothing",
+            named.len()
+        );
+    }
+    Ok(vector)
 }
 
 /// The first `chars` characters of the title and text of a stored source.

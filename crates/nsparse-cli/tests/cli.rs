@@ -412,7 +412,7 @@ fn a_failed_index_run_removes_only_what_it_created() {
         &dir.path().join("bad.jsonl"),
         &[
             r#"{"_id": "n1", "vector": {"hello": 3.0}}"#,
-            r#"{"_id": "n2", "vector": {"no-such-token-xyz": 1.0}}"#,
+            r#"{"_id": "n2", "vector": {"no-such-token-xyz": -1.0}}"#,
         ],
     );
     let mut long: Vec<String> = (0..5000)

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use nsparse_index::{
-    CreateOptions, Document, Index, Query, SearchRequest, Searcher, WriterOptions,
+    CreateOptions, Document, Index, Query, SearchRequest, Searcher, Vocabulary, WriterOptions,
 };
 use nsparse_model::{Pruning, SparseEncoder};
 use serde::Serialize;
@@ -230,7 +230,15 @@ pub fn evaluate_dataset(
         check_cached(&index, &identity, &dataset.corpus)?;
         index
     } else {
-        let mut create = CreateOptions::new(identity.clone());
+        let (Scorer::Bm25(model) | Scorer::Sparse(model)) = scorer;
+        // Token ids below the model's vocabulary size (BM25 tokens are tokenizer ids too).
+        let vocab_size =
+            u32::try_from(model.vocab_size()).map_err(|_| EvalError::InvalidArgument {
+                what: "model",
+                problem: format!("a vocabulary of {} tokens is too large", model.vocab_size()),
+            })?;
+        let mut create =
+            CreateOptions::new(identity.clone()).with_vocabulary(Vocabulary::fixed(vocab_size));
         create.metadata = serde_json::json!({
             "model_spec": match scorer { Scorer::Bm25(_) => "bm25".to_string(), Scorer::Sparse(e) => e.name().to_string() },
             "created_by": "nsparse eval",

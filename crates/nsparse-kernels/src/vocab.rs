@@ -215,22 +215,118 @@ impl PackedVocabProjection {
     /// # Panics
     /// As [`PackedVocabProjection::max_pool_batch`].
     pub fn max_pool_batch_stats(&self, h: &[f32], offsets: &[usize], out: &mut [f32]) -> usize {
-        let k = self.k;
-        assert!(
-            offsets.first() == Some(&0) && offsets.windows(2).all(|w| w[0] <= w[1]),
-            "max_pool_batch: offsets must start at 0 and be non-decreasing"
-        );
-        let seqs = offsets.len() - 1;
-        let rows = offsets[seqs];
-        assert_eq!(h.len(), rows * k, "max_pool_batch: h.len() != rows * k");
+        let seqs = self.check_batch(h, offsets);
         assert_eq!(
             out.len(),
             seqs * self.vocab,
             "max_pool_batch: out.len() != sequences * vocab"
         );
-        if rows == 0 || self.vocab == 0 {
+        let vocab = self.vocab;
+        // Each task returns its chunk for every sequence (sequence-major); they are scattered
+        // afterwards (chunk-major → sequence-major).
+        let (results, recomputed) =
+            self.pool_chunks(h, offsets, |res: &mut Vec<f32>, _, _, pooled| {
+                res.extend_from_slice(pooled)
+            });
+        if results.is_empty() {
             out.fill(0.0);
             return 0;
+        }
+        for (ci, res) in results.iter().enumerate() {
+            let v0 = ci * NCV;
+            let nc = NCV.min(vocab - v0);
+            for (s, r) in res.chunks_exact(nc).enumerate() {
+                out[s * vocab + v0..][..nc].copy_from_slice(r);
+            }
+        }
+        recomputed
+    }
+
+    /// [`PackedVocabProjection::max_pool_batch`] returning only the non-zero outputs of each
+    /// sequence: `(ids, weights)` with ids increasing, the same values as the dense call.
+    ///
+    /// Memory is proportional to the non-zeros, not to `sequences × vocab`: with a
+    /// 250,000-token vocabulary a dense batch of 1,000 short sequences would be 1 GB.
+    ///
+    /// # Panics
+    /// If `offsets` is empty, does not start at 0 or decreases, or if
+    /// `h.len() != offsets.last() · k`.
+    pub fn max_pool_batch_sparse(&self, h: &[f32], offsets: &[usize]) -> Vec<(Vec<u32>, Vec<f32>)> {
+        self.max_pool_batch_sparse_stats(h, offsets).0
+    }
+
+    /// As [`PackedVocabProjection::max_pool_batch_sparse`], also returning how many (p, v)
+    /// logits were recomputed in fp32 (always 0 in Fast mode).
+    ///
+    /// # Panics
+    /// As [`PackedVocabProjection::max_pool_batch_sparse`].
+    #[allow(clippy::type_complexity)]
+    pub fn max_pool_batch_sparse_stats(
+        &self,
+        h: &[f32],
+        offsets: &[usize],
+    ) -> (Vec<(Vec<u32>, Vec<f32>)>, usize) {
+        let seqs = self.check_batch(h, offsets);
+        // Per chunk: (sequence, id, weight) of its non-zero outputs, sequence-major, so each
+        // sequence's ids come out increasing when the chunks are concatenated in order.
+        let (results, recomputed) = self.pool_chunks(
+            h,
+            offsets,
+            |found: &mut Vec<(u32, u32, f32)>, s, v0, pooled| {
+                for (j, &w) in pooled.iter().enumerate() {
+                    if w != 0.0 {
+                        found.push((s as u32, (v0 + j) as u32, w));
+                    }
+                }
+            },
+        );
+        let mut counts = vec![0usize; seqs];
+        for &(s, _, _) in results.iter().flatten() {
+            counts[s as usize] += 1;
+        }
+        let mut out: Vec<(Vec<u32>, Vec<f32>)> = counts
+            .iter()
+            .map(|&n| (Vec::with_capacity(n), Vec::with_capacity(n)))
+            .collect();
+        for &(s, v, w) in results.iter().flatten() {
+            let (ids, weights) = &mut out[s as usize];
+            ids.push(v);
+            weights.push(w);
+        }
+        (out, recomputed)
+    }
+
+    /// Checks the batch layout of `h` and `offsets`; returns the number of sequences.
+    fn check_batch(&self, h: &[f32], offsets: &[usize]) -> usize {
+        assert!(
+            offsets.first() == Some(&0) && offsets.windows(2).all(|w| w[0] <= w[1]),
+            "max_pool_batch: offsets must start at 0 and be non-decreasing"
+        );
+        let seqs = offsets.len() - 1;
+        assert_eq!(
+            h.len(),
+            offsets[seqs] * self.k,
+            "max_pool_batch: h.len() != rows * k"
+        );
+        seqs
+    }
+
+    /// Runs every vocabulary chunk for every sequence of the batch and hands each sequence's
+    /// pooled outputs of the chunk (`nc` values for entries `v0..v0 + nc`) to
+    /// `keep(acc, sequence, v0, pooled)`, sequences in order, into one accumulator per chunk.
+    /// Returns the accumulators in chunk order (none when the batch has no rows or the
+    /// vocabulary is empty) and the number of recomputed logits.
+    fn pool_chunks<R: Default + Send>(
+        &self,
+        h: &[f32],
+        offsets: &[usize],
+        keep: impl Fn(&mut R, usize, usize, &[f32]) + Sync,
+    ) -> (Vec<R>, usize) {
+        let k = self.k;
+        let seqs = self.check_batch(h, offsets);
+        let rows = offsets[seqs];
+        if rows == 0 || self.vocab == 0 {
+            return (Vec::new(), 0);
         }
         let exact = self.precision == Precision::Exact;
         let inputs: Vec<SeqInput> = offsets
@@ -253,22 +349,25 @@ impl PackedVocabProjection {
         let consts = Consts::new(k);
         let vocab = self.vocab;
         let chunks = vocab.div_ceil(NCV);
-        // One task per vocabulary chunk computes it for every sequence; the
-        // results are scattered afterwards (chunk-major → sequence-major).
-        let run = |ci: usize, buf: &mut Vec<f32>| -> (Vec<f32>, usize) {
+        // One task per vocabulary chunk computes it for every sequence.
+        let run = |ci: usize, buf: &mut Vec<f32>| -> (R, usize) {
             let v0 = ci * NCV;
             let nc = NCV.min(vocab - v0);
-            let mut res = vec![0.0f32; seqs * nc];
+            let mut acc = R::default();
+            let mut pooled = [0.0f32; NCV];
             let mut recomputed = 0;
-            for (s, o) in inputs.iter().zip(res.chunks_exact_mut(nc)) {
+            for (si, s) in inputs.iter().enumerate() {
+                let o = &mut pooled[..nc];
                 if s.m == 0 {
-                    continue;
+                    o.fill(0.0);
+                } else {
+                    recomputed += self.chunk(&s.a, &s.hn, &consts, s.h, s.m, v0, o, buf);
                 }
-                recomputed += self.chunk(&s.a, &s.hn, &consts, s.h, s.m, v0, o, buf);
+                keep(&mut acc, si, v0, o);
             }
-            (res, recomputed)
+            (acc, recomputed)
         };
-        let results: Vec<(Vec<f32>, usize)> = if rows * vocab * k < 1 << 22 {
+        let results: Vec<(R, usize)> = if rows * vocab * k < 1 << 22 {
             let mut buf = Vec::new();
             (0..chunks).map(|ci| run(ci, &mut buf)).collect()
         } else {
@@ -277,16 +376,8 @@ impl PackedVocabProjection {
                 .map_init(Vec::new, |buf, ci| run(ci, buf))
                 .collect()
         };
-        let mut recomputed = 0;
-        for (ci, (res, n)) in results.iter().enumerate() {
-            let v0 = ci * NCV;
-            let nc = NCV.min(vocab - v0);
-            for (s, r) in res.chunks_exact(nc).enumerate() {
-                out[s * vocab + v0..][..nc].copy_from_slice(r);
-            }
-            recomputed += n;
-        }
-        recomputed
+        let recomputed = results.iter().map(|r| r.1).sum();
+        (results.into_iter().map(|r| r.0).collect(), recomputed)
     }
 
     /// Int16 dot products of rows 0..m with vocabulary entries v0..v0+nc

@@ -681,3 +681,87 @@ fn forward_gelu_equals_forward_then_gelu() {
         }
     }
 }
+
+/// Vocabularies far beyond 65,536 entries with the small hidden sizes of the large-vocabulary
+/// fixtures: Exact stays within the f64 reference bound (SIMD and portable kernels) on the
+/// parallel path.
+#[test]
+fn pool_exact_large_vocabularies() {
+    for (m, vocab, k) in [(12usize, 250_002usize, 8usize), (9, 105_879, 16)] {
+        let h = lcg_values(m * k, 41, 1.5);
+        let w = lcg_values(vocab * k, 42, 0.4);
+        let b: Vec<f32> = lcg_values(vocab, 43, 1.0)
+            .into_iter()
+            .map(|x| x - 0.9)
+            .collect();
+        check_pool_exact(&h, &w, &b, m, vocab, k);
+    }
+}
+
+/// `max_pool_batch_sparse` returns exactly the non-zero entries of `max_pool_batch`, ids
+/// increasing, for every precision and both kernel families, including empty sequences and ids
+/// above 65,535.
+#[test]
+fn sparse_pool_batch_equals_the_dense_one() {
+    for (vocab, k, lens) in [
+        (250_002usize, 8usize, vec![9usize, 0, 30, 1]),
+        (105_879, 16, vec![3, 5]),
+        (700, 200, vec![17, 0, 40, 1, 6]),
+        (70, 3, vec![0]),
+    ] {
+        let rows: usize = lens.iter().sum();
+        let h = lcg_values(rows * k, 51, 1.5);
+        let w = lcg_values(vocab * k, 52, 0.4);
+        let b: Vec<f32> = lcg_values(vocab, 53, 1.0)
+            .into_iter()
+            .map(|x| x - 0.9)
+            .collect();
+        let mut offsets = vec![0];
+        for l in &lens {
+            offsets.push(offsets.last().unwrap() + l);
+        }
+        for precision in [Precision::Exact, Precision::Fast] {
+            for portable in [false, true] {
+                let proj = if portable {
+                    PackedVocabProjection::new_portable(&w, vocab, k, &b, precision)
+                } else {
+                    PackedVocabProjection::new(&w, vocab, k, &b, precision)
+                };
+                let mut dense = vec![f32::NAN; lens.len() * vocab];
+                let n_dense = proj.max_pool_batch_stats(&h, &offsets, &mut dense);
+                let (sparse, n_sparse) = proj.max_pool_batch_sparse_stats(&h, &offsets);
+                assert_eq!(n_sparse, n_dense);
+                assert_eq!(sparse.len(), lens.len());
+                let mut high = 0;
+                for (s, (ids, weights)) in sparse.iter().enumerate() {
+                    let row = &dense[s * vocab..(s + 1) * vocab];
+                    let want: Vec<(u32, f32)> = row
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| **w != 0.0)
+                        .map(|(v, w)| (v as u32, *w))
+                        .collect();
+                    let got: Vec<(u32, f32)> =
+                        ids.iter().copied().zip(weights.iter().copied()).collect();
+                    assert_eq!(
+                        got, want,
+                        "vocab {vocab} {precision:?} portable={portable} seq {s}"
+                    );
+                    if lens[s] == 0 {
+                        assert!(ids.is_empty());
+                    }
+                    high += ids.iter().filter(|&&v| v > 65_535).count();
+                }
+                if vocab > 65_536 {
+                    assert!(high > 0, "vocab {vocab}: no id above 65,535");
+                }
+            }
+        }
+    }
+    // No rows at all: one empty vector per sequence.
+    let proj = PackedVocabProjection::new(&[0.5; 6], 2, 3, &[1.0; 2], Precision::Exact);
+    assert_eq!(
+        proj.max_pool_batch_sparse(&[], &[0, 0, 0]),
+        vec![(vec![], vec![]), (vec![], vec![])]
+    );
+}

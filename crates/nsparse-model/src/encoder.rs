@@ -290,6 +290,14 @@ impl SparseEncoder {
         self.network.is_some()
     }
 
+    /// Every token id of this encoder's vectors (documents and queries) is below this: the larger
+    /// of the tokenizer's vocabulary (added tokens included) and the network's `vocab_size`
+    /// (which may pad the tokenizer's). Indexes of this model's vectors need this many features.
+    pub fn vocab_size(&self) -> usize {
+        let network = self.network.as_ref().map_or(0, |n| n.config().vocab_size);
+        network.max(self.tokenizer.vocab_size())
+    }
+
     /// The network configuration, for models with weights.
     pub fn config(&self) -> Option<&ModelConfig> {
         self.network.as_ref().map(MaskedLm::config)
@@ -349,8 +357,9 @@ impl SparseEncoder {
         // Longest first: similar lengths share a batch and the attention work stays balanced.
         jobs.sort_by_key(|j| std::cmp::Reverse(j.1.len()));
 
-        let vocab = network.config().vocab_size;
-        let mut pooled: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+        // Sparse all the way: a dense `vocab_size` array per document would cost 1 MB each with a
+        // 250,002-token vocabulary.
+        let mut pooled: Vec<Option<SparseVector>> = vec![None; texts.len()];
         let mut remaining: Vec<usize> = windows.iter().map(|w| w.0.len()).collect();
         let mut finished = 0;
         let mut start = 0;
@@ -364,10 +373,10 @@ impl SparseEncoder {
                 end += 1;
             }
             let batch: Vec<&[u32]> = jobs[start..end].iter().map(|j| j.1).collect();
-            let outputs = network.pool_batch(&batch)?;
+            let outputs = network.pool_batch_sparse(&batch)?;
             for ((doc, _), out) in jobs[start..end].iter().zip(outputs) {
                 match &mut pooled[*doc] {
-                    Some(acc) => acc.iter_mut().zip(&out).for_each(|(a, o)| *a = a.max(*o)),
+                    Some(acc) => *acc = acc.max_with(&out),
                     slot => *slot = Some(out),
                 }
                 remaining[*doc] -= 1;
@@ -381,14 +390,11 @@ impl SparseEncoder {
         let specials = self.tokenizer.special_ids();
         let vectors = pooled
             .into_iter()
-            .map(|dense| {
-                let mut dense = dense.unwrap_or_else(|| vec![0.0; vocab]);
-                for &id in specials {
-                    if let Some(w) = dense.get_mut(id as usize) {
-                        *w = 0.0;
-                    }
-                }
-                SparseVector::from_dense(&dense)
+            .map(|vector| {
+                let mut vector = vector.unwrap_or_default();
+                // special_ids() is sorted.
+                vector.retain(|id, _| specials.binary_search(&id).is_err());
+                vector
             })
             .collect();
         if truncated > 0 {

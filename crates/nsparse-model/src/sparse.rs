@@ -37,6 +37,42 @@ impl SparseVector {
         SparseVector { ids, weights }
     }
 
+    /// A vector from ids that are already strictly increasing with non-zero weights (the
+    /// projection's output); checked in debug builds.
+    pub(crate) fn from_sorted(ids: Vec<u32>, weights: Vec<f32>) -> Self {
+        debug_assert_eq!(ids.len(), weights.len());
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        debug_assert!(weights.iter().all(|&w| w != 0.0));
+        SparseVector { ids, weights }
+    }
+
+    /// The element-wise maximum of two vectors (over the union of their ids): how the windows
+    /// of a chunked document are pooled.
+    pub(crate) fn max_with(&self, other: &SparseVector) -> SparseVector {
+        let mut out = SparseVector {
+            ids: Vec::with_capacity(self.len() + other.len()),
+            weights: Vec::with_capacity(self.len() + other.len()),
+        };
+        let (mut i, mut j) = (0, 0);
+        while i < self.len() && j < other.len() {
+            let (a, b) = (self.ids[i], other.ids[j]);
+            let (id, w) = match a.cmp(&b) {
+                std::cmp::Ordering::Less => (a, self.weights[i]),
+                std::cmp::Ordering::Greater => (b, other.weights[j]),
+                std::cmp::Ordering::Equal => (a, self.weights[i].max(other.weights[j])),
+            };
+            i += usize::from(a <= b);
+            j += usize::from(b <= a);
+            out.ids.push(id);
+            out.weights.push(w);
+        }
+        out.ids.extend_from_slice(&self.ids[i..]);
+        out.weights.extend_from_slice(&self.weights[i..]);
+        out.ids.extend_from_slice(&other.ids[j..]);
+        out.weights.extend_from_slice(&other.weights[j..]);
+        out
+    }
+
     /// Token ids, increasing.
     pub fn ids(&self) -> &[u32] {
         &self.ids
@@ -92,7 +128,7 @@ impl SparseVector {
     }
 
     /// Keeps the entries for which `keep(id, weight)` holds.
-    fn retain(&mut self, mut keep: impl FnMut(u32, f32) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u32, f32) -> bool) {
         let mut k = 0;
         for i in 0..self.ids.len() {
             if keep(self.ids[i], self.weights[i]) {
@@ -225,6 +261,25 @@ mod tests {
         assert_eq!(s.weights(), &[3.0, 2.0]);
         assert_eq!(s.get(5), 2.0);
         assert_eq!(s.get(2), 0.0);
+    }
+
+    #[test]
+    fn max_with_is_the_element_wise_maximum() {
+        let a = v(&[(1, 2.0), (3, 1.5), (9, 4.0), (70_000, 1.0)]);
+        let b = v(&[(0, 1.0), (3, 2.0), (9, 0.5), (10, 7.0), (250_001, 3.0)]);
+        let want = v(&[
+            (0, 1.0),
+            (1, 2.0),
+            (3, 2.0),
+            (9, 4.0),
+            (10, 7.0),
+            (70_000, 1.0),
+            (250_001, 3.0),
+        ]);
+        assert_eq!(a.max_with(&b), want);
+        assert_eq!(b.max_with(&a), want);
+        assert_eq!(a.max_with(&SparseVector::new()), a);
+        assert_eq!(SparseVector::new().max_with(&b), b);
     }
 
     #[test]

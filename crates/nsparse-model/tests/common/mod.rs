@@ -22,6 +22,9 @@ pub struct FixtureText {
 #[derive(Deserialize)]
 pub struct Fixture {
     pub model: String,
+    /// The ids whose document weight PyTorch zeroed (the tokenizer's special tokens).
+    #[serde(default)]
+    pub special_ids: Vec<u32>,
     pub texts: Vec<FixtureText>,
 }
 
