@@ -160,7 +160,7 @@ pub fn run(mut args: ExportArgs) -> Result<()> {
     let names = if searcher.has_open_vocabulary() {
         FeatureNames::Index(searcher.clone())
     } else {
-        FeatureNames::Model(vocabulary_model(&searcher, &args)?)
+        FeatureNames::Model(Box::new(vocabulary_model(&searcher, &args)?))
     };
     let vocabulary = &names;
     let index_name = match &args.index_name {
@@ -243,7 +243,7 @@ pub fn run(mut args: ExportArgs) -> Result<()> {
 /// vocabulary) or the tokenizer of the model that built it.
 enum FeatureNames {
     Index(Searcher),
-    Model(SparseEncoder),
+    Model(Box<SparseEncoder>),
 }
 
 impl FeatureNames {

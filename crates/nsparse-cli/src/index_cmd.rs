@@ -474,13 +474,16 @@ enum Either {
     NeedsIds(VectorLine),
 }
 
+/// A vector's entries the model's vocabulary has (token ids), and the other names.
+type SplitEntries = (Vec<(u32, f32)>, Vec<(String, f32)>);
+
 /// Splits a vector's entries into the model's token ids and other names, checking weights
 /// (finite, ≥ 0). With [`VectorKeys::Ids`] every key must be a token id of the model.
 fn resolve_entries(
     encoder: &SparseEncoder,
     entries: &crate::vector_json::TokenWeights<'_>,
     keys: VectorKeys,
-) -> Result<(Vec<(u32, f32)>, Vec<(String, f32)>)> {
+) -> Result<SplitEntries> {
     let names: Vec<&str> = entries.iter().map(|(t, _)| t.as_ref()).collect();
     let ids: Vec<Option<u32>> = match keys {
         VectorKeys::Names => encoder.tokenizer().ids_of(&names),

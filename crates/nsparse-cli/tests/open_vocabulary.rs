@@ -59,7 +59,7 @@ fn random_vector(rng: &mut Rng, n: usize) -> Vector {
         .map(|_| {
             let r = rng.next();
             // Bert tokens too, which keep their model ids.
-            let key = if r % 11 == 0 {
+            let key = if r.is_multiple_of(11) {
                 ["weather", "rain", "new", "york"][(r % 4) as usize].to_string()
             } else {
                 name(r >> 8)
