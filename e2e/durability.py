@@ -8,10 +8,11 @@
    disk is full; once space is freed, writes resume by themselves; after a restart (SIGKILL,
    then a clean one) exactly the acknowledged documents are there and refused ones never
    reappear.
-2. SIGKILL during writes to an index with a mapped `text` field (its own BM25 data) and a
-   `rank_features` field: after every kill and restart, `match`, `neural_sparse`, `_count` and
-   `_mget` agree with each other and with every acknowledged write (only the documents of the
-   request in flight at the kill may go either way).
+2. SIGKILL during writes to an index with a mapped `text` field (its own BM25 data) and two
+   `rank_features` fields, one of them getting feature names no write used before: after every
+   kill and restart, `match`, `neural_sparse`, `_count` and `_mget` agree with each other and
+   with every acknowledged write, and every live document's new name finds it (only the
+   documents of the request in flight at the kill may go either way).
 
 Prints PASS/FAIL per check and `N passed, M failed`; exits 1 on any failure.
 """
@@ -118,7 +119,9 @@ def document(i: int, version: int) -> dict:
     parity = "alpha" if version % 2 else "beta"
     vector = {w: round(rng.uniform(0.1, 3.0), 3) for w in words}
     vector[parity] = 1.0
-    return {"title": f"{parity} common " + " ".join(words), "emb": vector, "i": i, "v": version}
+    # A second sparse field whose names are new with every write (any string is a feature).
+    names = {f"name:{i}/v{version}": 1.0, f"名前-{version % 50}": 0.5}
+    return {"title": f"{parity} common " + " ".join(words), "emb": vector, "names": names, "i": i, "v": version}
 
 
 def bulk_body(actions: list[tuple[str, str, dict | None]]) -> str:
@@ -130,7 +133,11 @@ def bulk_body(actions: list[tuple[str, str, dict | None]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-MAPPING = {"mappings": {"properties": {"title": {"type": "text"}, "emb": {"type": "rank_features"}}}}
+MAPPING = {
+    "mappings": {
+        "properties": {"title": {"type": "text"}, "emb": {"type": "rank_features"}, "names": {"type": "rank_features"}}
+    }
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +302,11 @@ def check_agreement(server: Server, ids: list[str], model: dict[str, int], in_fl
         expect(got == want, f"{when}: neural_sparse {parity}: {len(got ^ want)} differ, e.g. {sorted(got ^ want)[:5]}")
     got = all_hits(server, {"match": {"title": "common"}})
     expect(got == set(live), f"{when}: match common: {len(got ^ set(live))} differ, e.g. {sorted(got ^ set(live))[:5]}")
+    # Every live document's own feature name (new with its write) finds it and nothing else.
+    for doc_id in random.Random(len(live)).sample(sorted(live), min(80, len(live))):
+        name = f"name:{doc_id[1:]}/v{live[doc_id]}"
+        got = all_hits(server, {"neural_sparse": {"names": {"query_tokens": {name: 1.0}}}})
+        expect(got == {doc_id}, f"{when}: the name {name!r} of {doc_id} finds {sorted(got)[:5]}")
     return live
 
 

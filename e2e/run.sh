@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the end-to-end tests of `nsparse serve`: the opensearch-py client test
-# (e2e/test_opensearch_py.py), durability under a full disk and SIGKILL (e2e/durability.py), and
+# (e2e/test_opensearch_py.py), arbitrary feature names in several sparse fields
+# (e2e/sparse_fields.py), durability under a full disk and SIGKILL (e2e/durability.py), and
 # hostile clients (e2e/adversarial.py).
 #
 # Needs python3 with the venv module and pip access to PyPI (for opensearch-py, pinned in
@@ -32,6 +33,8 @@ if [[ ! -x $venv/bin/python ]] || ! cmp -s e2e/requirements.txt "$venv/requireme
 fi
 status=0
 "$venv/bin/python" e2e/test_opensearch_py.py --nsparse "$binary" "$@" || status=1
+# Two rank_features fields with arbitrary feature names: brute force, deletes, restarts, refusals.
+"$venv/bin/python" e2e/sparse_fields.py --nsparse "$binary" || status=1
 # Durability under a full disk (a tmpfs: needs root, skipped with a message otherwise) and
 # SIGKILL with per-field BM25 data; hostile requests and slow clients.
 "$venv/bin/python" e2e/durability.py --nsparse "$binary" || status=1

@@ -62,6 +62,10 @@ pub struct ExportArgs {
     /// (it must be the same model: its fingerprint is checked).
     #[arg(long)]
     model: Option<String>,
+    /// The sparse fields are in the stored sources as sent, not in the index's vectors (an
+    /// index of `nsparse serve` whose every sparse field has an index of its own).
+    #[arg(skip)]
+    vectors_in_source: bool,
 }
 
 /// Source fields OpenSearch reserves; a document that carries one in its body is rejected.
@@ -99,9 +103,21 @@ impl ExportArgs {
     }
 }
 
-/// The OpenSearch mapping of an index that `nsparse serve` keeps (`DATA/indices/NAME/index`,
-/// with the mapping in `DATA/indices/NAME/meta.json`): its `properties`, and NAME.
-fn served_mapping(index_dir: &Path) -> Result<Option<(Map<String, Value>, String)>> {
+/// An index that `nsparse serve` keeps (`DATA/indices/NAME/index`, with its mapping in
+/// `DATA/indices/NAME/meta.json`).
+struct Served {
+    /// The mapping's `properties`.
+    properties: Map<String, Value>,
+    /// NAME.
+    name: String,
+    /// Where the sparse fields' vectors are: `None` for the previous release's layout (the
+    /// one sparse field in the index's vectors); otherwise `Some(field)` when the index's
+    /// vectors still hold `field` (an index created by the previous release) and the other
+    /// sparse fields are in the sources as sent, `Some(None)` when every one is.
+    per_field_main: Option<Option<String>>,
+}
+
+fn served_mapping(index_dir: &Path) -> Result<Option<Served>> {
     let Some(parent) = index_dir
         .canonicalize()
         .ok()
@@ -127,23 +143,39 @@ fn served_mapping(index_dir: &Path) -> Result<Option<(Map<String, Value>, String
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(Some((properties.clone(), name)))
+    let per_field_main = meta
+        .pointer("/sparse_layout/per_field")
+        .map(|p| p.get("main").and_then(Value::as_str).map(str::to_owned));
+    Ok(Some(Served {
+        properties: properties.clone(),
+        name,
+        per_field_main,
+    }))
 }
 
 /// Runs `nsparse export`.
 pub fn run(mut args: ExportArgs) -> Result<()> {
     let served = served_mapping(&args.index)?;
-    if args.vector_field.is_none() {
-        // A served index names its vector field in its mapping.
-        args.vector_field = served.as_ref().and_then(|(properties, _)| {
-            let mut vectors = properties.iter().filter(|(_, p)| {
-                matches!(p["type"].as_str(), Some("rank_features" | "sparse_vector"))
+    match served.as_ref().map(|s| &s.per_field_main) {
+        // Every sparse field is in the sources as sent: they are exported as they are.
+        Some(Some(None)) => args.vectors_in_source = true,
+        // The index's vectors are the field the previous release kept there.
+        Some(Some(Some(main))) if args.vector_field.is_none() => {
+            args.vector_field = Some(main.clone())
+        }
+        _ if args.vector_field.is_none() => {
+            // A served index names its vector field in its mapping.
+            args.vector_field = served.as_ref().and_then(|s| {
+                let mut vectors = s.properties.iter().filter(|(_, p)| {
+                    matches!(p["type"].as_str(), Some("rank_features" | "sparse_vector"))
+                });
+                match (vectors.next(), vectors.next()) {
+                    (Some((name, _)), None) => Some(name.clone()),
+                    _ => None,
+                }
             });
-            match (vectors.next(), vectors.next()) {
-                (Some((name, _)), None) => Some(name.clone()),
-                _ => None,
-            }
-        });
+        }
+        _ => {}
     }
     let ExportFormat::OpensearchBulk = args.format;
     anyhow::ensure!(
@@ -169,7 +201,7 @@ pub fn run(mut args: ExportArgs) -> Result<()> {
             name.clone()
         }
         None => match &served {
-            Some((_, name)) => name.clone(),
+            Some(served) => served.name.clone(),
             None => default_index_name(&args.index)?,
         },
     };
@@ -191,7 +223,12 @@ pub fn run(mut args: ExportArgs) -> Result<()> {
                 .context("cannot write to stdout")?;
         }
         out.flush().context("cannot write to stdout")?;
-        let mapping = mapping(&searcher, &args, &fields, served.as_ref().map(|s| &s.0))?;
+        let mapping = mapping(
+            &searcher,
+            &args,
+            &fields,
+            served.as_ref().map(|s| &s.properties),
+        )?;
         eprintln!(
             "exported {} documents ({} weights) as one _bulk body; create the index first:\n  curl -XPUT \"$OPENSEARCH_URL/{index_name}\" -H 'Content-Type: application/json' -d '{}'",
             tally.documents,
@@ -206,7 +243,7 @@ pub fn run(mut args: ExportArgs) -> Result<()> {
             vocabulary,
             &mut fields,
             &mut tally,
-            served.as_ref().map(|s| &s.0),
+            served.as_ref().map(|s| &s.properties),
         )?;
         eprintln!(
             "exported {} documents ({} weights) of {} to {}: mapping.json, {files} bulk file(s), load.sh\n  load into OpenSearch: OPENSEARCH_URL=http://localhost:9200 sh {}/load.sh",
@@ -477,7 +514,9 @@ fn bulk_pair(
             tally.dropped_metadata += 1;
         }
     }
-    source.remove(args.vector_field());
+    if !args.vectors_in_source {
+        source.remove(args.vector_field());
+    }
     fields.observe(&source);
     let mut features = Vec::with_capacity(doc.vector.len());
     for &(id, weight) in &doc.vector {
@@ -585,11 +624,19 @@ fn mapping(
     served: Option<&Map<String, Value>>,
 ) -> Result<Value> {
     let mut properties = served.cloned().unwrap_or_default();
-    // nsparse's `sparse_vector` (ANN) field becomes a plain `rank_features` field.
-    properties.insert(
-        args.vector_field().to_string(),
-        json!({"type": "rank_features"}),
-    );
+    // nsparse's `sparse_vector` fields (OpenSearch 3.3's, of its neural-search plugin) become
+    // plain `rank_features` fields, which every cluster has and `neural_sparse` queries.
+    for p in properties.values_mut() {
+        if p["type"] == "sparse_vector" {
+            *p = json!({"type": "rank_features"});
+        }
+    }
+    if !args.vectors_in_source {
+        properties.insert(
+            args.vector_field().to_string(),
+            json!({"type": "rank_features"}),
+        );
+    }
     let text_fields: Vec<String> = match &args.text_fields {
         Some(list) => {
             for name in list {

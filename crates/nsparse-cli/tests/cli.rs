@@ -1,40 +1,12 @@
 //! End-to-end tests of the `nsparse` binary on the committed tiny fixture models.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-fn nsparse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nsparse"))
-        .args(args)
-        .output()
-        .expect("run nsparse")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nsparse(args);
-    assert!(
-        out.status.success(),
-        "nsparse {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = nsparse(args);
-    assert!(!out.status.success(), "nsparse {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../nsparse-model/tests/fixtures")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
+mod common;
+use common::{fails, fixture, nsparse, ok};
 
 fn write_corpus(dir: &Path) -> PathBuf {
     let path = dir.join("corpus.jsonl");

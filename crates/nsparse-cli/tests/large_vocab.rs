@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nsparse_model::{EncoderOptions, SparseEncoder, SparseVector};
 use serde_json::{json, Value};
@@ -16,26 +15,8 @@ use serde_json::{json, Value};
 const MBERT: &str = "tiny-mbert-105879";
 const DISTILBERT_250K: &str = "tiny-distilbert-250002";
 
-fn ok(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nsparse"))
-        .args(args)
-        .output()
-        .expect("run nsparse");
-    assert!(
-        out.status.success(),
-        "nsparse {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn model_dir(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../nsparse-model/tests/fixtures")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
+mod common;
+use common::{fixture as model_dir, ok};
 
 /// One corpus document: `_id`, title, text.
 struct Doc {

@@ -3,33 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Command, Output};
 
 use nsparse_index::{dequantize, quantize};
 use serde_json::{json, Value};
 
-fn nsparse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nsparse"))
-        .args(args)
-        .output()
-        .expect("run nsparse")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nsparse(args);
-    assert!(
-        out.status.success(),
-        "nsparse {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = nsparse(args);
-    assert!(!out.status.success(), "nsparse {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
+mod common;
+use common::{fails, ok};
 
 /// A name of a 250,002-token vocabulary, or one no model has.
 fn name(r: u64) -> String {

@@ -136,7 +136,12 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let cause = self.cause();
         let mut error = Map::new();
-        error.insert("root_cause".into(), json!([cause]));
+        // As OpenSearch, the root cause carries no `caused_by` of its own.
+        let mut root = cause.clone();
+        if let Some(root) = root.as_object_mut() {
+            root.remove("caused_by");
+        }
+        error.insert("root_cause".into(), json!([root]));
         for (k, v) in cause.as_object().into_iter().flatten() {
             error.insert(k.clone(), v.clone());
         }

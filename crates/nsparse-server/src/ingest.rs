@@ -162,7 +162,10 @@ impl IngestPipeline {
                         for ((i, _), mut vector) in texts.iter().zip(encoded) {
                             vector.prune(processor.pruning);
                             if let Ok(Value::Object(o)) = &mut sources[*i] {
-                                o.insert(to.clone(), Value::Object(models.decode(&vector)));
+                                o.insert(
+                                    to.clone(),
+                                    Value::Object(Models::decode(&encoder, &vector)),
+                                );
                             }
                         }
                     }
@@ -213,10 +216,13 @@ pub struct Prepared {
     pub values: DocValues,
     /// BM25 tokens of each mapped text field present in the document.
     pub field_tokens: std::collections::BTreeMap<String, Vec<u32>>,
+    /// The named vector of every sparse field with its own index (empty where absent).
+    pub sparse: std::collections::BTreeMap<String, crate::sparse_fields::Named>,
 }
 
-/// Checks `source` against the mapping and builds the nsparse document: the vector is read from the
-/// mapped vector field (`{token: weight}`), the BM25 tokens from the text (see
+/// Checks `source` against the mapping and builds the nsparse document: every sparse field's
+/// value is read by OpenSearch's rules ([`crate::sparse_fields::parse_value`]; the main index
+/// holds the vector of an earlier release's field), the BM25 tokens come from the text (see
 /// [`IndexMeta::analyze`]), and the whole source is stored.
 pub fn prepare(meta: &IndexMeta, models: &Models, id: &str, source: &Value) -> ApiResult<Prepared> {
     if id.is_empty() || id.len() > nsparse_index::MAX_ID_BYTES.min(512) {
@@ -227,42 +233,30 @@ pub fn prepare(meta: &IndexMeta, models: &Models, id: &str, source: &Value) -> A
         )));
     }
     let analyzed = meta.analyze(id, source)?;
-    let vector = match meta.vector_field() {
+    let sparse = crate::sparse_fields::analyze(meta, id, source)?;
+    // The sparse field of an index of an earlier release lives in the main index, whose fixed
+    // vocabulary is the built-in tokenizer's.
+    let vector = match meta
+        .main_vector_field()
+        .and_then(|path| Some((meta.field(path)?, lookup(source, path)?)))
+    {
         None => SparseVector::new(),
-        Some(field) => match lookup(source, &field.path) {
-            None | Some(Value::Null) => SparseVector::new(),
-            Some(Value::Object(map)) => {
-                let mut pairs = Vec::with_capacity(map.len());
-                for (token, weight) in map {
-                    let w = weight.as_f64().ok_or_else(|| {
-                        ApiError::mapper_parsing(format!(
-                            "failed to parse field [{}] of type [{}] in document with id '{id}': feature [{token}] has a non-numeric value",
-                            field.path, field.type_name
-                        ))
-                    })?;
-                    if w > f64::from(nsparse_index::MAX_WEIGHT) {
-                        return Err(ApiError::mapper_parsing(format!(
-                            "failed to parse field [{}] in document with id '{id}': feature [{token}] has weight {w}, above the largest storable weight {}",
-                            field.path,
-                            nsparse_index::MAX_WEIGHT
-                        )));
-                    }
-                    pairs.push((token.as_str(), w as f32));
-                }
-                models.vector_from_tokens(pairs, field.type_name == "sparse_vector", true).map_err(|problem| {
-                    ApiError::mapper_parsing(format!(
-                        "failed to parse field [{}] of type [{}] in document with id '{id}': {problem}",
+        Some((field, value)) => {
+            let named = crate::sparse_fields::parse_value(field, id, value)?;
+            let sparse_vector = field.type_name == "sparse_vector";
+            let mut pairs = Vec::with_capacity(named.len());
+            for (name, weight) in &named {
+                let token = crate::sparse_fields::feature_name(name);
+                match models.builtin_token_id(token, sparse_vector) {
+                    Some(id) => pairs.push((id, *weight)),
+                    None => return Err(ApiError::mapper_parsing(format!(
+                        "failed to parse field [{}] of type [{}] in document with id '{id}': feature [{token}] is not in the bert-base-uncased WordPiece vocabulary (30,522 tokens): this index was created by an earlier nsparse release, which keeps its sparse field in that vocabulary; reindex into a new index to use any feature name",
                         field.path, field.type_name
-                    ))
-                })?
+                    ))),
+                }
             }
-            Some(_) => {
-                return Err(ApiError::mapper_parsing(format!(
-                    "failed to parse field [{}] of type [{}] in document with id '{id}': expected an object of token → weight",
-                    field.path, field.type_name
-                )))
-            }
-        },
+            SparseVector::from_pairs(pairs)
+        }
     };
     // The index-wide BM25 bag is every text field's tokens plus the unmapped strings' (WordPiece
     // splits at whitespace, so this equals tokenizing the joined text).
@@ -285,6 +279,7 @@ pub fn prepare(meta: &IndexMeta, models: &Models, id: &str, source: &Value) -> A
         },
         values: analyzed.values,
         field_tokens,
+        sparse,
     })
 }
 

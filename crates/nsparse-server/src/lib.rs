@@ -37,13 +37,32 @@
 //! ## Differences from OpenSearch
 //! - One shard, no replicas, no aliases, no wildcards or comma lists in index names, no
 //!   aggregations, sorting only by `_score`, no `q=` query strings, no scripts.
-//! - One sparse vector field per index (the nsparse index keeps one vector per document). Token
-//!   strings of `rank_features` values and `query_tokens` are mapped through the
-//!   bert-base-uncased WordPiece vocabulary; an unknown token in a document is a 400
-//!   `mapper_parsing_exception` naming it, in a query it is ignored (it can match nothing).
-//!   On a `sparse_vector` field (OpenSearch 3.3+, whose keys are token ids), all-digit keys are
-//!   token ids (`{"2054": 1.2}`); other keys are token strings. The `sparse_encoding` processor
-//!   writes token strings.
+//! - Sparse fields: any number of `rank_features` and `sparse_vector` fields per index, each
+//!   with its own nsparse index and feature dictionary (see the data directory layout in
+//!   `store/`), each searchable by `neural_sparse` on its own and combinable in `bool`.
+//!   Values follow OpenSearch's rules (`RankFeaturesFieldMapper`, Lucene's `FeatureField`,
+//!   neural-search's `SparseVectorFieldMapper`): a feature name is any string (empty, dotted,
+//!   CJK, ...) of at most 32,766 UTF-8 bytes (Lucene's longest term); a value is an object
+//!   (or an array of objects) of feature → weight; a weight is a JSON number or a numeric
+//!   string read as a 32-bit float that must be finite and at least the smallest positive
+//!   normal float (zero, negative, subnormal and infinite weights are refused), `null` skips
+//!   the feature, and a feature given twice is refused. `sparse_vector` keys must be
+//!   non-negative 32-bit integers (`"007"` is token 7). A refusal is a 400
+//!   `mapper_parsing_exception` whose `caused_by` carries OpenSearch's message naming the
+//!   feature (per item in `_bulk`), and nothing of the document is written. Differences:
+//!   weights above 65,504 are refused (nsparse stores half-precision weights) and weights
+//!   below 2⁻¹⁵ are stored as 0 (dropped); a JSON object with a repeated key keeps its last
+//!   value (OpenSearch refuses the document); a name longer than 32,766 bytes is a 400
+//!   `illegal_argument_exception` (OpenSearch's "immense term").
+//! - `query_tokens` names that no document has match nothing. On a `sparse_vector` field its
+//!   keys are token ids (a key that is not one is a 400), as are the ids of `query_text`
+//!   encoded by the model (the built-in one by default); on a `rank_features` field
+//!   `query_text` is encoded by the model and its token strings looked up in the field's
+//!   dictionary. The `sparse_encoding` processor writes token strings (of its model).
+//! - An index created by an earlier nsparse release keeps its one sparse field in the main
+//!   index, whose fixed vocabulary is bert-base-uncased WordPiece: there, a document feature
+//!   that is not a WordPiece token is a 400 naming it (reindex into a new index to use any
+//!   name); sparse fields added to such an index by `PUT _mapping` get their own index.
 //! - BM25 (`match`): every mapped `text` field has its own BM25 data (a BM25-only nsparse index
 //!   per field under `fields/`), so `match` on a field scores that field alone, with that
 //!   field's document count and average length, as OpenSearch does. Text is split by the
@@ -114,9 +133,12 @@
 //! refresh: `?refresh=true|wait_for`, `POST /{index}/_refresh`, or the periodic refresh every
 //! `index.refresh_interval` (default 1 s, `-1` disables). `GET /{index}/_doc/{id}` is realtime.
 //! Shutdown (SIGTERM/SIGINT) stops accepting connections, finishes in-flight requests and
-//! commits every index. The per-field BM25 indexes of `match` are derived state: after any
-//! stop other than a clean shutdown they are rebuilt from the main index at start, so they
-//! always agree with `_count`/`_mget`.
+//! commits every index. Each sparse field's own index is written (and its WAL fsynced) before
+//! the main index, so an acknowledged document's vectors and every new feature name it brought
+//! are durable; after a crash, field documents of the write in flight are rewritten from the
+//! main index's `_source` at start. The per-field BM25 indexes of `match` are derived state:
+//! after any stop other than a clean shutdown they are rebuilt from the main index at start,
+//! so they always agree with `_count`/`_mget`.
 
 mod config;
 mod durable;
@@ -129,6 +151,7 @@ mod models;
 mod names;
 mod query;
 mod rest;
+mod sparse_fields;
 mod store;
 
 use std::future::Future;

@@ -12,7 +12,8 @@ use crate::names::{metadata_field_in_document, validate_field_name, METADATA_FIE
 /// What a mapped field holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldType {
-    /// The sparse vector (`rank_features` or `sparse_vector`): the nsparse index vector.
+    /// A sparse vector (`rank_features` or `sparse_vector`): its own nsparse index (see
+    /// [`SparseLayout`]).
     Vector,
     /// Full text: feeds BM25, not filterable.
     Text,
@@ -68,9 +69,34 @@ pub struct IndexMeta {
     pub settings: Map<String, Value>,
     /// `{"properties": {...}}` as given (normalised).
     pub mappings: Value,
+    /// Where the sparse fields' vectors live (absent in `meta.json` files of earlier releases).
+    #[serde(default)]
+    pub sparse_layout: SparseLayout,
     /// Leaf fields derived from `mappings`.
     #[serde(skip)]
     pub fields: Vec<Field>,
+}
+
+/// Where the vectors of an index's sparse fields live.
+///
+/// Releases before per-field sparse indexes kept the one sparse field an index could have in
+/// the main nsparse index, whose fixed vocabulary is bert-base-uncased WordPiece. Indexes
+/// created since give every sparse field its own nsparse index with an open vocabulary
+/// (`sparse/` of the index directory); an index of an earlier release keeps its field in the
+/// main index, and sparse fields added to it later get their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SparseLayout {
+    /// Written by an earlier release (`meta.json` without `sparse_layout`): the sparse field
+    /// of the mappings, if any, is in the main index. [`IndexMeta::derive_fields`] turns it
+    /// into [`SparseLayout::PerField`] naming that field.
+    #[default]
+    Legacy,
+    /// Every sparse field has its own index, except `main`.
+    PerField {
+        /// The sparse field kept in the main index (an index of an earlier release), if any.
+        main: Option<String>,
+    },
 }
 
 /// Values of one document that filters read, by dotted path (multi-valued fields repeat).
@@ -115,6 +141,7 @@ impl IndexMeta {
             creation_date,
             settings,
             mappings,
+            sparse_layout: SparseLayout::PerField { main: None },
             fields: Vec::new(),
         };
         meta.derive_fields()?;
@@ -128,26 +155,33 @@ impl IndexMeta {
         if let Some(props) = self.mappings.get("properties") {
             collect_fields("", props, &mut fields)?;
         }
-        let vectors: Vec<&str> = fields
-            .iter()
-            .filter(|f| f.ty == FieldType::Vector)
-            .map(|f| f.path.as_str())
-            .collect();
-        if vectors.len() > 1 {
-            return Err(ApiError::illegal_argument(format!(
-                "the mapping has {} sparse vector fields ({}); nsparse keeps one sparse vector per document, so map exactly one rank_features or sparse_vector field",
-                vectors.len(),
-                vectors.join(", ")
-            )));
+        if self.sparse_layout == SparseLayout::Legacy {
+            // An earlier release allowed one sparse field, kept in the main index.
+            let main = fields
+                .iter()
+                .find(|f| f.ty == FieldType::Vector)
+                .map(|f| f.path.clone());
+            self.sparse_layout = SparseLayout::PerField { main };
         }
-        let mut dirs = std::collections::HashMap::new();
-        for field in fields.iter().filter(|f| f.ty == FieldType::Text) {
-            if let Some(other) = dirs.insert(crate::names::field_dir_name(&field.path), &field.path)
-            {
-                return Err(ApiError::illegal_argument(format!(
-                    "text fields [{other}] and [{}] would share a BM25 index directory (a hash collision); rename one of them",
-                    field.path
-                )));
+        for (ty, what) in [
+            (
+                FieldType::Text,
+                "text fields [{a}] and [{b}] would share a BM25 index directory",
+            ),
+            (
+                FieldType::Vector,
+                "sparse fields [{a}] and [{b}] would share an index directory",
+            ),
+        ] {
+            let mut dirs = std::collections::HashMap::new();
+            for field in fields.iter().filter(|f| f.ty == ty) {
+                let dir = crate::names::field_dir_name(&field.path);
+                if let Some(other) = dirs.insert(dir, &field.path) {
+                    return Err(ApiError::illegal_argument(format!(
+                        "{} (a hash collision); rename one of them",
+                        what.replace("{a}", other).replace("{b}", &field.path)
+                    )));
+                }
             }
         }
         self.fields = fields;
@@ -248,9 +282,29 @@ impl IndexMeta {
             .map(|f| f.path.as_str())
     }
 
-    /// The sparse vector field, if mapped.
-    pub fn vector_field(&self) -> Option<&Field> {
-        self.fields.iter().find(|f| f.ty == FieldType::Vector)
+    /// The mapped sparse fields (`rank_features`, `sparse_vector`).
+    pub fn vector_fields(&self) -> impl Iterator<Item = &Field> {
+        self.fields.iter().filter(|f| f.ty == FieldType::Vector)
+    }
+
+    /// The sparse field whose vectors are in the main index (an index of an earlier release).
+    pub fn main_vector_field(&self) -> Option<&str> {
+        match &self.sparse_layout {
+            SparseLayout::PerField { main } => main.as_deref(),
+            SparseLayout::Legacy => None,
+        }
+    }
+
+    /// Whether `path` is a sparse field with its own index (not the main index's).
+    pub fn has_own_sparse_index(&self, path: &str) -> bool {
+        self.field_type(path) == Some(FieldType::Vector) && self.main_vector_field() != Some(path)
+    }
+
+    /// Paths of the sparse fields that have their own index.
+    pub fn sparse_index_fields(&self) -> impl Iterator<Item = &str> {
+        self.vector_fields()
+            .map(|f| f.path.as_str())
+            .filter(|p| self.main_vector_field() != Some(*p))
     }
 
     /// `index.default_pipeline` (`_none` means none).

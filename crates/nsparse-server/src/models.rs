@@ -20,6 +20,8 @@ pub const BUILTIN_IDS: [&str; 3] = [
 pub struct Models {
     builtin: Arc<SparseEncoder>,
     encoders: BTreeMap<String, Arc<SparseEncoder>>,
+    /// Per encoder id: whether its vocabulary is the built-in one (computed once).
+    builtin_vocabulary: BTreeMap<String, bool>,
 }
 
 impl std::fmt::Debug for Models {
@@ -43,12 +45,16 @@ impl Models {
         Models {
             builtin: Arc::new(builtin),
             encoders: BTreeMap::new(),
+            builtin_vocabulary: BTreeMap::new(),
         }
     }
 
     /// Registers an encoder under `id` (replacing one of the same id).
     pub fn insert(&mut self, id: impl Into<String>, encoder: SparseEncoder) {
-        self.encoders.insert(id.into(), Arc::new(encoder));
+        let id = id.into();
+        let same = same_vocabulary(&self.builtin, &encoder);
+        self.builtin_vocabulary.insert(id.clone(), same);
+        self.encoders.insert(id, Arc::new(encoder));
     }
 
     /// Ids of the registered encoders.
@@ -88,51 +94,34 @@ impl Models {
         Ok(encoder)
     }
 
-    /// Maps `{token: weight}` (a `rank_features` value or `query_tokens`) to ids of the shared
-    /// WordPiece vocabulary. With `numeric_ids` (a `sparse_vector` field, whose keys OpenSearch
-    /// reads as token ids), an all-digit key is a token id. Unknown tokens are an error when
-    /// `strict`, dropped otherwise.
-    pub fn vector_from_tokens<'a>(
-        &self,
-        tokens: impl IntoIterator<Item = (&'a str, f32)>,
-        numeric_ids: bool,
-        strict: bool,
-    ) -> Result<SparseVector, String> {
+    /// The id of `token` in the built-in (bert-base-uncased) vocabulary: with `token_ids` (a
+    /// `sparse_vector` field, whose keys are token ids), `token` is a decimal id.
+    pub fn builtin_token_id(&self, token: &str, token_ids: bool) -> Option<u32> {
         let tokenizer = self.builtin.tokenizer();
-        let vocab = tokenizer.vocab_size();
-        let mut pairs = Vec::new();
-        for (token, weight) in tokens {
-            if !weight.is_finite() || weight < 0.0 {
-                return Err(format!(
-                    "token {token:?} has weight {weight}; weights must be finite and ≥ 0"
-                ));
-            }
-            let id =
-                if numeric_ids && !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
-                    token
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|&id| (id as usize) < vocab)
-                } else {
-                    tokenizer.id(token)
-                };
-            match id {
-                Some(id) => pairs.push((id, weight)),
-                None if strict => {
-                    return Err(
-                        if numeric_ids && token.bytes().all(|b| b.is_ascii_digit()) {
-                            format!("token id {token} is outside the vocabulary (0..{vocab})")
-                        } else {
-                            format!(
-                            "token {token:?} is not in the bert-base-uncased WordPiece vocabulary (30,522 tokens) that nsparse indexes use"
-                        )
-                        },
-                    )
-                }
-                None => {}
-            }
+        if token_ids {
+            token
+                .parse::<u32>()
+                .ok()
+                .filter(|&id| (id as usize) < tokenizer.vocab_size())
+        } else {
+            tokenizer.id(token)
         }
-        Ok(SparseVector::from_pairs(pairs))
+    }
+
+    /// Whether `encoder`'s token ids are the built-in vocabulary's (same tokens in the same
+    /// order), so its vectors need no lookup in dictionaries seeded with that vocabulary.
+    pub fn shares_builtin_vocabulary(&self, encoder: &SparseEncoder) -> bool {
+        if std::ptr::eq(encoder, &*self.builtin) {
+            return true;
+        }
+        match self
+            .encoders
+            .iter()
+            .find(|(_, e)| std::ptr::eq(&***e, encoder))
+        {
+            Some((id, _)) => self.builtin_vocabulary.get(id).copied().unwrap_or(false),
+            None => same_vocabulary(&self.builtin, encoder),
+        }
     }
 
     /// Token ids of `text` for BM25 (the built-in tokenizer, no truncation), tokenized in
@@ -144,9 +133,13 @@ impl Models {
             .tokenize_untruncated_in_pieces(text)?)
     }
 
-    /// `{token: weight}` of a vector, for `_source` (as OpenSearch's `sparse_encoding` writes it).
-    pub fn decode(&self, vector: &SparseVector) -> serde_json::Map<String, serde_json::Value> {
-        let tokenizer = self.builtin.tokenizer();
+    /// `{token: weight}` of a vector encoded by `encoder`, for `_source` (as OpenSearch's
+    /// `sparse_encoding` writes it).
+    pub fn decode(
+        encoder: &SparseEncoder,
+        vector: &SparseVector,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let tokenizer = encoder.tokenizer();
         vector
             .iter()
             .map(|(id, w)| {
@@ -168,4 +161,11 @@ impl Models {
             .token(id)
             .unwrap_or_else(|| format!("[id {id}]"))
     }
+}
+
+/// Whether `b`'s tokenizer has `a`'s tokens under the same ids.
+fn same_vocabulary(a: &SparseEncoder, b: &SparseEncoder) -> bool {
+    let (a, b) = (a.tokenizer(), b.tokenizer());
+    a.vocab_size() == b.vocab_size()
+        && (0..a.vocab_size() as u32).all(|id| a.token(id) == b.token(id))
 }

@@ -264,7 +264,7 @@ async fn bulk_items_report_results_and_errors_like_opensearch() {
         json!({"create": {"_index": "docs", "_id": "a"}}),
         json!({"text": "duplicate"}),
         json!({"index": {"_index": "docs", "_id": "e"}}),
-        json!({"emb": {"notawordpiecetoken": 1.0}}),
+        json!({"emb": {"notawordpiecetoken": 0.0}}),
         json!({"index": {"_index": "docs", "_id": "f"}}),
         json!({"year": "nineteen"}),
         json!({"update": {"_index": "docs", "_id": "b"}}),
@@ -295,13 +295,14 @@ async fn bulk_items_report_results_and_errors_like_opensearch() {
         conflict["error"]["reason"],
         "[a]: version conflict, document already exists (current version [1])"
     );
-    let unknown_token = &items[1]["index"];
-    assert_eq!(unknown_token["status"], 400);
-    assert_eq!(unknown_token["error"]["type"], "mapper_parsing_exception");
-    assert!(unknown_token["error"]["reason"]
+    // Any feature name is accepted (as OpenSearch does); a zero weight is not.
+    let zero_weight = &items[1]["index"];
+    assert_eq!(zero_weight["status"], 400);
+    assert_eq!(zero_weight["error"]["type"], "mapper_parsing_exception");
+    assert!(zero_weight["error"]["caused_by"]["reason"]
         .as_str()
         .unwrap()
-        .contains("notawordpiecetoken"));
+        .contains("positive normal float, got: 0.0 for feature notawordpiecetoken on field emb"));
     assert_eq!(
         items[2]["index"]["error"]["type"],
         "mapper_parsing_exception"
@@ -1349,10 +1350,21 @@ async fn sparse_vector_fields_take_token_ids() {
         json!({"sv": {hello.to_string(): 2.0}}),
     )
     .await;
+    // OpenSearch's sparse_vector keys are token ids: a token string is refused.
+    let (status, value) = h
+        .json("PUT", "/ann/_doc/b", json!({"sv": {"hello": 1.0}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&value, 400, "mapper_parsing_exception");
+    assert!(value["error"]["caused_by"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("[sparse_vector] fields should be valid integer, got [hello]"));
+    // Ids beyond the built-in vocabulary are ids like any other.
     h.json(
         "PUT",
-        "/ann/_doc/b?refresh=true",
-        json!({"sv": {"hello": 1.0}}),
+        "/ann/_doc/c?refresh=true",
+        json!({"sv": {"99999": 1.0, hello.to_string(): 1.0}}),
     )
     .await;
     let r = h
@@ -1362,12 +1374,14 @@ async fn sparse_vector_fields_take_token_ids() {
             "method_parameters": {"top_n": 10, "heap_factor": 1.0, "k": 10}}}}}),
         )
         .await;
-    assert_eq!(ids(&r), vec!["a", "b"]);
+    assert_eq!(ids(&r), vec!["a", "c"]);
     assert_eq!(score_of(&r, "a"), 2.0);
-    let (status, value) = h
-        .json("PUT", "/ann/_doc/c", json!({"sv": {"99999": 1.0}}))
+    let r = h
+        .search(
+            "ann",
+            json!({"query": {"neural_sparse": {"sv": {"query_tokens": {"99999": 3.0}}}}}),
+        )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&value, 400, "mapper_parsing_exception");
-    assert!(value["error"]["reason"].as_str().unwrap().contains("99999"));
+    assert_eq!(ids(&r), vec!["c"]);
+    assert_eq!(score_of(&r, "c"), 3.0);
 }

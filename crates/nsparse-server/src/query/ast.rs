@@ -53,7 +53,10 @@ pub struct Leaf {
 #[derive(Debug, Clone)]
 pub(super) enum LeafKind {
     Neural {
-        vector: Vec<(u32, f32)>,
+        /// The sparse field's own index; `None` = the main index (the field of an index of
+        /// an earlier release).
+        field: Option<String>,
+        features: Features,
         mode: SearchMode,
     },
     Bm25 {
@@ -61,6 +64,17 @@ pub(super) enum LeafKind {
         /// The mapped text field with its own BM25 index; `None` = the index-wide text.
         field: Option<String>,
     },
+}
+
+/// The query vector of a `neural_sparse` leaf.
+#[derive(Debug, Clone)]
+pub(super) enum Features {
+    /// Token ids of the built-in (bert-base-uncased) vocabulary: ids as they are of the main
+    /// index and of every field dictionary (seeded with that vocabulary).
+    BuiltinIds(Vec<(u32, f32)>),
+    /// Dictionary keys of the field, resolved against the snapshot searched (unknown names
+    /// are dropped: no document has them).
+    Named(Vec<(String, f32)>),
 }
 
 impl Leaf {

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use nsparse_index::{Hit, SearchMode, SearchRequest, TokenContribution};
 use serde_json::{json, Value};
 
-use super::ast::{Leaf, LeafKind, Parsed, Query};
+use super::ast::{Features, Leaf, LeafKind, Parsed, Query};
 use super::plan::Plan;
 use crate::error::ApiResult;
 use crate::models::Models;
@@ -145,7 +145,7 @@ pub fn execute(parsed: &Parsed, ctx: &ExecContext<'_>) -> ApiResult<Outcome> {
         .map(|(score, _, id)| {
             let explanation = ctx
                 .explain
-                .then(|| explanation(parsed, &leaf_hits, &id, score, ctx.models));
+                .then(|| explanation(parsed, &leaf_hits, &id, score, ctx.models, view));
             (id, score, explanation)
         })
         .collect();
@@ -242,18 +242,39 @@ fn run_leaf(
     exactness: Exactness,
 ) -> ApiResult<Vec<Hit>> {
     match &leaf.kind {
-        LeafKind::Neural { vector, mode } => {
+        LeafKind::Neural {
+            field,
+            features,
+            mode,
+        } => {
             let mode = match exactness {
                 Exactness::AsRequested => *mode,
                 Exactness::Exact => SearchMode::Exact,
             };
+            let searcher = match field {
+                None => &view.searcher,
+                Some(f) => match view.sparse.get(f) {
+                    Some(s) => s,
+                    None => return Ok(Vec::new()),
+                },
+            };
+            let resolved;
+            let vector: &[(u32, f32)] = match features {
+                Features::BuiltinIds(ids) => ids,
+                Features::Named(named) => {
+                    resolved =
+                        searcher.resolve_features(named.iter().map(|(n, w)| (n.as_str(), *w)))?;
+                    &resolved
+                }
+            };
+            if vector.is_empty() {
+                return Ok(Vec::new());
+            }
             let req = SearchRequest {
                 filter,
                 ..SearchRequest::new(k).mode(mode).explain(explain)
             };
-            Ok(view
-                .searcher
-                .search(nsparse_index::Query::Neural(vector), &req)?)
+            Ok(searcher.search(nsparse_index::Query::Neural(vector), &req)?)
         }
         LeafKind::Bm25 { tokens, field } => {
             let searcher = match field {
@@ -278,11 +299,20 @@ fn explanation(
     id: &str,
     score: f32,
     models: &Models,
+    view: &View,
 ) -> Value {
     let mut details = Vec::new();
     for (i, leaf) in parsed.leaves.iter().enumerate() {
         let Some((leaf_score, contributions)) = leaf_hits[i].get(id) else {
             continue;
+        };
+        let dictionary = match &leaf.kind {
+            LeafKind::Neural { field: Some(f), .. } => view.sparse.get(f),
+            _ => None,
+        };
+        let token_name = |token: u32| match dictionary.and_then(|s| s.feature_name(token)) {
+            Some(key) => crate::sparse_fields::feature_name(&key).to_string(),
+            None => models.token_name(token),
         };
         let tokens: Vec<Value> = contributions
             .iter()
@@ -292,7 +322,7 @@ fn explanation(
                     "value": c.contribution,
                     "description": format!(
                         "token [{}]: query weight {} × document weight {}",
-                        models.token_name(c.token), c.query_weight, c.doc_weight
+                        token_name(c.token), c.query_weight, c.doc_weight
                     ),
                     "details": []
                 })

@@ -6,11 +6,14 @@
 use nsparse_index::SearchMode;
 use serde_json::Value;
 
-use super::ast::{BoolQuery, Leaf, LeafKind, Parsed, Pred, Query};
+use nsparse_model::SparseVector;
+
+use super::ast::{BoolQuery, Features, Leaf, LeafKind, Parsed, Pred, Query};
 use super::plan::MAX_RESULT_WINDOW;
 use crate::error::{ApiError, ApiResult};
 use crate::mapping::{FieldType, IndexMeta};
 use crate::models::{Models, BUILTIN_IDS};
+use crate::sparse_fields::{dictionary_key, feature_name, token_id_key, SparseKind};
 
 /// What the query parser needs to know about the index.
 pub struct ParseContext<'a> {
@@ -357,22 +360,20 @@ fn parse_bool(
 
 fn parse_neural(body: &Value, ctx: &ParseContext<'_>, leaves: &mut Vec<Leaf>) -> ApiResult<Query> {
     let (field, spec) = field_entry("neural_sparse", body)?;
-    let numeric_ids = ctx
-        .meta
-        .field(field)
-        .is_some_and(|f| f.type_name == "sparse_vector");
-    match ctx.meta.field_type(field) {
-        Some(FieldType::Vector) => {}
+    let mapped = match ctx.meta.field(field) {
+        Some(f) if f.ty == FieldType::Vector => f,
         _ => {
             return Err(ApiError::illegal_argument(format!(
-                "[neural_sparse] query only works on the sparse vector field (rank_features or sparse_vector); [{field}] is {}",
+                "[neural_sparse] query only works on sparse vector fields (rank_features or sparse_vector); [{field}] is {}",
                 match ctx.meta.field(field) {
                     Some(f) => format!("of type [{}]", f.type_name),
                     None => "not mapped".to_string(),
                 }
             )))
         }
-    }
+    };
+    let kind = SparseKind::of(mapped);
+    let in_main = ctx.meta.main_vector_field() == Some(field);
     let obj = spec.as_object().ok_or_else(|| {
         ApiError::parsing(format!(
             "[neural_sparse] query on [{field}] must be an object"
@@ -393,7 +394,7 @@ fn parse_neural(body: &Value, ctx: &ParseContext<'_>, leaves: &mut Vec<Leaf>) ->
         |key| format!("[neural_sparse] unknown field [{key}]"),
     )?;
     let boost = boost(spec, "neural_sparse")?;
-    let vector: Vec<(u32, f32)> = match (obj.get("query_text"), obj.get("query_tokens")) {
+    let features = match (obj.get("query_text"), obj.get("query_tokens")) {
         (Some(_), Some(_)) => {
             return Err(ApiError::illegal_argument(
                 "[neural_sparse] query_text and query_tokens cannot both be provided",
@@ -423,7 +424,27 @@ fn parse_neural(body: &Value, ctx: &ParseContext<'_>, leaves: &mut Vec<Leaf>) ->
             };
             // Only the first 512 tokens count: tokenize just the prefix that holds them.
             let text = encoder.tokenizer().truncation_prefix(text)?;
-            encoder.encode_query(text)?.iter().collect()
+            let vector = encoder.encode_query(text)?;
+            if in_main || ctx.models.shares_builtin_vocabulary(&encoder) {
+                Features::BuiltinIds(vector.iter().collect())
+            } else {
+                // Another vocabulary: look the model's tokens up in the field's dictionary.
+                let tokenizer = encoder.tokenizer();
+                Features::Named(
+                    vector
+                        .iter()
+                        .filter_map(|(id, w)| {
+                            let name = match kind {
+                                SparseKind::SparseVector => id.to_string(),
+                                SparseKind::RankFeatures => {
+                                    dictionary_key(&tokenizer.token(id)?).into_owned()
+                                }
+                            };
+                            Some((name, w))
+                        })
+                        .collect(),
+                )
+            }
         }
         (None, Some(tokens)) => {
             let map = tokens.as_object().ok_or_else(|| {
@@ -431,20 +452,46 @@ fn parse_neural(body: &Value, ctx: &ParseContext<'_>, leaves: &mut Vec<Leaf>) ->
                     "[neural_sparse] query_tokens must be an object of token → weight",
                 )
             })?;
-            let mut pairs = Vec::with_capacity(map.len());
+            let mut named = Vec::with_capacity(map.len());
             for (token, weight) in map {
                 let w = weight.as_f64().ok_or_else(|| {
                     ApiError::x_content(format!(
                         "[neural_sparse] query_tokens [{token}] must be a number"
                     ))
-                })?;
-                pairs.push((token.as_str(), w as f32));
+                })? as f32;
+                if !w.is_finite() || w < 0.0 {
+                    return Err(ApiError::illegal_argument(format!(
+                        "[neural_sparse] query_tokens [{token}] has weight {w}; weights must be finite and ≥ 0"
+                    )));
+                }
+                if w == 0.0 {
+                    continue;
+                }
+                let name = match kind {
+                    SparseKind::RankFeatures => dictionary_key(token).into_owned(),
+                    SparseKind::SparseVector => token_id_key(token)
+                        .map_err(|problem| {
+                            ApiError::illegal_argument(format!(
+                                "[neural_sparse] query_tokens key [{token}] on the sparse_vector field [{field}]: {problem} (its keys are token ids)"
+                            ))
+                        })?
+                        .to_string(),
+                };
+                named.push((name, w));
             }
-            ctx.models
-                .vector_from_tokens(pairs, numeric_ids, false)
-                .map_err(ApiError::illegal_argument)?
-                .iter()
-                .collect()
+            if in_main {
+                // The main index's fixed vocabulary: unknown tokens match nothing.
+                let token_ids = kind == SparseKind::SparseVector;
+                let pairs = named.iter().filter_map(|(name, w)| {
+                    Some((
+                        ctx.models.builtin_token_id(feature_name(name), token_ids)?,
+                        *w,
+                    ))
+                });
+                Features::BuiltinIds(SparseVector::from_pairs(pairs.collect()).iter().collect())
+            } else {
+                Features::Named(named)
+            }
         }
         (None, None) => {
             return Err(ApiError::illegal_argument(
@@ -486,7 +533,11 @@ fn parse_neural(body: &Value, ctx: &ParseContext<'_>, leaves: &mut Vec<Leaf>) ->
         Some(_) => return Err(ApiError::x_content("[method_parameters] must be an object")),
     };
     leaves.push(Leaf {
-        kind: LeafKind::Neural { vector, mode },
+        kind: LeafKind::Neural {
+            field: (!in_main).then(|| field.to_string()),
+            features,
+            mode,
+        },
         k,
         label: format!("neural_sparse on [{field}]"),
     });

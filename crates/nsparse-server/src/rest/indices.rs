@@ -47,7 +47,7 @@ pub(super) fn put_mapping(store: &Store, index: &str, body: &[u8]) -> ApiResult<
     let body = require_body(body, "PUT _mapping")?;
     let mut meta = h.meta();
     meta.merge_mapping(&body)?;
-    h.set_meta(meta)?;
+    h.set_meta(meta, store.models())?;
     Ok(acknowledged())
 }
 
@@ -71,7 +71,7 @@ pub(super) fn put_settings(store: &Store, index: &str, body: &[u8]) -> ApiResult
     if let Some(p) = meta.default_search_pipeline() {
         store.search_pipeline(&p)?;
     }
-    h.set_meta(meta)?;
+    h.set_meta(meta, store.models())?;
     Ok(acknowledged())
 }
 

@@ -16,6 +16,7 @@ use crate::field_indexes;
 use crate::ingest::{merge_source, prepare, IngestPipeline, Prepared};
 use crate::mapping::{DocValues, IndexMeta};
 use crate::models::Models;
+use crate::sparse_fields;
 
 /// The settings and mappings file of an index directory.
 pub(super) const META_FILE: &str = "meta.json";
@@ -42,6 +43,8 @@ pub struct View {
     pub searcher: Searcher,
     /// Snapshots of the per-field BM25 indexes (mapped `text` fields), same refresh.
     pub fields: Arc<BTreeMap<String, Searcher>>,
+    /// Snapshots of the sparse fields' own indexes, same refresh.
+    pub sparse: Arc<BTreeMap<String, Searcher>>,
     /// `_id` → entry, for exactly the documents of `searcher`.
     pub docs: Arc<HashMap<String, DocEntry>>,
 }
@@ -57,6 +60,9 @@ pub(super) struct Writer {
     index: Index,
     /// One BM25-only index per mapped `text` field (empty vectors, no sources).
     fields: BTreeMap<String, Index>,
+    /// The own index of every sparse field (not the main index's): vectors with their
+    /// dictionary, and the stamp of the main document's source.
+    sparse: BTreeMap<String, Index>,
     /// Writes since the last refresh (`None` = deleted): GET reads them (realtime), refresh
     /// applies them to the view.
     pending: HashMap<String, Option<Pending>>,
@@ -149,10 +155,19 @@ impl IndexHandle {
             // Not shut down cleanly: the field indexes may disagree with the main index.
             field_indexes::rebuild(&dir, &meta, &searcher, models, writer_options())?
         };
+        let mut sparse =
+            sparse_fields::open(&dir, &meta, &BTreeMap::new(), models, writer_options())?;
+        // After a crash, the field documents of the write in flight may disagree with the
+        // main index: their stamps tell (see sparse_fields.rs).
+        let check_sparse = !clean && !sparse.is_empty();
+        let mut stamps = HashMap::new();
         let mut docs = HashMap::new();
         let mut seq = 0u64;
         for doc in searcher.documents() {
             let doc = doc?;
+            if check_sparse {
+                stamps.insert(doc.id.clone(), sparse_fields::stamp(&doc.source));
+            }
             let values = meta.analyze_stored(&doc.id, &doc.source).values;
             docs.insert(
                 doc.id,
@@ -164,10 +179,14 @@ impl IndexHandle {
             );
             seq += 1;
         }
-        let field_searchers = fields
-            .iter_mut()
-            .map(|(k, i)| (k.clone(), i.searcher()))
-            .collect();
+        if check_sparse {
+            let repaired = sparse_fields::repair(&meta, &mut sparse, &searcher, &stamps)?;
+            if repaired > 0 {
+                tracing::info!(dir = %dir.display(), documents = repaired, "rewrote the sparse field documents of writes in flight at the last stop");
+            }
+        }
+        let field_searchers = searchers(&mut fields);
+        let sparse_searchers = searchers(&mut sparse);
         Ok(IndexHandle {
             name: name.to_string(),
             dir,
@@ -175,6 +194,7 @@ impl IndexHandle {
             writer: Mutex::new(Writer {
                 index,
                 fields,
+                sparse,
                 pending: HashMap::new(),
                 next_seq: seq,
                 clean,
@@ -182,6 +202,7 @@ impl IndexHandle {
             view: RwLock::new(View {
                 searcher,
                 fields: Arc::new(field_searchers),
+                sparse: Arc::new(sparse_searchers),
                 docs: Arc::new(docs),
             }),
             last_refresh: Mutex::new(Instant::now()),
@@ -204,13 +225,17 @@ impl IndexHandle {
     }
 
     /// Replaces the settings and mappings (persisted first); new text fields get their BM25
-    /// index (documents written before have no text there, as in OpenSearch).
-    pub fn set_meta(&self, meta: IndexMeta) -> ApiResult<()> {
+    /// index and new sparse fields their own index (documents written before have no value
+    /// there, as in OpenSearch).
+    pub fn set_meta(&self, meta: IndexMeta, models: &Models) -> ApiResult<()> {
         let mut writer = self.writer();
         // New field indexes first (an unused empty directory is harmless), then meta.json;
         // only when both worked do they become part of the index.
         let added = field_indexes::open(&self.dir, &meta, &writer.fields, writer_options())
             .map_err(|e| e.in_index(&self.name))?;
+        let added_sparse =
+            sparse_fields::open(&self.dir, &meta, &writer.sparse, models, writer_options())
+                .map_err(|e| e.in_index(&self.name))?;
         write_json_atomic(
             &self.dir,
             META_FILE,
@@ -219,12 +244,13 @@ impl IndexHandle {
         .map_err(|e| ApiError::from_server(&e, Some(&self.name)))?;
         if !added.is_empty() {
             writer.fields.extend(added);
-            let searchers: BTreeMap<String, Searcher> = writer
-                .fields
-                .iter_mut()
-                .map(|(k, i)| (k.clone(), i.searcher()))
-                .collect();
+            let searchers = searchers(&mut writer.fields);
             self.view.write().unwrap_or_else(|p| p.into_inner()).fields = Arc::new(searchers);
+        }
+        if !added_sparse.is_empty() {
+            writer.sparse.extend(added_sparse);
+            let searchers = searchers(&mut writer.sparse);
+            self.view.write().unwrap_or_else(|p| p.into_inner()).sparse = Arc::new(searchers);
         }
         *self.meta.write().unwrap_or_else(|p| p.into_inner()) = meta;
         Ok(())
@@ -248,11 +274,8 @@ impl IndexHandle {
             return Ok(());
         }
         let searcher = writer.index.searcher();
-        let fields: BTreeMap<String, Searcher> = writer
-            .fields
-            .iter_mut()
-            .map(|(k, i)| (k.clone(), i.searcher()))
-            .collect();
+        let fields = searchers(&mut writer.fields);
+        let sparse = searchers(&mut writer.sparse);
         let pending = std::mem::take(&mut writer.pending);
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         let docs = Arc::make_mut(&mut view.docs);
@@ -268,6 +291,7 @@ impl IndexHandle {
         }
         view.searcher = searcher;
         view.fields = Arc::new(fields);
+        view.sparse = Arc::new(sparse);
         Ok(())
     }
 
@@ -380,34 +404,44 @@ impl IndexHandle {
                     results.push(WriteResult { id, outcome });
                 }
                 WriteOp::Delete { id } => {
-                    let flushed = batch.flush(writer);
+                    let flushed = batch.flush(writer, &view, &meta);
                     mark_failed(&mut results, flushed);
                     let current = batch.state(writer, &view, &id);
-                    let mut field_error = None;
-                    for field_index in writer.fields.values_mut() {
-                        if let Err(e) = field_index.delete(&id) {
-                            field_error = Some(ApiError::from(e));
-                        }
-                    }
-                    let outcome = match field_error {
-                        Some(e) => Err(e),
-                        None => match writer.index.delete(&id) {
-                            Ok(true) => {
-                                let version = current.map_or(1, |c| c.0 + 1);
-                                let seq = writer.next_seq;
-                                writer.next_seq += 1;
-                                writer.pending.insert(id.clone(), None);
-                                Ok(("deleted", version, seq))
+                    // The main index first: a field document without a main document is
+                    // removed at the next open after a crash (sparse_fields::repair).
+                    let outcome = match writer.index.delete(&id) {
+                        Ok(found) => {
+                            let mut field_error = None;
+                            for field_index in
+                                writer.sparse.values_mut().chain(writer.fields.values_mut())
+                            {
+                                if let Err(e) = field_index.delete(&id) {
+                                    field_error = Some(ApiError::from(e));
+                                }
                             }
-                            Ok(false) => Ok(("not_found", 1, writer.next_seq)),
-                            Err(e) => Err(ApiError::from(e)),
-                        },
+                            if found {
+                                // Gone from the main index, whatever the field indexes say
+                                // (a retry cleans them: deleting a missing id is harmless).
+                                writer.pending.insert(id.clone(), None);
+                            }
+                            match (field_error, found) {
+                                (Some(e), _) => Err(e),
+                                (None, true) => {
+                                    let version = current.map_or(1, |c| c.0 + 1);
+                                    let seq = writer.next_seq;
+                                    writer.next_seq += 1;
+                                    Ok(("deleted", version, seq))
+                                }
+                                (None, false) => Ok(("not_found", 1, writer.next_seq)),
+                            }
+                        }
+                        Err(e) => Err(ApiError::from(e)),
                     };
                     results.push(WriteResult { id, outcome });
                 }
             }
         }
-        let flushed = batch.flush(writer);
+        let flushed = batch.flush(writer, &view, &meta);
         mark_failed(&mut results, flushed);
         results
     }
@@ -474,7 +508,7 @@ impl IndexHandle {
     }
 
     fn commit_locked(writer: &mut Writer) -> ApiResult<()> {
-        for field_index in writer.fields.values_mut() {
+        for field_index in writer.sparse.values_mut().chain(writer.fields.values_mut()) {
             field_index.commit()?;
         }
         Ok(writer.index.commit()?)
@@ -507,6 +541,8 @@ struct Batch {
     docs: Vec<nsparse_index::Document>,
     /// Per-field BM25 tokens of `docs`, same order.
     field_tokens: Vec<BTreeMap<String, Vec<u32>>>,
+    /// Named vectors of the sparse fields with their own index, same order.
+    sparse: Vec<BTreeMap<String, sparse_fields::Named>>,
     /// id → (entry, source) of the documents in `docs`.
     local: HashMap<String, Pending>,
     /// Result slots of `docs` in the results vector are marked by `apply` on failure.
@@ -558,6 +594,7 @@ impl Batch {
         );
         self.docs.push(prepared.doc);
         self.field_tokens.push(prepared.field_tokens);
+        self.sparse.push(prepared.sparse);
         (
             if current.is_some() {
                 "updated"
@@ -569,36 +606,96 @@ impl Batch {
         )
     }
 
-    /// Writes the batch (one fsync); on failure returns the ids that were not written.
-    fn flush(&mut self, writer: &mut Writer) -> Option<(Vec<String>, ApiError)> {
+    /// Writes the batch: the sparse fields' own indexes (names interned), the BM25 field
+    /// indexes, then the main index, one fsync each. On failure returns the ids that were not
+    /// written, after putting the sparse field documents already written back to the state
+    /// before the batch (the main index's, as `view` and the pending writes show it).
+    fn flush(
+        &mut self,
+        writer: &mut Writer,
+        view: &View,
+        meta: &IndexMeta,
+    ) -> Option<(Vec<String>, ApiError)> {
         self.started = 0;
         if self.docs.is_empty() {
             return None;
         }
         let docs = std::mem::take(&mut self.docs);
         let field_tokens = std::mem::take(&mut self.field_tokens);
+        let sparse = std::mem::take(&mut self.sparse);
         let local = std::mem::take(&mut self.local);
-        let fields_written = writer.fields.iter_mut().try_for_each(|(field, index)| {
-            let field_docs: Vec<nsparse_index::Document> = docs
+        let mut written_sparse: Vec<String> = Vec::new();
+        let mut sparse_written = Ok(());
+        for (field, index) in writer.sparse.iter_mut() {
+            let field_docs: Result<Vec<nsparse_index::Document>, ApiError> = docs
                 .iter()
-                .zip(&field_tokens)
-                .map(|(d, tokens)| nsparse_index::Document {
-                    id: d.id.clone(),
-                    vector: Vec::new(),
-                    tokens: tokens.get(field).cloned().filter(|t| !t.is_empty()),
-                    source: Vec::new(),
+                .zip(&sparse)
+                .map(|(d, named)| {
+                    let vector = named.get(field).map(Vec::as_slice).unwrap_or_default();
+                    sparse_fields::field_document(
+                        index,
+                        &d.id,
+                        vector,
+                        sparse_fields::stamp(&d.source),
+                    )
                 })
                 .collect();
-            index.upsert_batch(&field_docs)
+            match field_docs.and_then(|field_docs| Ok(index.upsert_batch(&field_docs)?)) {
+                Ok(()) => written_sparse.push(field.clone()),
+                Err(e) => {
+                    sparse_written = Err(e);
+                    break;
+                }
+            }
+        }
+        let written = sparse_written.and_then(|()| {
+            writer.fields.iter_mut().try_for_each(|(field, index)| {
+                let field_docs: Vec<nsparse_index::Document> = docs
+                    .iter()
+                    .zip(&field_tokens)
+                    .map(|(d, tokens)| nsparse_index::Document {
+                        id: d.id.clone(),
+                        vector: Vec::new(),
+                        tokens: tokens.get(field).cloned().filter(|t| !t.is_empty()),
+                        source: Vec::new(),
+                    })
+                    .collect();
+                index.upsert_batch(&field_docs)
+            })?;
+            Ok(writer.index.upsert_batch(&docs)?)
         });
-        match fields_written.and_then(|()| writer.index.upsert_batch(&docs)) {
+        match written {
             Ok(()) => {
                 for (id, p) in local {
                     writer.pending.insert(id, Some(p));
                 }
                 None
             }
-            Err(e) => Some((docs.into_iter().map(|d| d.id).collect(), ApiError::from(e))),
+            Err(e) => {
+                let ids: Vec<String> = docs.into_iter().map(|d| d.id).collect();
+                if !written_sparse.is_empty() {
+                    let mut restore: BTreeMap<String, Index> = written_sparse
+                        .iter()
+                        .filter_map(|f| Some((f.clone(), writer.sparse.remove(f)?)))
+                        .collect();
+                    let pending = &writer.pending;
+                    let before = |id: &str| -> ApiResult<Option<Vec<u8>>> {
+                        match pending.get(id) {
+                            Some(change) => Ok(change.as_ref().map(|p| (*p.source).clone())),
+                            None if view.docs.contains_key(id) => Ok(view.searcher.get(id)?),
+                            None => Ok(None),
+                        }
+                    };
+                    if let Err(restore_error) =
+                        sparse_fields::rewrite(meta, &mut restore, &ids, &before)
+                    {
+                        // The next start after any stop repairs them (the marker is gone).
+                        tracing::error!(error = %restore_error, "a failed write left sparse field documents ahead of the main index; they are rewritten at the next start");
+                    }
+                    writer.sparse.extend(restore);
+                }
+                Some((ids, e))
+            }
         }
     }
 }
@@ -621,6 +718,14 @@ fn version_conflict(index: &str, id: &str, version: u64) -> ApiError {
     )
     .with("index", index)
     .with("shard", "0")
+}
+
+/// A snapshot of each index of `indexes`.
+fn searchers(indexes: &mut BTreeMap<String, Index>) -> BTreeMap<String, Searcher> {
+    indexes
+        .iter_mut()
+        .map(|(k, i)| (k.clone(), i.searcher()))
+        .collect()
 }
 
 /// The writer options of every index the server opens.

@@ -7,6 +7,10 @@
 //! - `indices/{name}/fields/{dir}/` — a BM25-only nsparse index per mapped `text` field,
 //!   derived state rebuilt from the main index after an unclean shutdown (see
 //!   `field_indexes.rs`; `{dir}` is [`crate::field_dir_name`] of the field path);
+//! - `indices/{name}/sparse/{dir}/` — the own nsparse index of each `rank_features` /
+//!   `sparse_vector` field (open vocabulary: the field's feature dictionary), written before
+//!   the main index in every write and never rebuilt (see `sparse_fields.rs`; an index of an
+//!   earlier release keeps its one sparse field in the main index);
 //! - `indices/{name}/clean-shutdown` — present only while the field indexes are known to agree
 //!   with the main index;
 //! - `.staging/{uuid}/` — an index being created: built completely there, then renamed into
@@ -212,7 +216,7 @@ impl Store {
                 .map_err(|e| ApiError::from_server(&e, Some(name)))?;
         }
         let staging = self.data.join(STAGING_DIR).join(&uuid);
-        let built = build_index(&staging, &meta).and_then(|()| {
+        let built = build_index(&staging, &meta, &self.models).and_then(|()| {
             std::fs::rename(&staging, &dir)
                 .map_err(|e| ApiError::from_server(&ServerError::io(&dir, e), Some(name)))?;
             sync_dir(&indices_dir).map_err(|e| ApiError::from_server(&e, Some(name)))
@@ -388,13 +392,14 @@ fn open_index(name: &str, dir: &Path, models: &Models) -> Result<IndexHandle, Se
 
 /// Builds a complete, empty index in `dir` (a staging directory): the nsparse index, the
 /// field indexes, meta.json and the clean-shutdown marker, all durable.
-fn build_index(dir: &Path, meta: &IndexMeta) -> ApiResult<()> {
+fn build_index(dir: &Path, meta: &IndexMeta, models: &Models) -> ApiResult<()> {
     let index = Index::create(
         dir.join("index"),
         &CreateOptions::new(INDEX_MODEL_IDENTITY),
         writer_options(),
     )?;
     let fields = field_indexes::open(dir, meta, &BTreeMap::new(), writer_options())?;
+    let sparse = crate::sparse_fields::open(dir, meta, &BTreeMap::new(), models, writer_options())?;
     write_json_atomic(
         dir,
         META_FILE,
@@ -402,10 +407,13 @@ fn build_index(dir: &Path, meta: &IndexMeta) -> ApiResult<()> {
     )
     .map_err(|e| ApiError::from_server(&e, None))?;
     field_indexes::mark_clean(dir).map_err(|e| ApiError::from_server(&e, None))?;
-    if dir.join("fields").exists() {
-        sync_dir(&dir.join("fields")).map_err(|e| ApiError::from_server(&e, None))?;
+    for sub in ["fields", "sparse"] {
+        if dir.join(sub).exists() {
+            sync_dir(&dir.join(sub)).map_err(|e| ApiError::from_server(&e, None))?;
+        }
     }
     // Release the locks: the index is reopened at its final place.
+    drop(sparse);
     drop(fields);
     drop(index);
     Ok(())
