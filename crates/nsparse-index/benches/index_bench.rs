@@ -75,7 +75,7 @@ fn main() {
     let mut queries: Vec<Vec<(u32, f32)>> = (0..nq).map(|_| g.query()).collect();
     let vocab = env("NSPARSE_BENCH_VOCAB", DEFAULT_VOCAB_SIZE as usize) as u32;
     if vocab != DEFAULT_VOCAB_SIZE {
-        assert!(vocab > DEFAULT_VOCAB_SIZE && vocab % 7919 != 0);
+        assert!(vocab > DEFAULT_VOCAB_SIZE && !vocab.is_multiple_of(7919));
         let spread = |v: &mut Vec<(u32, f32)>| {
             for p in v.iter_mut() {
                 p.0 = ((u64::from(p.0) * 7919) % u64::from(vocab)) as u32;
