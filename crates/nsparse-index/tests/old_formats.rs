@@ -485,7 +485,7 @@ fn regenerate_open_vocabulary_fixture() {
         },
     )
     .unwrap();
-    let mut write = |idx: &mut Index, range: std::ops::Range<usize>| {
+    let write = |idx: &mut Index, range: std::ops::Range<usize>| {
         for i in range {
             let (id, named) = open_doc(i);
             let ids = idx.feature_ids(named.iter().map(|p| p.0.as_str())).unwrap();
