@@ -5,81 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use nsparse_server::{router, App, Models, ServerConfig};
+use axum::http::StatusCode;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-struct Harness {
-    dir: tempfile::TempDir,
-    app: Arc<App>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self::open(tempfile::tempdir().unwrap())
-    }
-
-    fn open(dir: tempfile::TempDir) -> Self {
-        let app = App::open(ServerConfig::new(dir.path()), Models::new()).unwrap();
-        Harness { dir, app }
-    }
-
-    fn restart(self) -> Self {
-        let Harness { dir, app } = self;
-        drop(app);
-        Self::open(dir)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let response = router(self.app.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn json(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(method, path, &body.to_string()).await
-    }
-
-    async fn hits(&self, index: &str, query: Value) -> Vec<(String, f32)> {
-        let (status, value) = self
-            .json(
-                "POST",
-                &format!("/{index}/_search"),
-                json!({"query": query, "size": 10, "_source": false}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{value}");
-        value["hits"]["hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h["_id"].as_str().unwrap().to_string(),
-                    h["_score"].as_f64().unwrap() as f32,
-                )
-            })
-            .collect()
-    }
-}
+mod common;
+use common::Harness;
+use nsparse_server::Models;
 
 fn ndjson(lines: &[Value]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
@@ -480,7 +413,7 @@ fn write_previous_release_index(data: &Path, models: &Models) {
 async fn an_index_of_the_previous_release_opens_searches_and_takes_writes() {
     let dir = tempfile::tempdir().unwrap();
     write_previous_release_index(dir.path(), &Models::new());
-    let h = Harness::open(dir);
+    let h = Harness::open(dir, Models::new);
     let query =
         json!({"neural_sparse": {"emb": {"query_tokens": {"world": 1.0, "unknown-name": 5.0}}}});
     assert_eq!(
@@ -551,7 +484,7 @@ async fn a_crash_between_field_and_main_writes_is_repaired_at_open() {
     h.json("PUT", "/c/_doc/x", json!({"a": {"old": 1.0}})).await;
     h.json("PUT", "/c/_doc/y", json!({"a": {"old": 2.0}})).await;
     let data = h.dir.path().to_path_buf();
-    let Harness { dir, app } = h;
+    let Harness { dir, app, .. } = h;
     drop(app);
     // What a crash between the field index write and the main index write leaves: the field
     // index has x's new vector and a document the main index never got, and no marker.
@@ -577,7 +510,7 @@ async fn a_crash_between_field_and_main_writes_is_repaired_at_open() {
         data.join("indices/c")
             .join(nsparse_server::CLEAN_SHUTDOWN_MARKER),
     );
-    let h = Harness::open(dir);
+    let h = Harness::open(dir, Models::new);
     assert!(h
         .hits(
             "c",

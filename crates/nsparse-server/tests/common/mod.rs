@@ -1,0 +1,92 @@
+//! The REST API in-process for the integration tests: the router driven with
+//! `tower::ServiceExt::oneshot` over a data directory in a temporary folder.
+
+#![allow(dead_code)] // Each test file uses its own part.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use nsparse_server::{router, App, Models, ServerConfig};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// A server over a temporary data directory, with the models `models()` loads.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub app: Arc<App>,
+    models: fn() -> Models,
+}
+
+impl Harness {
+    /// A new data directory, no models but the built-in analyzer.
+    pub fn new() -> Self {
+        Self::with_models(Models::new)
+    }
+
+    /// A new data directory with these models.
+    pub fn with_models(models: fn() -> Models) -> Self {
+        Self::open(tempfile::tempdir().unwrap(), models)
+    }
+
+    /// The data directory `dir` with these models.
+    pub fn open(dir: tempfile::TempDir, models: fn() -> Models) -> Self {
+        let app = App::open(ServerConfig::new(dir.path()), models()).unwrap();
+        Harness { dir, app, models }
+    }
+
+    /// Drops the server state (releasing the index locks) and opens the data directory again.
+    pub fn restart(self) -> Self {
+        let Harness { dir, app, models } = self;
+        drop(app);
+        Self::open(dir, models)
+    }
+
+    /// One request; the status and the body as JSON (or as a string when it is not JSON).
+    pub async fn call(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = router(self.app.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// [`Harness::call`] with a JSON body.
+    pub async fn json(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(method, path, &body.to_string()).await
+    }
+
+    /// The top 10 `(_id, _score)` of `query` on `index`.
+    pub async fn hits(&self, index: &str, query: Value) -> Vec<(String, f32)> {
+        let (status, value) = self
+            .json(
+                "POST",
+                &format!("/{index}/_search"),
+                json!({"query": query, "size": 10, "_source": false}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        value["hits"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["_id"].as_str().unwrap().to_string(),
+                    h["_score"].as_f64().unwrap() as f32,
+                )
+            })
+            .collect()
+    }
+}
