@@ -209,6 +209,15 @@ pub fn parse_value(field: &Field, id: &str, value: &Value) -> ApiResult<Named> {
         ))
         .with("caused_by", json!({"type": cause_type, "reason": cause}))
     };
+    let not_an_object = |other: &Value| {
+        fail(
+            "illegal_argument_exception",
+            format!(
+                "[{ty}] fields must be json objects, expected a START_OBJECT but got: {}",
+                token_name(other)
+            ),
+        )
+    };
     let objects: Vec<&serde_json::Map<String, Value>> = match value {
         Value::Null => return Ok(Vec::new()),
         Value::Object(o) => vec![o],
@@ -218,28 +227,12 @@ pub fn parse_value(field: &Field, id: &str, value: &Value) -> ApiResult<Named> {
                 match item {
                     Value::Object(o) => out.push(o),
                     Value::Null => {}
-                    other => {
-                        return Err(fail(
-                            "illegal_argument_exception",
-                            format!(
-                        "[{ty}] fields must be json objects, expected a START_OBJECT but got: {}",
-                        token_name(other)
-                    ),
-                        ))
-                    }
+                    other => return Err(not_an_object(other)),
                 }
             }
             out
         }
-        other => {
-            return Err(fail(
-                "illegal_argument_exception",
-                format!(
-                    "[{ty}] fields must be json objects, expected a START_OBJECT but got: {}",
-                    token_name(other)
-                ),
-            ))
-        }
+        other => return Err(not_an_object(other)),
     };
     let mut out: Named = Vec::new();
     let mut seen: HashMap<String, ()> = HashMap::new();

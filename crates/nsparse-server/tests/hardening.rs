@@ -4,80 +4,17 @@
 //! OpenSearch's own validation.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use nsparse_server::{router, App, Models, ServerConfig};
+use axum::http::StatusCode;
+use nsparse_server::{App, Models, ServerConfig};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-struct Harness {
-    dir: tempfile::TempDir,
-    app: Arc<App>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self::with_config(|_| {})
-    }
-
-    fn with_config(edit: impl FnOnce(&mut ServerConfig)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::new(dir.path());
-        edit(&mut config);
-        let app = App::open(config, Models::new()).unwrap();
-        Harness { dir, app }
-    }
-
-    /// Drops the server state without a clean shutdown (as a crash would) and opens again.
-    fn restart(self) -> Self {
-        let Harness { dir, app } = self;
-        let config = app.config.clone();
-        drop(app);
-        let app = App::open(config, Models::new()).unwrap();
-        Harness { dir, app }
-    }
-
-    /// Commits every index and leaves the clean-shutdown markers, as `serve` does at exit.
-    fn clean_shutdown(self) -> (tempfile::TempDir, ServerConfig) {
-        assert!(self.app.store.commit_all().is_empty());
-        let config = self.app.config.clone();
-        (self.dir, config)
-    }
-
-    fn data(&self) -> &Path {
-        self.dir.path()
-    }
-
-    async fn call(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let response = router(self.app.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn json(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(method, path, &body.to_string()).await
-    }
-}
+mod common;
+use common::Harness;
 
 fn reopen(dir: tempfile::TempDir, config: ServerConfig) -> Harness {
-    let app = App::open(config, Models::new()).unwrap();
-    Harness { dir, app }
+    Harness::with(dir, config, Models::new)
 }
 
 fn assert_error(value: &Value, status: u16, kind: &str) {

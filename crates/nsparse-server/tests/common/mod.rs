@@ -29,17 +29,45 @@ impl Harness {
         Self::open(tempfile::tempdir().unwrap(), models)
     }
 
+    /// A new data directory, no models, and the configuration `edit` makes.
+    pub fn with_config(edit: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path());
+        edit(&mut config);
+        Self::with(dir, config, Models::new)
+    }
+
     /// The data directory `dir` with these models.
     pub fn open(dir: tempfile::TempDir, models: fn() -> Models) -> Self {
-        let app = App::open(ServerConfig::new(dir.path()), models()).unwrap();
+        let config = ServerConfig::new(dir.path());
+        Self::with(dir, config, models)
+    }
+
+    /// The data directory `dir` served with `config` and these models.
+    pub fn with(dir: tempfile::TempDir, config: ServerConfig, models: fn() -> Models) -> Self {
+        let app = App::open(config, models()).unwrap();
         Harness { dir, app, models }
     }
 
-    /// Drops the server state (releasing the index locks) and opens the data directory again.
+    /// Drops the server state without a clean shutdown (as a crash would: the index locks are
+    /// released) and opens the data directory again with the same configuration.
     pub fn restart(self) -> Self {
         let Harness { dir, app, models } = self;
+        let config = app.config.clone();
         drop(app);
-        Self::open(dir, models)
+        Self::with(dir, config, models)
+    }
+
+    /// Commits every index and leaves the clean-shutdown markers, as `serve` does at exit.
+    pub fn clean_shutdown(self) -> (tempfile::TempDir, ServerConfig) {
+        assert!(self.app.store.commit_all().is_empty());
+        let config = self.app.config.clone();
+        (self.dir, config)
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// One request; the status and the body as JSON (or as a string when it is not JSON).
