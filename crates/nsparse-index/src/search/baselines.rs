@@ -55,18 +55,8 @@ impl Searcher {
                         && df * 4 > touched.len()
                         && touched.len() <= 1 << 16
                     {
-                        let tmp = &mut sc.tmp;
-                        tmp.clear();
-                        tmp.extend(
-                            touched
-                                .iter()
-                                .filter(|&&d| ss.accepts(d, filter))
-                                .map(|&d| acc[d as usize]),
-                        );
-                        if tmp.len() >= k {
-                            let (_, kth, _) =
-                                tmp.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-                            lower = lower.max(*kth);
+                        if let Some(kth) = kth_partial(touched, acc, ss, filter, k, &mut sc.tmp) {
+                            lower = lower.max(kth);
                         }
                     }
                     if rest < lower * SLACK {
@@ -85,17 +75,8 @@ impl Searcher {
                 let rest = rest.max(0.0) / SLACK;
                 // Final lower bound over all touched live documents, then rescore
                 // only the few that can reach it.
-                let tmp = &mut sc.tmp;
-                tmp.clear();
-                tmp.extend(
-                    touched
-                        .iter()
-                        .filter(|&&d| ss.accepts(d, filter))
-                        .map(|&d| acc[d as usize]),
-                );
-                if tmp.len() >= k {
-                    let (_, kth, _) = tmp.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-                    lower = lower.max(*kth);
+                if let Some(kth) = kth_partial(touched, acc, ss, filter, k, &mut sc.tmp) {
+                    lower = lower.max(kth);
                 }
                 let cut = lower * SLACK;
                 for &d in touched.iter() {
@@ -142,17 +123,7 @@ impl Searcher {
                         }
                     }
                 }
-                let mut theta = top.theta();
-                for (d, &s) in acc.iter().enumerate() {
-                    if s > 0.0 && s >= theta && ss.accepts(d as u32, filter) {
-                        top.push(Cand {
-                            score: s,
-                            seg: si as u32,
-                            doc: d as u32,
-                        });
-                        theta = top.theta();
-                    }
-                }
+                top.push_accumulated(si as u32, acc, |d| ss.accepts(d, filter));
             }
         });
         top.into_sorted()
@@ -296,4 +267,28 @@ fn score_block(
             });
         }
     }
+}
+
+/// The k-th largest partial score among the `touched` documents `filter` accepts (`None`
+/// when fewer than `k` are), a lower bound of the k-th final score; `tmp` is scratch.
+fn kth_partial(
+    touched: &[u32],
+    acc: &[f32],
+    ss: &SnapSeg,
+    filter: Option<DocFilter<'_>>,
+    k: usize,
+    tmp: &mut Vec<f32>,
+) -> Option<f32> {
+    tmp.clear();
+    tmp.extend(
+        touched
+            .iter()
+            .filter(|&&d| ss.accepts(d, filter))
+            .map(|&d| acc[d as usize]),
+    );
+    if tmp.len() < k {
+        return None;
+    }
+    let (_, kth, _) = tmp.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    Some(*kth)
 }

@@ -6,7 +6,7 @@ use crate::search::explain::by_contribution;
 use crate::search::hit::{Hit, TokenContribution};
 use crate::search::request::SearchRequest;
 use crate::search::tiled::SCRATCH;
-use crate::search::top_k::{Cand, TopK};
+use crate::search::top_k::TopK;
 use crate::search::Searcher;
 
 impl Searcher {
@@ -34,17 +34,7 @@ impl Searcher {
                         acc[d as usize] += w * sat_tf(f, seg.doc_len(d), avg, p);
                     }
                 }
-                let mut theta = top.theta();
-                for (d, &s) in acc.iter().enumerate() {
-                    if s > 0.0 && s >= theta && ss.accepts(d as u32, filter) {
-                        top.push(Cand {
-                            score: s,
-                            seg: si as u32,
-                            doc: d as u32,
-                        });
-                        theta = top.theta();
-                    }
-                }
+                top.push_accumulated(si as u32, acc, |d| ss.accepts(d, filter));
             }
         });
         let cands = top.into_sorted();

@@ -85,6 +85,27 @@ impl TopK {
         }
     }
 
+    /// Offers the positive scores of segment `seg`'s dense accumulator (`acc[d]` is document
+    /// `d`'s score) to the heap, in document order; `accepts` admits a document.
+    pub(crate) fn push_accumulated(
+        &mut self,
+        seg: u32,
+        acc: &[f32],
+        accepts: impl Fn(u32) -> bool,
+    ) {
+        let mut theta = self.theta();
+        for (d, &s) in acc.iter().enumerate() {
+            if s > 0.0 && s >= theta && accepts(d as u32) {
+                self.push(Cand {
+                    score: s,
+                    seg,
+                    doc: d as u32,
+                });
+                theta = self.theta();
+            }
+        }
+    }
+
     pub(crate) fn into_sorted(self) -> Vec<Cand> {
         let mut v: Vec<Cand> = self.heap.into_iter().map(|r| r.0).collect();
         v.sort_unstable_by(|a, b| b.cmp(a));
