@@ -124,7 +124,7 @@ pub fn open_or_create(
 ///
 /// A failed run leaves no index behind where there was none: what it created (the directory, or
 /// the files it added to an existing directory without an index) is removed. Input going into an
-/// existing index is checked whole (JSON, `_id`s, vectors' tokens) before the index is opened, so
+/// existing index is checked whole (JSON, `_id`s, vectors' tokens) before anything is written, so
 /// bad input anywhere leaves the index as it was; a failure after writing began (encoder or disk
 /// error) keeps the documents written before it, each write durable as always, and rerunning the
 /// same command completes the job (documents are upserted).
@@ -249,13 +249,25 @@ fn index_documents(args: &IndexArgs, threads: Option<usize>, new_index: bool) ->
             .expect("clap requires one"),
     )?;
     let input = input.path();
-    // Whether names outside the model's vocabulary can go in: a new index of vectors gets an
-    // open vocabulary; an existing index has what it was created with.
-    let open_vocabulary = if new_index {
-        args.vectors.is_some()
+    // A new index of vectors gets an open vocabulary (names outside the model's vocabulary can
+    // go in); an existing index keeps what it was created with.
+    let vocabulary = if args.vectors.is_some() {
+        Vocabulary::Open {
+            seed: model_vocabulary(&encoder)?,
+        }
     } else {
-        nsparse_index::open_reader(&args.index)?.has_open_vocabulary()
+        let size = u32::try_from(encoder.vocab_size())
+            .context("the model's vocabulary has more than u32::MAX tokens")?;
+        Vocabulary::fixed(size)
     };
+    let mut index = open_or_create(
+        &args.index,
+        &identity,
+        vocabulary,
+        model_metadata(&spec, &encoder),
+        writer,
+    )?;
+    let open_vocabulary = index.info().open_vocabulary;
     // Pre-encoded vectors: a line becomes its document's `_id`, the entries the model's
     // vocabulary has (their token ids) and the other names.
     let vector_line = |line: &str, origin: &str| -> Result<VectorLine> {
@@ -292,22 +304,6 @@ fn index_documents(args: &IndexArgs, threads: Option<usize>, new_index: bool) ->
     } else {
         None
     };
-    let vocabulary = if args.vectors.is_some() {
-        Vocabulary::Open {
-            seed: model_vocabulary(&encoder)?,
-        }
-    } else {
-        let size = u32::try_from(encoder.vocab_size())
-            .context("the model's vocabulary has more than u32::MAX tokens")?;
-        Vocabulary::fixed(size)
-    };
-    let mut index = open_or_create(
-        &args.index,
-        &identity,
-        vocabulary,
-        model_metadata(&spec, &encoder),
-        writer,
-    )?;
     let mut reader = RecordReader::open(input)?.with_threads(threads);
     let mut ids = checked_records.is_none().then(|| UniqueIds::new(input));
     // A vectors file is large and quick to index, so its bar counts bytes:
