@@ -62,6 +62,17 @@ struct Names {
     ids: HashMap<Arc<str>, u32>,
 }
 
+impl Names {
+    /// Gives the new name `name` the next id.
+    fn push(&mut self, name: &str) -> u32 {
+        let id = self.by_id.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.by_id.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+}
+
 /// The dictionary, shared by the writer and its searchers (names are only appended).
 #[derive(Default)]
 pub(crate) struct FeatureDictionary {
@@ -142,13 +153,7 @@ impl FeatureDictionary {
         for n in names {
             let id = match w.ids.get(n) {
                 Some(&id) => id,
-                None => {
-                    let id = w.by_id.len() as u32;
-                    let name: Arc<str> = Arc::from(n);
-                    w.by_id.push(name.clone());
-                    w.ids.insert(name, id);
-                    id
-                }
+                None => w.push(n),
             };
             ids.push(id);
         }
@@ -176,10 +181,7 @@ impl FeatureDictionary {
         }
         w.by_id.reserve(names.len());
         for n in names {
-            let id = w.by_id.len() as u32;
-            let name: Arc<str> = Arc::from(n.as_str());
-            w.by_id.push(name.clone());
-            w.ids.insert(name, id);
+            w.push(n);
         }
         Ok(())
     }
