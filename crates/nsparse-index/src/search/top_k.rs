@@ -87,6 +87,7 @@ impl TopK {
 
     /// Offers the positive scores of segment `seg`'s dense accumulator (`acc[d]` is document
     /// `d`'s score) to the heap, in document order; `accepts` admits a document.
+    #[inline]
     pub(crate) fn push_accumulated(
         &mut self,
         seg: u32,
